@@ -1,0 +1,8 @@
+"""Alicerce: a self-hosted, offline platform for RAG assistants over your own documents."""
+
+from alicerce.config import Settings
+from alicerce.errors import AlicerceError
+from alicerce.platform import Alicerce
+
+__all__ = ["Alicerce", "AlicerceError", "Settings"]
+__version__ = "0.1.0"

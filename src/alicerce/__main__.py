@@ -1,0 +1,5 @@
+"""`python -m alicerce` runs the CLI."""
+
+from alicerce.cli import main
+
+main()

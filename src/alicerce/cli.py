@@ -1,0 +1,191 @@
+"""Command line: parse arguments, call the core API, format the result. Nothing else."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from alicerce.config import Settings
+from alicerce.errors import AlicerceError, InputError
+from alicerce.platform import Alicerce
+from alicerce.types import IngestReport
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Alicerce: RAG assistants over your own documents, offline.")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate retrieval (and later answers).")
+app.add_typer(eval_app, name="eval")
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="ALICERCE_HOME",
+                                              help="State directory [default: ./.alicerce]")]
+CollOpt = Annotated[str, typer.Option("--collection", "-c", help="Collection name.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def _open(home: Path | None, **overrides: Any) -> Alicerce:
+    return Alicerce(Settings.load(home=home, **overrides))
+
+
+def _emit(data: Any) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def _progress(report: IngestReport) -> None:
+    done = report.added + report.updated + report.unchanged
+    typer.echo(f"  {done} documents, {report.chunks_embedded} chunks embedded...", err=True)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders, any mix of formats.")],
+    collection: CollOpt = "default",
+    sync: Annotated[bool, typer.Option(help="Remove documents whose files are gone.")] = False,
+    text_field: Annotated[str | None, typer.Option(help="CSV/JSON field with the text.")] = None,
+    id_field: Annotated[str | None, typer.Option(help="CSV/JSON field with the id.")] = None,
+    title_field: Annotated[str | None, typer.Option(help="CSV/JSON field with the title.")
+                           ] = None,
+    metadata_fields: Annotated[str | None, typer.Option(
+        help="Comma-separated CSV/JSON fields kept as metadata [default: all scalar fields]")
+    ] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add or update documents in a collection; unchanged files cost nothing."""
+    with _open(home) as alc:
+        report = alc.ingest(paths, collection, sync=sync, text_field=text_field,
+                            id_field=id_field, title_field=title_field,
+                            metadata_fields=metadata_fields,
+                            progress=None if as_json else _progress)
+    if as_json:
+        _emit({**asdict(report), "ok": report.ok})
+    else:
+        typer.echo(f"{collection}: {report.added} added, {report.updated} updated, "
+                   f"{report.unchanged} unchanged, {report.removed} removed; "
+                   f"{report.chunks_embedded} chunks embedded, {report.chunks_reused} reused; "
+                   f"version {report.version} ({report.seconds:.1f}s)")
+        for f in report.failures:
+            typer.echo(f"FAILED {f.path}: {f.reason}" + (f" -> {f.hint}" if f.hint else ""),
+                       err=True)
+        if report.failures:
+            typer.echo(f"{len(report.failures)} file(s) or record(s) failed; the rest was "
+                       "ingested.", err=True)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _parse_filters(items: list[str] | None) -> dict[str, str | list[str]]:
+    filters: dict[str, str | list[str]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"bad filter {item!r}", hint="write --filter key=value")
+        prev = filters.get(key.strip())
+        if prev is None:
+            filters[key.strip()] = value.strip()
+        else:
+            filters[key.strip()] = [*(prev if isinstance(prev, list) else [prev]), value.strip()]
+    return filters
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Question or keywords.")],
+    collection: CollOpt = "default",
+    mode: Annotated[str | None, typer.Option(help="sparse | dense | hybrid | rrf")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Dense weight in hybrid (0-1).")] = None,
+    k: Annotated[int | None, typer.Option("-k", help="Number of results.")] = None,
+    filter_: Annotated[list[str] | None, typer.Option(
+        "--filter", help="key=value on metadata (repeat; same key = OR).")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search a collection: keywords (BM25), embeddings, or both fused."""
+    with _open(home) as alc:
+        hits = alc.search(query, collection, mode=mode,  # type: ignore[arg-type]
+                          k=k, alpha=alpha, filters=_parse_filters(filter_))
+    if as_json:
+        _emit([asdict(h) for h in hits])
+        return
+    if not hits:
+        typer.echo("no results")
+    for rank, h in enumerate(hits, 1):
+        where = " > ".join(p for p in (h.title, h.section) if p)
+        page = f" p.{h.page}" if h.page else ""
+        typer.echo(f"[{rank}] {h.score:.3f}  {where}  ({h.source}{page})")
+        snippet = " ".join(h.text.split())
+        typer.echo(f"    {snippet[:240]}{'...' if len(snippet) > 240 else ''}")
+
+
+@app.command()
+def collections(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """List collections: documents, chunks, version, embedder."""
+    with _open(home) as alc:
+        rows = alc.collections()
+    if as_json:
+        _emit([asdict(r) for r in rows])
+        return
+    if not rows:
+        typer.echo("no collections yet: run `alicerce ingest PATH --collection NAME`")
+    typer.echo(f"{'name':<20}{'documents':>10}{'chunks':>9}  {'version':<18}embedder")
+    for r in rows:
+        typer.echo(f"{r.name:<20}{r.documents:>10}{r.chunks:>9}  {r.version:<18}{r.embedder}")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    dataset: Annotated[Path, typer.Option(help="CSV or JSONL with questions and doc ids.")],
+    collection: CollOpt = "default",
+    k: Annotated[int, typer.Option("-k", "--k", help="Cut-off for hit rate, MRR, recall.")] = 5,
+    mode: Annotated[str | None, typer.Option(help="sparse | dense | hybrid | rrf")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Dense weight in hybrid (0-1).")] = None,
+    question_field: str = "question",
+    id_field: Annotated[str, typer.Option(help="Column with the relevant document id(s).")
+                        ] = "document",
+    filter_field: Annotated[list[str] | None, typer.Option(
+        help="Dataset column applied as a metadata filter (repeat).")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hit rate, MRR, recall@k and nDCG@10 of a collection on a labelled question set."""
+    from alicerce.evaluate.retrieval import load_dataset
+
+    queries = load_dataset(dataset, question_field, id_field, filter_field or [])
+    with _open(home) as alc:
+        rep = alc.evaluate_retrieval(collection, queries, k=k, mode=mode,  # type: ignore[arg-type]
+                                     alpha=alpha)
+    if as_json:
+        _emit({"k": rep.k, "queries": rep.queries, "metrics": rep.metrics,
+               "seconds": rep.seconds})
+        return
+    typer.echo(f"{rep.queries} questions, k={rep.k}, {rep.seconds:.1f}s")
+    for name, value in rep.metrics.items():
+        typer.echo(f"{name:<12}{value:.4f}")
+
+
+@app.command()
+def versions(collection: CollOpt = "default", home: HomeOpt = None,
+             as_json: JsonOpt = False) -> None:
+    """History of a collection's versions, with the embedder and chunking behind each."""
+    with _open(home) as alc:
+        rows = alc.versions(collection)
+    if as_json:
+        _emit(rows)
+        return
+    for r in rows:
+        typer.echo(f"#{r['seq']:<4}{r['id']}  {r['created_at']}  {r['documents']} docs, "
+                   f"{r['chunks']} chunks  {r['embedder']}  {r['chunking']}")
+
+
+def main() -> None:
+    """Entry point: AlicerceErrors become one line on stderr and exit status 2."""
+    try:
+        app()
+    except AlicerceError as exc:
+        typer.echo(f"error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""),
+                   err=True)
+        sys.exit(2)
+
+

@@ -1,0 +1,108 @@
+"""Settings: one validated object, read from `alicerce.toml` and `ALICERCE_*` variables.
+
+Precedence, highest first: explicit keyword arguments, environment, the TOML file, defaults.
+The object is passed explicitly to everything that needs it; nothing reads the environment
+behind its back.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from alicerce.errors import ConfigError
+
+SearchMode = Literal["sparse", "dense", "hybrid", "rrf"]
+EmbedderName = Literal["e5-small", "minilm", "remote", "hashing"]
+
+CONFIG_ENV = "ALICERCE_CONFIG"
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with the default that suits a laptop CPU."""
+
+    model_config = SettingsConfigDict(env_prefix="ALICERCE_", extra="forbid", frozen=True)
+
+    home: Path = Field(Path(".alicerce"), description="Directory holding all state.")
+
+    embedder: EmbedderName = Field("e5-small", description="Embedding backend for new collections.")
+    embed_batch_size: int = Field(16, ge=1, le=4096)
+    embed_threads: int = Field(0, ge=0, le=256, description="0 = all cores.")
+    remote_embed_url: str = Field("", description="Base URL of an OpenAI-compatible /v1 API.")
+    remote_embed_model: str = Field("text-embedding-3-small")
+    remote_embed_api_key_env: str = Field(
+        "OPENAI_API_KEY", description="Name of the variable that holds the remote API key."
+    )
+    remote_query_prefix: str = ""
+    remote_passage_prefix: str = ""
+
+    chunk_tokens: int = Field(200, ge=16, le=8192, description="Token budget of one chunk.")
+    chunk_overlap: int = Field(32, ge=0, le=4096)
+    max_file_mb: float = Field(50.0, gt=0)
+
+    search_mode: SearchMode = "hybrid"
+    search_k: int = Field(5, ge=1, le=1000)
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of dense scores in hybrid.")
+    rrf_k: int = Field(60, ge=1)
+    candidates: int = Field(50, ge=1, le=10000, description="Candidates per retriever.")
+    boost_title: float = Field(3.0, ge=0.0, description="BM25 weight of the title field.")
+    boost_section: float = Field(0.5, ge=0.0)
+    boost_text: float = Field(1.0, ge=0.0)
+
+    hnsw_connectivity: int = Field(16, ge=4, le=128)
+    hnsw_expansion_add: int = Field(128, ge=8, le=4096)
+    hnsw_expansion_search: int = Field(96, ge=8, le=4096)
+    exact_search_limit: int = Field(
+        20000, ge=0, description="Filtered candidate sets up to this size are searched exactly."
+    )
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_below_budget(cls, v: int, info: Any) -> int:
+        budget = info.data.get("chunk_tokens", 200)
+        if v >= budget:
+            raise ValueError(f"chunk_overlap ({v}) must be smaller than chunk_tokens ({budget})")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get(CONFIG_ENV, "alicerce.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_path))
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Build settings, turning validation failures into one readable ConfigError."""
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            return cls(**clean)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc), hint=_HINT) from None
+        except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+            raise ConfigError(f"cannot read settings: {exc}", hint=_HINT) from None
+
+
+_HINT = "fix the value in alicerce.toml or the ALICERCE_* variable, see docs/configuration.md"
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        parts.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+    return "invalid settings: " + "; ".join(parts)

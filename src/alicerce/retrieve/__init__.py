@@ -1,0 +1,1 @@
+"""Retrieval: sparse, dense, fusion and reranking."""

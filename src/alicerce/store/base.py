@@ -1,0 +1,108 @@
+"""The Store seam: documents, chunks, vectors, keyword and vector search, versions.
+
+Every implementation passes `alicerce.testing.store_contract.StoreContract`, so the embedded
+SQLite store and later server stores behave the same to the core.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from alicerce.errors import InputError
+from alicerce.types import Chunk, CollectionInfo, Document, Hit
+
+Filters = dict[str, str | list[str]]
+Scored = list[tuple[int, float]]
+_FILTER_KEY = re.compile(r"^[A-Za-z_][\w.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class StoredCollection:
+    id: int
+    name: str
+    embedder: str
+    dim: int
+    chunking: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DocumentWrite:
+    """A new or changed document with its chunks, their content hashes and vectors."""
+
+    document: Document
+    content_hash: str
+    chunks: Sequence[Chunk]
+    chunk_hashes: Sequence[str]
+    vectors: NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class BoostWeights:
+    """BM25 weight per indexed field (like minsearch's boosts)."""
+
+    title: float = 3.0
+    section: float = 0.5
+    text: float = 1.0
+
+
+class Store(Protocol):
+    def collection(self, name: str) -> StoredCollection | None: ...
+
+    def create_collection(self, name: str, embedder: str, dim: int,
+                          chunking: dict[str, Any]) -> StoredCollection: ...
+
+    def collections(self) -> list[CollectionInfo]: ...
+
+    def document_hashes(self, coll: StoredCollection) -> dict[str, tuple[str, str]]:
+        """key -> (content hash, source) for every document in the collection."""
+        ...
+
+    def vectors_by_hash(self, coll: StoredCollection,
+                        hashes: Sequence[str]) -> dict[str, NDArray[np.float32]]: ...
+
+    def write_documents(self, coll: StoredCollection, writes: Sequence[DocumentWrite]) -> None:
+        """Insert or replace documents with their chunks, atomically."""
+        ...
+
+    def delete_documents(self, coll: StoredCollection, keys: Sequence[str]) -> int: ...
+
+    def record_version(self, coll: StoredCollection) -> str:
+        """Make a version id from the current content; store it if new; return it."""
+        ...
+
+    def versions(self, coll: StoredCollection) -> list[dict[str, Any]]: ...
+
+    def flush(self) -> None:
+        """Persist derived indexes (a crash before this only costs a rebuild)."""
+        ...
+
+    def sparse_search(self, coll: StoredCollection, query: str, k: int,
+                      filters: Filters | None, boosts: BoostWeights) -> Scored: ...
+
+    def dense_search(self, coll: StoredCollection, vector: NDArray[np.float32], k: int,
+                     filters: Filters | None) -> Scored: ...
+
+    def hits(self, ids: Sequence[int]) -> dict[int, Hit]: ...
+
+    def close(self) -> None: ...
+
+
+def check_filters(filters: Filters | None) -> Filters:
+    """Validate filter keys early so a typo gets a clear message instead of an empty result."""
+    if not filters:
+        return {}
+    for key, value in filters.items():
+        if not _FILTER_KEY.match(key):
+            raise InputError(f"invalid filter field {key!r}",
+                             hint="use letters, digits, '_', '.', '-', e.g. --filter course=x")
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, str) for v in values):
+            raise InputError(f"filter {key!r} needs one or more text values",
+                             hint="write --filter key=value (repeat for OR)")
+    return filters

@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alicerce.store.sqlite import SQLiteStore
+from alicerce.testing.store_contract import CHUNKING, EMB, StoreContract, make_write
+
+
+class TestSQLiteStore(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> SQLiteStore:
+        s = SQLiteStore(tmp_path)
+        yield s
+        s.close()
+
+
+def test_stale_or_missing_index_is_rebuilt(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    coll = store.create_collection("kb", EMB.name, EMB.dim, CHUNKING)
+    store.write_documents(coll, [make_write(f"d{i}", [f"text number {i} about topic {i % 7}"])
+                                 for i in range(50)])
+    vec = EMB.embed_queries(["text number 3"])[0]
+    before = store.dense_search(coll, vec, 5, None)
+    store.close()
+    index = tmp_path / f"collection-{coll.id}.usearch"
+    assert index.exists()
+    # The database moves on without the index (as after a crash before the index was saved).
+    other = SQLiteStore(tmp_path)
+    other.write_documents(coll, [make_write("new", ["text number 3 brand new"])])
+    other._ann.clear()
+    (tmp_path / f"collection-{coll.id}.json").unlink()
+    other.close()
+    fresh = SQLiteStore(tmp_path)
+    after = fresh.dense_search(coll, vec, 6, None)
+    keys = [fresh.hits([i])[i].doc_key for i, _ in after]
+    assert "new" in keys and {i for i, _ in before} <= {i for i, _ in after}
+    index.unlink()
+    fresh._ann.clear()
+    assert fresh.dense_search(coll, vec, 6, None) == after
+    fresh.close()
+
+
+def test_filtered_dense_search_beyond_exact_limit(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path, exact_search_limit=10)
+    coll = store.create_collection("kb", EMB.name, EMB.dim, CHUNKING)
+    store.write_documents(coll, [make_write(f"d{i}", [f"words {i} shared"], group=str(i % 2))
+                                 for i in range(60)])
+    vec = EMB.embed_queries(["words 7 shared"])[0]
+    hits = store.dense_search(coll, vec, 5, {"group": "1"})
+    assert len(hits) == 5
+    assert all(store.hits([i])[i].metadata["group"] == "1" for i, _ in hits)
+    exact = SQLiteStore(tmp_path / "exact")
+    c2 = exact.create_collection("kb", EMB.name, EMB.dim, CHUNKING)
+    exact.write_documents(c2, [make_write(f"d{i}", [f"words {i} shared"], group=str(i % 2))
+                               for i in range(60)])
+    ref = exact.dense_search(c2, vec, 5, {"group": "1"})
+    np.testing.assert_allclose([s for _, s in hits], [s for _, s in ref], atol=2e-3)
+    store.close()
+    exact.close()
+
+
+def test_integrity_and_wal(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    assert store.integrity() == "ok"
+    mode = store._db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    store.close()
+
+
+def test_unreadable_store_path_is_a_clear_error(tmp_path: Path) -> None:
+    from alicerce.errors import StoreError
+
+    bad = tmp_path / "home"
+    bad.mkdir()
+    (bad / "alicerce.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="cannot open the store"):
+        SQLiteStore(bad)
