@@ -1,0 +1,157 @@
+"""Speed on this machine: ingestion versus the raw embedder, and search latency at scale.
+
+    python bench/speed.py ingest [--data ../shared/data] [--docs 300]
+    python bench/speed.py search --n 100000 [--queries 300]
+
+`ingest` embeds the same chunk texts twice, once through `Alicerce.ingest` (load, chunk, hash,
+embed, SQLite, FTS5, HNSW) and once by calling the embedder directly: the ratio is the share of
+the embedder's speed the pipeline keeps (target >= 0.9). `search` fills a store with N chunks
+of synthetic text and clustered vectors, then times dense (HNSW) search with its recall@10
+against exact search, sparse (FTS5 BM25), and hybrid including the real query embedding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import data_dir, machine
+from synthetic import clustered, exact_top, queries
+
+from alicerce import Alicerce, Settings
+from alicerce.embed import get_embedder
+from alicerce.ingest.chunking import ChunkingConfig, chunk_document, embedding_text
+from alicerce.ingest.loaders import RecordMapping, load_file
+from alicerce.store.base import DocumentWrite
+from alicerce.types import Chunk, Document, Section
+
+
+def ms(values: list[float], p: float) -> float:
+    return float(np.percentile(values, p) * 1000)
+
+
+def bench_ingest(args: argparse.Namespace) -> None:
+    src = data_dir(args.data, "llm-zoomcamp-faq/search_evaluation/documents-with-ids.json")
+    docs = json.loads(src.read_text())[: args.docs]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "docs.jsonl"
+        path.write_text("".join(json.dumps({**d, "id": f"{i}-{d['id']}"}) + "\n"
+                                for i, d in enumerate(docs)))
+        settings = Settings.load(home=Path(tmp) / "home", embed_batch_size=args.batch)
+        embedder = get_embedder("e5-small", settings)
+        mapping = RecordMapping(id_field="id", title_field="question")
+        loaded, _ = load_file(path, path.name, mapping, 2**30)
+        cfg = ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap)
+        texts = [embedding_text(c) for d in loaded
+                 for c in chunk_document(d, cfg, embedder.count_tokens)]
+        embedder.embed_passages(texts[:4])  # warm up
+        t = time.perf_counter()
+        embedder.embed_passages(texts)
+        raw = len(texts) / (time.perf_counter() - t)
+        with Alicerce(settings) as alc:
+            report = alc.ingest([path], "speed", id_field="id", title_field="question")
+        pipe = report.chunks_embedded / report.seconds
+        tokens = np.mean([embedder.count_tokens(t) for t in texts])
+        print(f"machine: {machine()}; {len(loaded)} Zoomcamp docs -> {len(texts)} chunks, "
+              f"mean {tokens:.0f} tokens, batch {args.batch}")
+        print(f"raw embedder   {raw:6.2f} chunks/s")
+        print(f"alicerce ingest {pipe:6.2f} chunks/s   ratio {pipe / raw:.3f} (target >= 0.9)")
+        for batch in (1, 8, 32):
+            e = get_embedder("e5-small", settings.model_copy(update={"embed_batch_size": batch}))
+            sample = texts[:64]
+            t = time.perf_counter()
+            e.embed_passages(sample)
+            rate = len(sample) / (time.perf_counter() - t)
+            print(f"  raw embedder, batch {batch:>2}: {rate:6.2f} chunks/s")
+
+
+WORDS = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ra", "si", "tu", "ve", "zo")
+         for b in ("bar", "cen", "dor", "fim", "gal", "hur", "jon", "lex", "mar", "nox",
+                   "por", "qua", "ren", "sul", "tor", "uva", "vel", "xis", "yor", "zen")]
+
+
+def fill(alc: Alicerce, n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    """Write n one-chunk documents (Zipf-distributed synthetic words, clustered vectors)."""
+    e5 = get_embedder("e5-small", alc.settings)
+    coll = alc.store.create_collection("synthetic", e5.name, dim, ChunkingConfig().as_dict())
+    vectors = clustered(n, dim, clusters=max(100, n // 100), seed=seed)
+    rng = np.random.default_rng(seed)
+    ranks = np.arange(1, len(WORDS) + 1)
+    probs = (1 / ranks) / (1 / ranks).sum()
+    t = time.perf_counter()
+    for start in range(0, n, 2000):
+        writes = []
+        for i in range(start, min(n, start + 2000)):
+            text = " ".join(rng.choice(WORDS, 40, p=probs))
+            doc = Document(f"d{i}", "synthetic", f"doc {i}", (Section(text),),
+                           {"group": str(i % 10)})
+            chunk = Chunk(doc.key, 0, text, doc.title, "", None, "synthetic", 50, doc.metadata)
+            writes.append(DocumentWrite(doc, str(i), [chunk], [str(i)], vectors[i : i + 1]))
+        alc.store.write_documents(coll, writes)
+    print(f"  wrote {n} chunks to SQLite+FTS5 in {time.perf_counter() - t:.0f}s")
+    ids = [int(r[0]) for r in alc.store._db.execute(  # type: ignore[attr-defined]
+        "SELECT id FROM chunks WHERE collection_id=? ORDER BY id", (coll.id,))]
+    t = time.perf_counter()
+    alc.store.dense_search(coll, vectors[0], 1, None)  # builds the HNSW index
+    print(f"  built the HNSW index in {time.perf_counter() - t:.0f}s")
+    return vectors, ids
+
+
+def bench_search(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings.load(home=Path(tmp))
+        alc = Alicerce(settings)
+        print(f"machine: {machine()}; {args.n} chunks; HNSW M={settings.hnsw_connectivity} "
+              f"ef_search={settings.hnsw_expansion_search}")
+        vectors, ids = fill(alc, args.n, 384)
+        coll = alc.store.collection("synthetic")
+        assert coll is not None
+        qs = queries(vectors, args.queries)
+        truth = exact_top(vectors, qs, 10)
+        lat, found = [], 0
+        for q, want in zip(qs, truth, strict=True):
+            t = time.perf_counter()
+            got = alc.store.dense_search(coll, q, 10, None)
+            lat.append(time.perf_counter() - t)
+            found += len({i for i, _ in got} & {ids[w] for w in want})
+        print(f"dense (HNSW)   p50 {ms(lat, 50):7.2f} ms  p99 {ms(lat, 99):7.2f} ms  "
+              f"recall@10 vs exact {found / truth.size:.4f} (target >= 0.95)")
+        rng = np.random.default_rng(7)
+        texts = [" ".join(rng.choice(WORDS[:60], 4)) + f" pergunta {i}"
+                 for i in range(args.queries)]
+        for mode in ("sparse", "dense", "hybrid", "rrf"):
+            lat = []
+            for text in texts:  # a new text per mode: every dense query pays its embedding
+                t = time.perf_counter()
+                alc.search(f"{text} {mode}", "synthetic", mode=mode, k=5)  # type: ignore[arg-type]
+                lat.append(time.perf_counter() - t)
+            print(f"search {mode:<7} p50 {ms(lat, 50):7.2f} ms  p99 {ms(lat, 99):7.2f} ms"
+                  "  (full API call: query embedding, retrieval, fusion, chunk fetch)")
+        e5 = get_embedder("e5-small", settings)
+        lat = []
+        for text in texts[:100]:
+            t = time.perf_counter()
+            e5.embed_queries([text + " extra"])
+            lat.append(time.perf_counter() - t)
+        print(f"query embedding alone p50 {ms(lat, 50):.2f} ms")
+        alc.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["ingest", "search"])
+    ap.add_argument("--data")
+    ap.add_argument("--docs", type=int, default=300)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=300)
+    args = ap.parse_args()
+    bench_ingest(args) if args.what == "ingest" else bench_search(args)
+
+
+if __name__ == "__main__":
+    main()
