@@ -96,3 +96,16 @@ def test_examples_folder_ingests_cleanly(alc: Alicerce) -> None:
     kinds = {Path(h.source).suffix for h in alc.search("política", "handbook", k=50,
                                                         mode="sparse")}
     assert ".md" in kinds
+
+
+def test_chunking_is_per_collection_and_fixed(alc: Alicerce, docs: Path) -> None:
+    alc.ingest([docs], "small", chunk_tokens=32, chunk_overlap=4)
+    alc.ingest([docs], "big")
+    by_name = {c.name: c for c in alc.collections()}
+    assert (by_name["small"].chunk_tokens, by_name["small"].chunk_overlap) == (32, 4)
+    assert by_name["big"].chunk_tokens == alc.settings.chunk_tokens
+    assert alc.ingest([docs], "small", chunk_tokens=32).unchanged == 4
+    with pytest.raises(InputError, match="fixed when a collection is created"):
+        alc.ingest([docs], "small", chunk_tokens=64)
+    with pytest.raises(InputError, match="overlap"):
+        alc.ingest([docs], "other", chunk_tokens=20, chunk_overlap=20)

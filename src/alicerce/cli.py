@@ -51,6 +51,12 @@ def ingest(
     metadata_fields: Annotated[str | None, typer.Option(
         help="Comma-separated CSV/JSON fields kept as metadata [default: all scalar fields]")
     ] = None,
+    chunk_tokens: Annotated[int | None, typer.Option(
+        help="Chunk budget in tokens, for a new collection [default: setting chunk_tokens]")
+    ] = None,
+    chunk_overlap: Annotated[int | None, typer.Option(
+        help="Overlap in tokens, for a new collection [default: setting chunk_overlap]")
+    ] = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -58,7 +64,8 @@ def ingest(
     with _open(home) as alc:
         report = alc.ingest(paths, collection, sync=sync, text_field=text_field,
                             id_field=id_field, title_field=title_field,
-                            metadata_fields=metadata_fields,
+                            metadata_fields=metadata_fields, chunk_tokens=chunk_tokens,
+                            chunk_overlap=chunk_overlap,
                             progress=None if as_json else _progress)
     if as_json:
         _emit({**asdict(report), "ok": report.ok})

@@ -93,6 +93,7 @@ class Alicerce:
                text_field: str | None = None, id_field: str | None = None,
                title_field: str | None = None,
                metadata_fields: str | Sequence[str] | None = None,
+               chunk_tokens: int | None = None, chunk_overlap: int | None = None,
                progress: Progress | None = None) -> IngestReport:
         """Add or update files in `collection`; see docs/ingestion.md for the rules."""
         if not _NAME.match(collection):
@@ -104,12 +105,21 @@ class Alicerce:
         coll = self.store.collection(collection)
         if coll is None:
             embedder = get_embedder(self.settings.embedder, self.settings)
-            cfg = ChunkingConfig(self.settings.chunk_tokens, self.settings.chunk_overlap)
+            cfg = _chunking(chunk_tokens or self.settings.chunk_tokens,
+                            self.settings.chunk_overlap if chunk_overlap is None else chunk_overlap)
             coll = self.store.create_collection(collection, embedder.name, embedder.dim,
                                                 cfg.as_dict())
         else:
             embedder = self.embedder_for(coll)
             cfg = ChunkingConfig(int(coll.chunking["tokens"]), int(coll.chunking["overlap"]))
+            asked = (chunk_tokens or cfg.tokens, cfg.overlap if chunk_overlap is None
+                     else chunk_overlap)
+            if asked != (cfg.tokens, cfg.overlap):
+                raise InputError(
+                    f"collection {collection!r} is chunked with {cfg.tokens} tokens and "
+                    f"{cfg.overlap} overlap; chunking is fixed when a collection is created",
+                    hint="leave out --chunk-tokens/--chunk-overlap, or ingest into a new "
+                         "collection")
         ingestor = Ingestor(self.store, embedder, coll, cfg,
                             max_bytes(self.settings.max_file_mb), progress)
         report = ingestor.run([Path(p) for p in paths], mapping, sync)
@@ -155,3 +165,12 @@ class Alicerce:
         started = time.perf_counter()
         results = evaluate(queries, rank, k)
         return RetrievalReport(k, score(results, k), results, time.perf_counter() - started)
+
+
+def _chunking(tokens: int, overlap: int) -> ChunkingConfig:
+    if not 16 <= tokens <= 8192:
+        raise InputError(f"chunk size {tokens} is out of range", hint="use 16 to 8192 tokens")
+    if not 0 <= overlap < tokens:
+        raise InputError(f"chunk overlap {overlap} must be at least 0 and below {tokens}",
+                         hint="e.g. --chunk-tokens 200 --chunk-overlap 32")
+    return ChunkingConfig(tokens, overlap)
