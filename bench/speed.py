@@ -48,8 +48,8 @@ def bench_ingest(args: argparse.Namespace) -> None:
         mapping = RecordMapping(id_field="id", title_field="question")
         loaded, _ = load_file(path, path.name, mapping, 2**30)
         cfg = ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap)
-        texts = [embedding_text(c) for d in loaded
-                 for c in chunk_document(d, cfg, embedder.count_tokens)]
+        texts = list(dict.fromkeys(embedding_text(c) for d in loaded  # distinct, as ingest embeds
+                                   for c in chunk_document(d, cfg, embedder.count_tokens)))
         tokens = sum(embedder.count_tokens(t) for t in texts)
         embedder.embed_passages(texts[:4])  # warm up
         raw, pipe = [], []

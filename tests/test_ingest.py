@@ -109,3 +109,19 @@ def test_chunking_is_per_collection_and_fixed(alc: Alicerce, docs: Path) -> None
         alc.ingest([docs], "small", chunk_tokens=64)
     with pytest.raises(InputError, match="overlap"):
         alc.ingest([docs], "other", chunk_tokens=20, chunk_overlap=20)
+
+
+def test_embedder_is_fixed_per_collection(alc: Alicerce, docs: Path) -> None:
+    alc.ingest([docs], "kb", embedder="hashing")
+    with pytest.raises(InputError, match="is embedded with hashing"):
+        alc.ingest([docs], "kb", embedder="e5-small")
+
+
+def test_identical_chunks_are_embedded_once(alc: Alicerce, tmp_path: Path) -> None:
+    f = tmp_path / "dup.jsonl"
+    f.write_text("".join(f'{{"id": "{i}", "text": "the same answer"}}\n' for i in range(5)))
+    calls = embedded(alc)
+    report = alc.ingest([f], "kb")
+    assert report.added == 5 and report.chunks_embedded == 1 and report.chunks_reused == 4
+    assert embedded(alc) - calls == 1
+    assert len(alc.search("same answer", "kb", mode="dense", k=10)) == 5

@@ -51,6 +51,9 @@ def ingest(
     metadata_fields: Annotated[str | None, typer.Option(
         help="Comma-separated CSV/JSON fields kept as metadata [default: all scalar fields]")
     ] = None,
+    embedder: Annotated[str | None, typer.Option(
+        help="e5-small | minilm | remote, for a new collection [default: setting embedder]")
+    ] = None,
     chunk_tokens: Annotated[int | None, typer.Option(
         help="Chunk budget in tokens, for a new collection [default: setting chunk_tokens]")
     ] = None,
@@ -66,6 +69,7 @@ def ingest(
                             id_field=id_field, title_field=title_field,
                             metadata_fields=metadata_fields, chunk_tokens=chunk_tokens,
                             chunk_overlap=chunk_overlap,
+                            embedder=embedder,  # type: ignore[arg-type]
                             progress=None if as_json else _progress)
     if as_json:
         _emit({**asdict(report), "ok": report.ok})

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from alicerce.config import SearchMode, Settings
+from alicerce.config import EmbedderName, SearchMode, Settings
 from alicerce.embed import family, get_embedder
 from alicerce.embed.base import Embedder
 from alicerce.errors import ConfigError, InputError, NotFoundError
@@ -49,9 +49,9 @@ class Alicerce:
         """Open (creating if needed) the home in `settings`, or `home` with default settings."""
         if settings is None:
             settings = Settings.load(home=home, **overrides)
-        elif home is not None or overrides:
-            settings = settings.model_copy(update={"home": Path(home or settings.home),
-                                                   **overrides})
+        elif home is not None or overrides:  # re-validate the combination
+            settings = Settings.load(**{**settings.model_dump(), "home": home or settings.home,
+                                        **overrides})
         return cls(settings)
 
     def __enter__(self) -> Alicerce:
@@ -94,8 +94,13 @@ class Alicerce:
                title_field: str | None = None,
                metadata_fields: str | Sequence[str] | None = None,
                chunk_tokens: int | None = None, chunk_overlap: int | None = None,
+               embedder: EmbedderName | None = None,
                progress: Progress | None = None) -> IngestReport:
-        """Add or update files in `collection`; see docs/ingestion.md for the rules."""
+        """Add or update files in `collection`; see docs/ingestion.md for the rules.
+
+        `embedder`, `chunk_tokens` and `chunk_overlap` apply when the collection is created
+        (default: the settings); an existing collection keeps its own.
+        """
         if not _NAME.match(collection):
             raise InputError(f"invalid collection name {collection!r}",
                              hint="use letters, digits, '.', '_' or '-' (up to 64)")
@@ -104,13 +109,17 @@ class Alicerce:
         mapping = parse_mapping(text_field, id_field, title_field, metadata_fields)
         coll = self.store.collection(collection)
         if coll is None:
-            embedder = get_embedder(self.settings.embedder, self.settings)
+            model = get_embedder(embedder or self.settings.embedder, self.settings)
             cfg = _chunking(chunk_tokens or self.settings.chunk_tokens,
                             self.settings.chunk_overlap if chunk_overlap is None else chunk_overlap)
-            coll = self.store.create_collection(collection, embedder.name, embedder.dim,
+            coll = self.store.create_collection(collection, model.name, model.dim,
                                                 cfg.as_dict())
         else:
-            embedder = self.embedder_for(coll)
+            model = self.embedder_for(coll)
+            if embedder is not None and family(coll.embedder) != embedder:
+                raise InputError(
+                    f"collection {collection!r} is embedded with {coll.embedder}",
+                    hint="leave out --embedder, or ingest into a new collection")
             cfg = ChunkingConfig(int(coll.chunking["tokens"]), int(coll.chunking["overlap"]))
             asked = (chunk_tokens or cfg.tokens, cfg.overlap if chunk_overlap is None
                      else chunk_overlap)
@@ -120,7 +129,7 @@ class Alicerce:
                     f"{cfg.overlap} overlap; chunking is fixed when a collection is created",
                     hint="leave out --chunk-tokens/--chunk-overlap, or ingest into a new "
                          "collection")
-        ingestor = Ingestor(self.store, embedder, coll, cfg,
+        ingestor = Ingestor(self.store, model, coll, cfg,
                             max_bytes(self.settings.max_file_mb), progress)
         report = ingestor.run([Path(p) for p in paths], mapping, sync)
         self.store.flush()

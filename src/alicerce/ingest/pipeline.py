@@ -129,14 +129,16 @@ class Ingestor:
         texts = [embedding_text(c) for _, _, chunks in batch.docs for c in chunks]
         hashes = [chunk_hash(t) for t in texts]
         known = self.store.vectors_by_hash(self.coll, hashes)
-        todo = [i for i, h in enumerate(hashes) if h not in known]
-        fresh = self.embedder.embed_passages([texts[i] for i in todo])
-        vectors = np.zeros((len(texts), self.embedder.dim), dtype=np.float32)
-        for row, i in enumerate(todo):
-            vectors[i] = fresh[row]
+        # Embed each distinct new text once (FAQs and boilerplate repeat), reuse the rest.
+        todo: dict[str, int] = {}
         for i, h in enumerate(hashes):
-            if h in known:
-                vectors[i] = known[h]
+            if h not in known:
+                todo.setdefault(h, i)
+        fresh = self.embedder.embed_passages([texts[i] for i in todo.values()])
+        known.update(zip(todo, fresh, strict=True))
+        vectors = np.zeros((len(hashes), self.embedder.dim), dtype=np.float32)
+        for i, h in enumerate(hashes):
+            vectors[i] = known[h]
         writes, start = [], 0
         for doc, h, chunks in batch.docs:
             end = start + len(chunks)
