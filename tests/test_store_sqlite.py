@@ -76,3 +76,19 @@ def test_unreadable_store_path_is_a_clear_error(tmp_path: Path) -> None:
     (bad / "alicerce.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match="cannot open the store"):
         SQLiteStore(bad)
+
+
+def test_index_is_kept_current_by_writes_and_not_rebuilt(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    coll = store.create_collection("kb", EMB.name, EMB.dim, CHUNKING)
+    store.write_documents(coll, [make_write("a", ["alpha words"])])
+    store.write_documents(coll, [make_write("b", ["beta words"])])
+    store.delete_documents(coll, ["a"])
+    store.close()  # flushes the index mirrored through the writes
+    index = tmp_path / f"collection-{coll.id}.usearch"
+    stamp = index.stat().st_mtime_ns
+    again = SQLiteStore(tmp_path)
+    hits = again.dense_search(coll, EMB.embed_queries(["beta"])[0], 5, None)
+    assert [again.hits([i])[i].doc_key for i, _ in hits] == ["b"]
+    again.close()
+    assert index.stat().st_mtime_ns == stamp  # loaded as saved, not rebuilt

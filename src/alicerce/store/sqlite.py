@@ -145,6 +145,7 @@ class SQLiteStore:
         return removed
 
     def write_documents(self, coll: StoredCollection, writes: Sequence[DocumentWrite]) -> None:
+        self._index(coll)  # loaded first, so this write is mirrored instead of forcing a rebuild
         cid = coll.id
         added_ids: list[int] = []
         added_vecs: list[NDArray[np.float32]] = []
@@ -184,6 +185,7 @@ class SQLiteStore:
     def delete_documents(self, coll: StoredCollection, keys: Sequence[str]) -> int:
         if not keys:
             return 0
+        self._index(coll)
         with self._tx() as db:
             ids = [int(r[0]) for k in keys for r in db.execute(
                 "SELECT id FROM documents WHERE collection_id=? AND key=?", (coll.id, k))]
@@ -200,10 +202,8 @@ class SQLiteStore:
 
     def _apply(self, cid: int, removed: list[int], ids: list[int],
                vecs: list[NDArray[np.float32]], epoch: int) -> None:
-        """Mirror a committed write into a loaded HNSW index (an unloaded one rebuilds later)."""
-        ann = self._ann.get(cid)
-        if ann is None:
-            return
+        """Mirror a committed write into the HNSW index; saved by `flush` at the end of a run."""
+        ann = self._ann[cid]
         ann.remove(removed, epoch)
         if ids:
             ann.add(np.asarray(ids, np.int64), np.vstack(vecs).astype(np.float32), epoch)
