@@ -99,12 +99,11 @@ def fill(alc: Alicerce, n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, li
             chunk = Chunk(doc.key, 0, text, doc.title, "", None, "synthetic", 50, doc.metadata)
             writes.append(DocumentWrite(doc, str(i), [chunk], [str(i)], vectors[i : i + 1]))
         alc.store.write_documents(coll, writes)
-    print(f"  wrote {n} chunks to SQLite+FTS5 in {time.perf_counter() - t:.0f}s")
+    alc.store.flush()
+    print(f"  wrote {n} chunks to SQLite + FTS5 + HNSW (saved) in "
+          f"{time.perf_counter() - t:.0f}s")
     ids = [int(r[0]) for r in alc.store._db.execute(  # type: ignore[attr-defined]
         "SELECT id FROM chunks WHERE collection_id=? ORDER BY id", (coll.id,))]
-    t = time.perf_counter()
-    alc.store.dense_search(coll, vectors[0], 1, None)  # builds the HNSW index
-    print(f"  built the HNSW index in {time.perf_counter() - t:.0f}s")
     return vectors, ids
 
 
