@@ -125,3 +125,17 @@ def test_identical_chunks_are_embedded_once(alc: Alicerce, tmp_path: Path) -> No
     assert report.added == 5 and report.chunks_embedded == 1 and report.chunks_reused == 4
     assert embedded(alc) - calls == 1
     assert len(alc.search("same answer", "kb", mode="dense", k=10)) == 5
+
+
+def test_a_parser_crash_on_one_file_is_reported(alc: Alicerce, docs: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from alicerce.ingest import loaders
+
+    def explode(data: bytes, name: str, mapping: object) -> object:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setitem(loaders.LOADERS, ".txt", explode)
+    report = alc.ingest([docs], "kb")
+    assert report.added == 3
+    [failure] = report.failures
+    assert failure.path.endswith("ferias.txt") and "RecursionError" in failure.reason

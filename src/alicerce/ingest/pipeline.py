@@ -93,6 +93,11 @@ class Ingestor:
             except IngestError as exc:
                 report.failures.append(IngestFailure(name, exc.message, exc.hint))
                 continue
+            except Exception as exc:  # a parser bug on one odd file must not stop the run
+                report.failures.append(IngestFailure(
+                    name, f"could not be parsed ({exc.__class__.__name__}: {exc})",
+                    "the file may be malformed; re-save it, or report it with the file"))
+                continue
             report.failures.extend(failures)
             loaded_sources.add(name)
             for doc in docs:
