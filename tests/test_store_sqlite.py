@@ -92,3 +92,18 @@ def test_index_is_kept_current_by_writes_and_not_rebuilt(tmp_path: Path) -> None
     assert [again.hits([i])[i].doc_key for i, _ in hits] == ["b"]
     again.close()
     assert index.stat().st_mtime_ns == stamp  # loaded as saved, not rebuilt
+
+
+def test_a_reader_sees_writes_made_by_another_process(tmp_path: Path) -> None:
+    writer, reader = SQLiteStore(tmp_path), SQLiteStore(tmp_path)
+    coll = writer.create_collection("kb", EMB.name, EMB.dim, CHUNKING)
+    writer.write_documents(coll, [make_write("a", ["alpha words"])])
+    writer.flush()
+    vec = EMB.embed_queries(["beta words"])[0]
+    assert len(reader.dense_search(coll, vec, 5, None)) == 1
+    writer.write_documents(coll, [make_write("b", ["beta words"])])
+    writer.flush()
+    top = reader.dense_search(coll, vec, 5, None)
+    assert reader.hits([top[0][0]])[top[0][0]].doc_key == "b" and len(top) == 2
+    writer.close()
+    reader.close()

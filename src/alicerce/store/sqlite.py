@@ -270,10 +270,12 @@ class SQLiteStore:
         return [(int(i), float(s)) for i, s in self._db.execute(sql, (match, *args, k))]
 
     def _index(self, coll: StoredCollection) -> AnnIndex:
+        """The collection's HNSW index, reloaded when another process changed the data."""
         ann = self._ann.get(coll.id)
-        if ann is None:
+        epoch = self._epoch(coll.id)
+        if ann is None or ann.stamp != epoch:
             ann = AnnIndex(self.home / f"collection-{coll.id}.usearch", coll.dim, **self._hnsw)
-            ann.load_or_rebuild(self._epoch(coll.id), lambda: self._all_vectors(coll.id))
+            ann.load_or_rebuild(epoch, lambda: self._all_vectors(coll.id))
             self._ann[coll.id] = ann
         return ann
 
