@@ -26,7 +26,8 @@ def main() -> None:
     ap.add_argument("--home", default="/tmp/alicerce-bench-zoomcamp")
     ap.add_argument("--embedder", default="e5-small")
     ap.add_argument("--limit", type=int, default=0, help="only the first N questions")
-    ap.add_argument("--alphas", default="0.3,0.5,0.7")
+    ap.add_argument("--alphas", default="0.3,0.4,0.5,0.7")
+    ap.add_argument("--modes", default="sparse,dense,hybrid,rrf")
     args = ap.parse_args()
     base = data_dir(args.data, "llm-zoomcamp-faq/search_evaluation")
     alc = Alicerce.open(args.home, embedder=args.embedder)
@@ -42,8 +43,13 @@ def main() -> None:
         rows = rows[: args.limit]
     queries = [EvalQuery(r["question"], frozenset([r["document"]]), {"course": r["course"]})
                for r in rows]
-    modes: list[tuple[str, float | None]] = [("sparse", None), ("dense", None)]
-    modes += [("hybrid", float(a)) for a in args.alphas.split(",")] + [("rrf", None)]
+    wanted = args.modes.split(",")
+    modes: list[tuple[str, float | None]] = [(m, None) for m in ("sparse", "dense")
+                                             if m in wanted]
+    if "hybrid" in wanted:
+        modes += [("hybrid", float(a)) for a in args.alphas.split(",")]
+    if "rrf" in wanted:
+        modes.append(("rrf", None))
     print(f"{len(queries)} questions, top 5, filter course")
     print(f"{'mode':<14}{'hit rate (ratio to 0.952)':<32}{'MRR (ratio to 0.875)':<30}"
           f"{'recall@5':>9}{'nDCG@10':>9}{'q/s':>8}")
