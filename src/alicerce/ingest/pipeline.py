@@ -121,8 +121,10 @@ class Ingestor:
                     self._flush(batch, report)
                     batch = _Batch()
         self._flush(batch, report)
+        # A file that failed to load this time keeps its old chunks, even with --sync.
+        failed = {f.path for f in report.failures}
         gone = [k for k, (_, src) in stored.items() if k not in seen_keys
-                and (src in loaded_sources or (sync and not _failed(src, report)))]
+                and (src in loaded_sources or (sync and src not in failed))]
         report.removed = self.store.delete_documents(self.coll, gone)
         report.version = self.store.record_version(self.coll)
         report.seconds = time.perf_counter() - started
@@ -154,11 +156,6 @@ class Ingestor:
         report.chunks_reused += len(texts) - len(todo)
         if self.progress:
             self.progress(report)
-
-
-def _failed(source: str, report: IngestReport) -> bool:
-    """A file that failed to load this time keeps its old chunks, even with --sync."""
-    return any(f.path == source for f in report.failures)
 
 
 def parse_mapping(text_field: str | None, id_field: str | None, title_field: str | None,
