@@ -34,7 +34,11 @@ def test_stale_or_missing_index_is_rebuilt(tmp_path: Path) -> None:
     fresh = SQLiteStore(tmp_path)
     after = fresh.dense_search(coll, vec, 6, None)
     keys = [fresh.hits([i])[i].doc_key for i, _ in after]
-    assert "new" in keys and {i for i, _ in before} <= {i for i, _ in after}
+    assert "new" in keys
+    # The old neighbours are still found: same scores (ids may differ where the hashing
+    # embedder gives several chunks the same score).
+    old = [s for (i, s), key in zip(after, keys) if key != "new"]
+    np.testing.assert_allclose(old, [s for _, s in before], atol=1e-3)
     index.unlink()
     fresh._ann.clear()
     rebuilt = fresh.dense_search(coll, vec, 6, None)
