@@ -1,7 +1,7 @@
 """Speed on this machine: ingestion versus the raw embedder, and search latency at scale.
 
     python bench/speed.py ingest [--data ../shared/data] [--docs 300]
-    python bench/speed.py search --n 100000 [--queries 300]
+    python bench/speed.py search --n 100000 [--queries 300] [--home /tmp/alicerce-1m]
     python bench/speed.py knobs
 
 `ingest` embeds the same chunk texts twice, once through `Alicerce.ingest` (load, chunk, hash,
@@ -136,13 +136,26 @@ def fill(alc: Alicerce, n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, li
     return vectors, ids
 
 
+def filled(alc: Alicerce, n: int, dim: int) -> tuple[np.ndarray, list[int]]:
+    """The synthetic collection: reused when `--home` already holds one of this size."""
+    coll = alc.store.collection("synthetic")
+    if coll is None:
+        return fill(alc, n, dim)
+    ids = [int(r[0]) for r in alc.store._db.execute(  # type: ignore[attr-defined]
+        "SELECT id FROM chunks WHERE collection_id=? ORDER BY id", (coll.id,))]
+    if len(ids) != n:
+        raise SystemExit(f"--home holds {len(ids)} synthetic chunks, not {n}: use another home")
+    print(f"  reusing {n} chunks already written")
+    return clustered(n, dim, clusters=max(100, n // 100), seed=0), ids
+
+
 def bench_search(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.load(home=Path(tmp))
+        settings = Settings.load(home=Path(args.home or tmp))
         alc = Alicerce(settings)
         print(f"machine: {machine()}; {args.n} chunks; HNSW M={settings.hnsw_connectivity} "
               f"ef_search={settings.hnsw_expansion_search}")
-        vectors, ids = fill(alc, args.n, 384)
+        vectors, ids = filled(alc, args.n, 384)
         coll = alc.store.collection("synthetic")
         assert coll is not None
         qs = queries(vectors, args.queries)
@@ -186,6 +199,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--home", help="search: keep the filled store here and reuse it next time")
     args = ap.parse_args()
     {"ingest": bench_ingest, "search": bench_search, "knobs": bench_knobs}[args.what](args)
 

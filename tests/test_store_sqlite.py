@@ -37,7 +37,7 @@ def test_stale_or_missing_index_is_rebuilt(tmp_path: Path) -> None:
     assert "new" in keys
     # The old neighbours are still found: same scores (ids may differ where the hashing
     # embedder gives several chunks the same score).
-    old = [s for (i, s), key in zip(after, keys) if key != "new"]
+    old = [s for (i, s), key in zip(after, keys, strict=False) if key != "new"]
     np.testing.assert_allclose(old, [s for _, s in before], atol=1e-3)
     index.unlink()
     fresh._ann.clear()

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,7 +24,27 @@ from alicerce.errors import ConfigError
 SearchMode = Literal["sparse", "dense", "hybrid", "rrf"]
 EmbedderName = Literal["e5-small", "minilm", "remote", "hashing"]
 
+Extractiveness = Literal["quote", "balanced", "paraphrase"]
+
 CONFIG_ENV = "ALICERCE_CONFIG"
+
+
+class ModelEntry(BaseModel):
+    """A model named in `[models.NAME]`: a GGUF `path`, or an OpenAI-compatible `url`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = ""
+    url: str = Field("", description="Base URL of an OpenAI-compatible /v1 API.")
+    model: str = Field("", description="Model name the endpoint serves (default: NAME).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Variable holding the API key.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelEntry:
+        if bool(self.path) == bool(self.url):
+            raise ValueError("give exactly one of path (a .gguf file) or url (an "
+                             "OpenAI-compatible endpoint)")
+        return self
 
 
 class Settings(BaseSettings):
@@ -61,11 +81,34 @@ class Settings(BaseSettings):
 
     hnsw_connectivity: int = Field(16, ge=4, le=128)
     hnsw_expansion_add: int = Field(128, ge=8, le=4096)
-    # 192 keeps recall@10 >= 0.95 up to 1M chunks (bench/ann_compare.py, docs/benchmarks.md).
-    hnsw_expansion_search: int = Field(192, ge=8, le=4096)
+    # 256 keeps recall@10 >= 0.95 with margin at 1M chunks (0.978; 192 gave 0.938-0.959
+    # depending on the query sample): docs/benchmarks.md.
+    hnsw_expansion_search: int = Field(256, ge=8, le=4096)
     exact_search_limit: int = Field(
         20000, ge=0, description="Filtered candidate sets up to this size are searched exactly."
     )
+
+    generator: str = Field("qwen-1.5b", description="Model for answers: bundled name, "
+                           "[models.NAME] entry, or .gguf path.")
+    model_cache: Path = Field(Path("~/.cache/alicerce/models"),
+                              description="Where bundled models split in parts are joined.")
+    models: dict[str, ModelEntry] = Field(default_factory=dict)
+    llm_threads: int = Field(0, ge=0, le=256, description="0 = all cores.")
+    llm_context: int = Field(4096, ge=512, le=131072, description="Context window in tokens.")
+    llm_parallel: int = Field(4, ge=1, le=64,
+                              description="Sequences decoded together (candidates, requests).")
+    llm_timeout_s: float = Field(600.0, gt=0, description="Remote generation timeout.")
+    max_tokens: int = Field(512, ge=1, le=32768, description="Default answer length cap.")
+    temperature: float = Field(0.1, ge=0.0, le=2.0, description="Default sampling temperature.")
+
+    answer_k: int = Field(6, ge=1, le=50, description="Chunks retrieved for an answer.")
+    answer_context_tokens: int = Field(2000, ge=128, description="Token budget of the sources.")
+    abstain_below: float = Field(
+        0.80, ge=0.0, le=1.0,
+        description="Abstain when the best chunk's dense similarity is below this.")
+    extractiveness: Extractiveness = "balanced"
+    max_question_chars: int = Field(2000, ge=10, le=100000)
+    chat_history_tokens: int = Field(1024, ge=0, description="History kept in a chat prompt.")
 
     @field_validator("chunk_overlap")
     @classmethod

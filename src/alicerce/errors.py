@@ -2,11 +2,13 @@
 
     AlicerceError
     ├── ConfigError            bad setting value or settings file
-    ├── InputError             bad argument from a caller (query, filter, alpha, k, dataset)
-    │   └── NotFoundError      a named thing (collection, document) does not exist
+    ├── InputError             bad argument from a caller (query, filter, decoding
+    │                          parameter, template variable, dataset)
+    │   └── NotFoundError      a named thing (collection, model, prompt) does not exist
     ├── IngestError            one file or record could not be loaded (reported, not raised,
     │                          by ingestion: the run goes on with the other files)
     ├── EmbedderError          the embedding backend failed or is not installed
+    ├── GeneratorError         the LLM backend failed, or its model file is missing or corrupt
     └── StoreError             the store cannot be opened or is incompatible
 
 Callers that only want to tell "the user did something wrong" from "something broke" catch
@@ -43,6 +45,10 @@ class IngestError(AlicerceError):
 
 class EmbedderError(AlicerceError):
     """The embedding backend is missing, misconfigured or failed."""
+
+
+class GeneratorError(AlicerceError):
+    """The generation backend is missing, its model cannot be loaded, or a call failed."""
 
 
 class StoreError(AlicerceError):

@@ -10,18 +10,27 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from alicerce.config import EmbedderName, SearchMode, Settings
+from alicerce.chains.chat import Conversations, condense, recent
+from alicerce.chains.language import detect
+from alicerce.chains.rag import RagChain, RagRequest, Stream
+from alicerce.chains.techniques import Example, Generation, run
+from alicerce.config import EmbedderName, Extractiveness, SearchMode, Settings
 from alicerce.embed import family, get_embedder
 from alicerce.embed.base import Embedder
 from alicerce.errors import ConfigError, InputError, NotFoundError
 from alicerce.evaluate.retrieval import EvalQuery, RetrievalReport, evaluate, score
+from alicerce.generate import Generator, get_generator
+from alicerce.generate.models import ModelInfo, list_models
+from alicerce.generate.params import DecodingParams
 from alicerce.ingest.chunking import ChunkingConfig
 from alicerce.ingest.pipeline import Ingestor, Progress, max_bytes, parse_mapping
+from alicerce.prompts.builtin import BUILTINS
+from alicerce.prompts.registry import PromptRegistry
 from alicerce.retrieve.rerank import Reranker
 from alicerce.retrieve.search import QueryEncoder, Searcher, SearchParams
 from alicerce.store.base import BoostWeights, Filters, StoredCollection
 from alicerce.store.sqlite import SQLiteStore
-from alicerce.types import CollectionInfo, Hit, IngestReport
+from alicerce.types import Answer, CollectionInfo, Hit, IngestReport
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -42,6 +51,9 @@ class Alicerce:
                   "expansion_search": settings.hnsw_expansion_search},
             exact_search_limit=settings.exact_search_limit)
         self._encoders: dict[str, QueryEncoder] = {}
+        self._generators: dict[str, Generator] = {}
+        self.prompts = PromptRegistry(self.store.path, BUILTINS)
+        self.conversations = Conversations(self.store.path)
 
     @classmethod
     def open(cls, home: str | Path | None = None, settings: Settings | None = None,
@@ -61,6 +73,8 @@ class Alicerce:
         self.close()
 
     def close(self) -> None:
+        self.prompts.close()
+        self.conversations.close()
         self.store.close()
 
     # -- collections ---------------------------------------------------------------------
@@ -174,6 +188,114 @@ class Alicerce:
         started = time.perf_counter()
         results = evaluate(queries, rank, k)
         return RetrievalReport(k, score(results, k), results, time.perf_counter() - started)
+
+
+    # -- generation ----------------------------------------------------------------------
+    def generator(self, model: str | None = None) -> Generator:
+        """A loaded model (once per process): bundled name, [models.NAME], or .gguf path."""
+        name = model or self.settings.generator
+        if name in self._generators:
+            return self._generators[name]
+        return get_generator(name, self.settings)
+
+    def use_generator(self, name: str, generator: Generator) -> None:
+        """Serve `name` with an object of your own (a plugin backend, or a test double)."""
+        self._generators[name] = generator
+
+    def models(self) -> list[ModelInfo]:
+        return list_models(self.settings)
+
+    def decoding(self, params: DecodingParams | dict[str, Any] | None = None) -> DecodingParams:
+        """Decoding parameters, with the settings' max_tokens and temperature as defaults."""
+        if isinstance(params, DecodingParams):
+            return params
+        values = {"max_tokens": self.settings.max_tokens,
+                  "temperature": self.settings.temperature, **(params or {})}
+        return DecodingParams.build(**values)
+
+    def generate(self, text: str, *, technique: str = "zero-shot", model: str | None = None,
+                 params: DecodingParams | dict[str, Any] | None = None,
+                 instructions: str = "", examples: Sequence[Example] = (),
+                 k: int = 0) -> Generation:
+        """Apply a prompting technique to `text` (docs/generation.md lists them)."""
+        self._check_text(text)
+        embedder = get_embedder(self.settings.embedder, self.settings) if k else None
+        return run(technique, text, self.generator(model), self.prompts.get,
+                   self.decoding(params), instructions=instructions, examples=examples, k=k,
+                   embedder=embedder)
+
+    def ask(self, question: str, collection: str, **options: Any) -> Answer:
+        """A grounded answer with citations; options as for `ask_stream`."""
+        answer: Answer | None = None
+        for item in self._rag(question, collection, stream=False, **options):
+            if isinstance(item, Answer):
+                answer = item
+        assert answer is not None
+        return answer
+
+    def ask_stream(self, question: str, collection: str, **options: Any) -> Stream:
+        """Yields answer text as generated, then the finished Answer.
+
+        Options: model, params (DecodingParams or dict), k, mode, filters, step_back,
+        extractiveness, prompt (name[@version|label]), language, history, standalone.
+        """
+        return self._rag(question, collection, stream=True, **options)
+
+    def chat(self, message: str, collection: str, conversation_id: str | None = None, *,
+             stream: bool = False, **options: Any) -> tuple[str, Stream]:
+        """One chat turn: (conversation id, stream of text then Answer); the turn is saved."""
+        self._check_text(message)
+        cid = self.conversations.start(collection, conversation_id)
+        history = self.conversations.history(cid)
+        gen = self.generator(options.get("model"))
+        lang = options.pop("language", None) or detect(message)
+        kept = recent(history, self.settings.chat_history_tokens, gen.count_tokens)
+        standalone, _ = condense(gen, self.prompts.get("condense-question"), kept, message,
+                                 lang)
+        inner = self._rag(message, collection, stream=stream, standalone=standalone,
+                          language=lang, **options)
+
+        def turn() -> Stream:
+            for item in inner:
+                if isinstance(item, Answer):
+                    self.conversations.append(cid, item)
+                yield item
+        return cid, turn()
+
+    def _rag(self, question: str, collection: str, *, stream: bool, model: str | None = None,
+             params: DecodingParams | dict[str, Any] | None = None, k: int | None = None,
+             mode: SearchMode | None = None, filters: Filters | None = None,
+             step_back: bool = False, extractiveness: Extractiveness | None = None,
+             prompt: str = "rag-answer", language: str | None = None,
+             standalone: str = "") -> Stream:
+        self._check_text(question)
+        coll = self._collection(collection)
+        template = self.prompts.get(prompt)
+        decoding = self.decoding(params)
+        if decoding.n > 1:
+            raise InputError("an answer is one candidate (n=1)",
+                             hint="use `alicerce generate --n N` for several candidates")
+        gen = self.generator(model)
+        searcher = self._searcher(coll)
+        search = self._params(mode, k or self.settings.answer_k, None)
+        chain = RagChain(lambda q: searcher.search(coll, q, search, filters), gen, template,
+                         self.settings.answer_context_tokens, self.settings.abstain_below,
+                         self.prompts.get("step-back") if step_back else None)
+        info = next(c for c in self.store.collections() if c.name == collection)
+        versions = {"collection": f"{collection}@{info.version}", "prompt": template.ref,
+                    "model": gen.name, "backend": gen.backend, "embedder": coll.embedder}
+        req = RagRequest(question, decoding, language or "",
+                         extractiveness or self.settings.extractiveness, step_back,
+                         standalone=standalone, versions=versions)
+        return chain.stream(req, stream=stream)
+
+    def _check_text(self, text: str) -> None:
+        if not text.strip():
+            raise InputError("the question is empty", hint="type a question")
+        if len(text) > self.settings.max_question_chars:
+            raise InputError(f"the question has {len(text)} characters, over the limit of "
+                             f"{self.settings.max_question_chars}",
+                             hint="shorten it, or raise max_question_chars")
 
 
 def _chunking(tokens: int, overlap: int) -> ChunkingConfig:

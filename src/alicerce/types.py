@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -106,3 +106,100 @@ class CollectionInfo:
     chunk_tokens: int
     chunk_overlap: int
     updated_at: str
+
+
+# -- generation --------------------------------------------------------------------------
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token, its log-probability, and the best alternatives at that step."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Choice:
+    text: str
+    finish_reason: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished generation: one or more candidates, token counts and timings (ms)."""
+
+    model: str
+    choices: tuple[Choice, ...]
+    usage: Usage
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return self.choices[0].text
+
+    @property
+    def finish_reason(self) -> str:
+        return self.choices[0].finish_reason
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of a streamed generation; the last one carries finish reason and usage."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A source the answer cites as [n], with where to find it."""
+
+    n: int
+    chunk_id: int
+    doc_key: str
+    title: str
+    section: str
+    page: int | None
+    source: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A grounded answer and everything needed to trace it back.
+
+    `versions` names the collection version, prompt name@version, model id and the decoding
+    parameters; `timings` is milliseconds per stage.
+    """
+
+    question: str
+    text: str
+    citations: tuple[Citation, ...]
+    chunks: tuple[Hit, ...]
+    abstained: bool
+    language: str
+    usage: Usage
+    timings: dict[str, float]
+    versions: dict[str, Any]
+    standalone_question: str = ""
+    logprobs: tuple[TokenLogprob, ...] = ()

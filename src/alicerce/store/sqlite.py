@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from alicerce.store.base import (
     StoredCollection,
     check_filters,
 )
+from alicerce.store.db import connect, transaction
 from alicerce.store.query import fts_query
 from alicerce.store.schema import FTS, SCHEMA, SCHEMA_VERSION
 from alicerce.types import CollectionInfo, Hit
@@ -46,35 +47,18 @@ class SQLiteStore:
         self._hnsw = hnsw or {}
         self._exact_limit = exact_search_limit
         self._ann: dict[int, AnnIndex] = {}
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute("PRAGMA busy_timeout=10000")
-            with self._tx():
-                for statement in SCHEMA.split(";"):
-                    self._db.execute(statement)
-                row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-                if row is None:
-                    self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-                elif int(row[0]) != SCHEMA_VERSION:
-                    raise StoreError(f"store at {self.path} has schema {row[0]}, this version "
-                                     f"of Alicerce reads {SCHEMA_VERSION}",
-                                     hint="use a new ALICERCE_HOME or a matching Alicerce")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open the store at {self.path}: {exc}",
-                             hint="check the path, its permissions and free disk space") from exc
+        self._db = connect(self.path, SCHEMA)
+        with self._tx():
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise StoreError(f"store at {self.path} has schema {row[0]}, this version "
+                                 f"of Alicerce reads {SCHEMA_VERSION}",
+                                 hint="use a new ALICERCE_HOME or a matching Alicerce")
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db)
 
     # -- collections -------------------------------------------------------------------
     def collection(self, name: str) -> StoredCollection | None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
 from alicerce.embed.base import Vectors, approx_tokens, normalise
+from alicerce.generate.params import DecodingParams
+from alicerce.types import Choice, Completion, Delta, Message, Usage
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -36,6 +38,43 @@ class HashingEmbedder:
 
     def embed_queries(self, texts: Sequence[str]) -> Vectors:
         return self.embed_passages(texts)
+
+    def count_tokens(self, text: str) -> int:
+        return approx_tokens(text)
+
+
+class ScriptedGenerator:
+    """Replies from a script: a fixed text, a list consumed in order, or a function of the
+    messages. Records every call, so tests can check the prompts a chain built."""
+
+    backend = "fake"
+    context_size = 8192
+
+    def __init__(self, reply: str | list[str] | Callable[[Sequence[Message]], str],
+                 name: str = "scripted") -> None:
+        self.name = name
+        self._reply = reply
+        self.calls: list[list[Message]] = []
+
+    def _next(self, messages: Sequence[Message]) -> str:
+        self.calls.append(list(messages))
+        if callable(self._reply):
+            return self._reply(messages)
+        if isinstance(self._reply, list):
+            return self._reply.pop(0)
+        return self._reply
+
+    def complete(self, messages: Sequence[Message], params: DecodingParams) -> Completion:
+        text = self._next(messages)
+        choices = tuple(Choice(text, "stop") for _ in range(params.n))
+        usage = Usage(sum(approx_tokens(m.content) for m in messages), approx_tokens(text))
+        return Completion(self.name, choices, usage, {"total_ms": 0.0})
+
+    def stream(self, messages: Sequence[Message], params: DecodingParams) -> Iterator[Delta]:
+        done = self.complete(messages, params)
+        for piece in re.findall(r"\S+\s*", done.text):
+            yield Delta(piece)
+        yield Delta("", "stop", done.usage)
 
     def count_tokens(self, text: str) -> int:
         return approx_tokens(text)

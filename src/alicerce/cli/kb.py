@@ -1,37 +1,19 @@
-"""Command line: parse arguments, call the core API, format the result. Nothing else."""
+"""Knowledge-base commands: ingest, search, collections, versions, eval retrieval."""
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from alicerce.config import Settings
-from alicerce.errors import AlicerceError, InputError
-from alicerce.platform import Alicerce
+from alicerce.cli.common import CollOpt, HomeOpt, JsonOpt, app, emit, open_home
+from alicerce.errors import InputError
 from alicerce.types import IngestReport
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Alicerce: RAG assistants over your own documents, offline.")
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate retrieval (and later answers).")
 app.add_typer(eval_app, name="eval")
-
-HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="ALICERCE_HOME",
-                                              help="State directory [default: ./.alicerce]")]
-CollOpt = Annotated[str, typer.Option("--collection", "-c", help="Collection name.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-
-
-def _open(home: Path | None, **overrides: Any) -> Alicerce:
-    return Alicerce(Settings.load(home=home, **overrides))
-
-
-def _emit(data: Any) -> None:
-    typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
 
 
 def _progress(report: IngestReport) -> None:
@@ -64,7 +46,7 @@ def ingest(
     as_json: JsonOpt = False,
 ) -> None:
     """Add or update documents in a collection; unchanged files cost nothing."""
-    with _open(home) as alc:
+    with open_home(home) as alc:
         report = alc.ingest(paths, collection, sync=sync, text_field=text_field,
                             id_field=id_field, title_field=title_field,
                             metadata_fields=metadata_fields, chunk_tokens=chunk_tokens,
@@ -72,7 +54,7 @@ def ingest(
                             embedder=embedder,  # type: ignore[arg-type]
                             progress=None if as_json else _progress)
     if as_json:
-        _emit({**asdict(report), "ok": report.ok})
+        emit({**asdict(report), "ok": report.ok})
     else:
         typer.echo(f"{collection}: {report.added} added, {report.updated} updated, "
                    f"{report.unchanged} unchanged, {report.removed} removed; "
@@ -87,7 +69,7 @@ def ingest(
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _parse_filters(items: list[str] | None) -> dict[str, str | list[str]]:
+def parse_filters(items: list[str] | None) -> dict[str, str | list[str]]:
     filters: dict[str, str | list[str]] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -114,11 +96,11 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Search a collection: keywords (BM25), embeddings, or both fused."""
-    with _open(home) as alc:
+    with open_home(home) as alc:
         hits = alc.search(query, collection, mode=mode,  # type: ignore[arg-type]
-                          k=k, alpha=alpha, filters=_parse_filters(filter_))
+                          k=k, alpha=alpha, filters=parse_filters(filter_))
     if as_json:
-        _emit([asdict(h) for h in hits])
+        emit([asdict(h) for h in hits])
         return
     if not hits:
         typer.echo("no results")
@@ -133,10 +115,10 @@ def search(
 @app.command()
 def collections(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """List collections: documents, chunks, version, embedder."""
-    with _open(home) as alc:
+    with open_home(home) as alc:
         rows = alc.collections()
     if as_json:
-        _emit([asdict(r) for r in rows])
+        emit([asdict(r) for r in rows])
         return
     if not rows:
         typer.echo("no collections yet: run `alicerce ingest PATH --collection NAME`")
@@ -164,11 +146,11 @@ def eval_retrieval(
     from alicerce.evaluate.retrieval import load_dataset
 
     queries = load_dataset(dataset, question_field, id_field, filter_field or [])
-    with _open(home) as alc:
+    with open_home(home) as alc:
         rep = alc.evaluate_retrieval(collection, queries, k=k, mode=mode,  # type: ignore[arg-type]
                                      alpha=alpha)
     if as_json:
-        _emit({"k": rep.k, "queries": rep.queries, "metrics": rep.metrics,
+        emit({"k": rep.k, "queries": rep.queries, "metrics": rep.metrics,
                "seconds": rep.seconds})
         return
     typer.echo(f"{rep.queries} questions, k={rep.k}, {rep.seconds:.1f}s")
@@ -180,23 +162,11 @@ def eval_retrieval(
 def versions(collection: CollOpt = "default", home: HomeOpt = None,
              as_json: JsonOpt = False) -> None:
     """History of a collection's versions, with the embedder and chunking behind each."""
-    with _open(home) as alc:
+    with open_home(home) as alc:
         rows = alc.versions(collection)
     if as_json:
-        _emit(rows)
+        emit(rows)
         return
     for r in rows:
         typer.echo(f"#{r['seq']:<4}{r['id']}  {r['created_at']}  {r['documents']} docs, "
                    f"{r['chunks']} chunks  {r['embedder']}  {r['chunking']}")
-
-
-def main() -> None:
-    """Entry point: AlicerceErrors become one line on stderr and exit status 2."""
-    try:
-        app()
-    except AlicerceError as exc:
-        typer.echo(f"error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""),
-                   err=True)
-        sys.exit(2)
-
-

@@ -1,0 +1,1 @@
+"""Chains: retrieval-augmented answers, chat, and the prompting techniques."""

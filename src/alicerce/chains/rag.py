@@ -1,0 +1,239 @@
+"""Grounded answers: retrieve → fit sources to a token budget → numbered prompt → generate →
+citations.
+
+Abstention happens twice: before the model, when even the best chunk is a weak match
+(`abstain_below`, on the dense similarity, which unlike fused scores is comparable across
+queries); and after it, when the model says the sources do not hold the answer. Citations
+`[n]` that do not name a source given to the model are removed from the text, never
+reported: an answer can only cite what it was shown.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from alicerce.chains.language import detect
+from alicerce.generate.base import Generator
+from alicerce.generate.params import DecodingParams
+from alicerce.prompts.builtin import ABSTAIN
+from alicerce.prompts.template import PromptTemplate
+from alicerce.types import Answer, Citation, Hit, Message, TokenLogprob, Usage
+
+_CITE = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+_SPACES = re.compile(r"[ \t]+([.,;:!?])")
+_NORM = re.compile(r"[^\w]+", re.UNICODE)
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+Retrieve = Callable[[str], list[Hit]]
+Stream = Iterator["str | Answer"]
+
+
+@dataclass
+class RagRequest:
+    question: str
+    params: DecodingParams
+    language: str = ""
+    extractiveness: str = "balanced"
+    step_back: bool = False
+    history: Sequence[Message] = ()
+    standalone: str = ""
+    versions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything decided before the model runs."""
+
+    request: RagRequest
+    language: str
+    query: str
+    sources: tuple[Hit, ...]
+    messages: tuple[Message, ...]
+    weak: bool
+    timings: dict[str, float]
+    usage: Usage = field(default_factory=Usage)
+
+
+class RagChain:
+    def __init__(self, retrieve: Retrieve, generator: Generator, prompt: PromptTemplate,
+                 context_tokens: int, abstain_below: float,
+                 step_back: PromptTemplate | None = None) -> None:
+        self._retrieve, self._gen, self._prompt = retrieve, generator, prompt
+        self._budget, self._floor, self._step_back = context_tokens, abstain_below, step_back
+
+    # -- stages --------------------------------------------------------------------------
+    def prepare(self, req: RagRequest) -> Prepared:
+        t0 = time.perf_counter()
+        query = req.standalone or req.question
+        language = req.language or detect(query)
+        timings: dict[str, float] = {}
+        usage = Usage()
+        hits = self._retrieve(query)
+        if req.step_back and self._step_back is not None:
+            general, usage = self._general_question(query, req.params)
+            hits = merge(hits, self._retrieve(general))
+            timings["step_back_ms"] = _ms(t0)
+        timings["retrieve_ms"] = _ms(t0)
+        best = max((h.scores.get("dense", 0.0) for h in hits), default=0.0)
+        weak = not hits or best < self._floor
+        sources = () if weak else self.fit(hits)
+        messages = tuple(self._prompt.render(
+            question=query, language=language, extractiveness=req.extractiveness,
+            abstain=ABSTAIN[language],
+            sources=[{"n": i, "title": h.title or h.doc_key, "section": h.section,
+                      "text": h.text} for i, h in enumerate(sources, 1)]))
+        return Prepared(req, language, query, sources, messages, weak, timings, usage)
+
+    def fit(self, hits: Sequence[Hit]) -> tuple[Hit, ...]:
+        """Best-first chunks that fit the token budget; duplicates of a kept text dropped."""
+        kept: list[Hit] = []
+        seen: set[str] = set()
+        left = self._budget
+        for hit in hits:
+            key = _NORM.sub(" ", hit.text.lower()).strip()
+            cost = self._gen.count_tokens(hit.text) + 12  # the "[n] title — section" line
+            if key in seen or cost > left:
+                continue
+            kept.append(hit)
+            seen.add(key)
+            left -= cost
+        return tuple(kept)
+
+    def answer(self, req: RagRequest) -> Answer:
+        answer: Answer | None = None
+        for item in self.stream(req, stream=False):
+            if isinstance(item, Answer):
+                answer = item
+        assert answer is not None
+        return answer
+
+    def stream(self, req: RagRequest, stream: bool = True) -> Stream:
+        """Text pieces as they are generated, then the finished Answer."""
+        t0 = time.perf_counter()
+        prep = self.prepare(req)
+        if prep.weak:
+            text = ABSTAIN[prep.language]
+            yield text
+            yield self._finish(prep, text, Usage(), t0, abstained=True)
+            return
+        pieces: list[str] = []
+        probs: list[TokenLogprob] = []
+        usage = Usage()
+        first: float | None = None
+        if stream:
+            for delta in self._gen.stream(prep.messages, req.params):
+                if delta.text:
+                    first = first or time.perf_counter()
+                    pieces.append(delta.text)
+                    yield delta.text
+                usage = delta.usage or usage
+                probs += delta.logprobs
+        else:
+            done = self._gen.complete(prep.messages, req.params)
+            pieces, usage, first = [done.text], done.usage, time.perf_counter()
+            probs = list(done.choices[0].logprobs)
+            yield done.text
+        prep.timings["first_token_ms"] = ((first or time.perf_counter()) - t0) * 1000
+        text = "".join(pieces).strip()
+        answer = self._finish(prep, text, usage, t0, abstained=is_abstention(text))
+        yield replace(answer, logprobs=tuple(probs))
+
+    # -- helpers -------------------------------------------------------------------------
+    def _general_question(self, query: str, params: DecodingParams) -> tuple[str, Usage]:
+        assert self._step_back is not None
+        done = self._gen.complete(self._step_back.render(input=query),
+                                  replace(params, max_tokens=64, n=1, format="text",
+                                          json_schema=None, logprobs=False, top_logprobs=0))
+        return done.text.strip().splitlines()[0] if done.text.strip() else query, done.usage
+
+    def _finish(self, prep: Prepared, text: str, usage: Usage, t0: float,
+                abstained: bool) -> Answer:
+        prep.timings["total_ms"] = _ms(t0)
+        prep.timings["generate_ms"] = prep.timings["total_ms"] - prep.timings["retrieve_ms"]
+        if abstained:
+            cites: tuple[Citation, ...] = ()
+            text = ABSTAIN[prep.language] if _starts_abstaining(text) else text
+        else:
+            text, cites = citations(reattribute(text, prep.sources), prep.sources)
+        total = Usage(usage.prompt_tokens + prep.usage.prompt_tokens,
+                      usage.completion_tokens + prep.usage.completion_tokens,
+                      usage.cached_tokens)
+        versions = {**prep.request.versions, "decoding": prep.request.params.as_dict()}
+        return Answer(prep.request.question, text, cites, prep.sources, abstained,
+                      prep.language, total, prep.timings, versions,
+                      standalone_question=prep.query if prep.request.standalone else "")
+
+
+def reattribute(text: str, sources: Sequence[Hit]) -> str:
+    """Move a citation to the source that holds the figures of the claim it closes, when the
+    cited source does not. A claim is the text since the previous marker. Small models often
+    cite a neighbouring source; figures ("45 dias") are the checkable part of most answers,
+    and they survive translation."""
+    out, prev = [], 0
+    for m in _CITE.finditer(text):
+        claim = text[prev : m.start()]
+        out += [claim, _best_marker(m.group(0), m.group(1), claim, sources)]
+        prev = m.end()
+    return "".join([*out, text[prev:]])
+
+
+def _best_marker(marker: str, inner: str, claim: str, sources: Sequence[Hit]) -> str:
+    numbers = set(_NUMBER.findall(claim))
+    if not numbers:
+        return marker
+    cited = {int(n) for n in re.split(r"\s*[,;]\s*", inner)}
+    holds = [i for i, h in enumerate(sources, 1) if numbers <= set(_NUMBER.findall(h.text))]
+    if not holds or cited & set(holds):
+        return marker
+    words = set(_NORM.sub(" ", claim.lower()).split())
+    best = max(holds, key=lambda i: (len(words & set(
+        _NORM.sub(" ", sources[i - 1].text.lower()).split())), -i))
+    return f"[{best}]"
+
+
+def citations(text: str, sources: Sequence[Hit]) -> tuple[str, tuple[Citation, ...]]:
+    """Keep `[n]` markers that name a given source; drop the rest from the text."""
+    found: dict[int, Citation] = {}
+
+    def keep(match: re.Match[str]) -> str:
+        valid = []
+        for part in re.split(r"\s*[,;]\s*", match.group(1)):
+            n = int(part)
+            if 1 <= n <= len(sources):
+                valid.append(n)
+                h = sources[n - 1]
+                found.setdefault(n, Citation(n, h.chunk_id, h.doc_key, h.title, h.section,
+                                             h.page, h.source, h.score))
+        return "".join(f"[{n}]" for n in valid)
+
+    cleaned = _SPACES.sub(r"\1", _CITE.sub(keep, text)).strip()
+    return cleaned, tuple(sorted(found.values(), key=lambda c: c.n))
+
+
+def merge(first: Sequence[Hit], second: Sequence[Hit]) -> list[Hit]:
+    """Interleave two ranked lists, dropping repeats: both questions get their best chunks."""
+    out: dict[int, Hit] = {}
+    for a, b in zip(first, second, strict=False):
+        out.setdefault(a.chunk_id, a)
+        out.setdefault(b.chunk_id, b)
+    longer = first if len(first) > len(second) else second
+    for h in longer[min(len(first), len(second)):]:
+        out.setdefault(h.chunk_id, h)
+    return list(out.values())
+
+
+def is_abstention(text: str) -> bool:
+    return _starts_abstaining(text) or not text.strip()
+
+
+def _starts_abstaining(text: str) -> bool:
+    head = _NORM.sub(" ", text.lower()).strip()
+    return any(head.startswith(_NORM.sub(" ", a.lower()).strip()) for a in ABSTAIN.values())
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000

@@ -1,0 +1,37 @@
+"""Generators: local GGUF models on llama.cpp, or OpenAI-compatible endpoints."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from alicerce.config import Settings
+from alicerce.generate.base import Generator
+from alicerce.generate.llamacpp import LlamaCppGenerator, load
+from alicerce.generate.models import model_path, resolve
+from alicerce.generate.params import DecodingParams
+from alicerce.generate.remote import OpenAIGenerator
+
+__all__ = ["DecodingParams", "Generator", "get_generator"]
+
+# Models load once per process and are shared by every Alicerce instance in it.
+_LOCAL: dict[tuple[Any, ...], LlamaCppGenerator] = {}
+_REMOTE: dict[tuple[str, ...], OpenAIGenerator] = {}
+_LOCK = threading.Lock()
+
+
+def get_generator(name: str | None, settings: Settings) -> Generator:
+    ref = resolve(name or settings.generator, settings)
+    if ref.kind == "openai":
+        key = (ref.name, ref.url, ref.remote_model, ref.api_key_env,
+               os.environ.get(ref.api_key_env, ""))
+        with _LOCK:
+            if key not in _REMOTE:
+                _REMOTE[key] = OpenAIGenerator.from_env(
+                    ref.name, ref.url, ref.remote_model, ref.api_key_env,
+                    timeout=settings.llm_timeout_s, context=settings.llm_context)
+            return _REMOTE[key]
+    path = model_path(ref, settings)
+    return load(ref.name, path, settings.llm_context, settings.llm_threads,
+                settings.llm_parallel, _LOCAL)

@@ -1,0 +1,170 @@
+"""Local GGUF models on llama.cpp, through the prebuilt `xllamacpp` wheel (no compiler).
+
+xllamacpp embeds llama.cpp's own server: continuous batching over `llm_parallel` slots sharing
+one unified KV cache, prompt (prefix) caching, JSON-schema and GBNF grammars. We call its
+handlers in-process. The server also opens a loopback HTTP port; it gets a random API key so
+nothing else on the machine can use it, and we use it only for /tokenize.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import secrets
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from alicerce.errors import GeneratorError, InputError
+from alicerce.generate.base import BULLETS_GBNF, parse_chunk, parse_completion, request_body
+from alicerce.generate.params import DecodingParams, require
+from alicerce.types import Completion, Delta, Message
+
+_LOCK = threading.Lock()
+
+
+def _import() -> Any:
+    try:
+        import xllamacpp
+    except ImportError as exc:  # pragma: no cover - xllamacpp is a core dependency
+        raise GeneratorError("the llama.cpp runtime (xllamacpp) is not installed",
+                             hint="pip install xllamacpp") from exc
+    return xllamacpp
+
+
+class LlamaCppGenerator:
+    """One GGUF model loaded in this process."""
+
+    backend = "llama.cpp"
+
+    def __init__(self, name: str, path: Path, context: int = 4096, threads: int = 0,
+                 parallel: int = 4) -> None:
+        xlc = _import()
+        params = xlc.CommonParams()
+        params.model.path = str(path)
+        params.n_ctx = context
+        params.n_parallel = parallel
+        params.kv_unified = True  # every slot may use the whole window
+        params.verbosity = -1
+        params.warmup = False
+        n = threads or os.cpu_count() or 1
+        params.cpuparams.n_threads = n
+        params.cpuparams_batch.n_threads = n
+        self._key = secrets.token_urlsafe(24)
+        params.api_keys = [self._key]
+        try:
+            self._server = xlc.Server(params)
+        except RuntimeError as exc:
+            raise GeneratorError(f"llama.cpp could not load {path}",
+                                 hint="the file may be truncated or corrupt, or too large "
+                                      "for memory; re-install it or pick another model") from exc
+        self.name, self.path, self.context_size, self.parallel = name, path, context, parallel
+
+    # -- requests ------------------------------------------------------------------------
+    def _body(self, messages: Sequence[Message], params: DecodingParams) -> dict[str, Any]:
+        require(params, self.backend, self.name)
+        if params.n > self.parallel:
+            raise InputError(f"n={params.n} candidates but the model runs {self.parallel} "
+                             "sequences at once", hint="lower n, or raise llm_parallel")
+        body = request_body(messages, params, self.name, extras=True)
+        body.pop("repetition_penalty", None)
+        body["repeat_penalty"] = params.repetition_penalty
+        body["top_k"] = params.top_k  # llama.cpp's own defaults (40, 0.05) would apply
+        body["min_p"] = params.min_p
+        body["cache_prompt"] = True
+        if params.format == "bullets":
+            body["grammar"] = BULLETS_GBNF
+        return body
+
+    def complete(self, messages: Sequence[Message], params: DecodingParams) -> Completion:
+        body = self._body(messages, params)
+        started = time.perf_counter()
+        data = self._server.handle_chat_completions(body)
+        _raise_for(data, self.name)
+        return parse_completion(data, self.name, _timings(data, started))
+
+    def stream(self, messages: Sequence[Message], params: DecodingParams) -> Iterator[Delta]:
+        body = self._body(messages, params)
+        if params.n > 1:
+            raise InputError("streaming returns one candidate", hint="use n=1 to stream")
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        return _stream(lambda cb: self._server.handle_chat_completions(body, cb), self.name)
+
+    def count_tokens(self, text: str) -> int:
+        req = urllib.request.Request(
+            f"{self._server.listening_address}/tokenize",
+            data=json.dumps({"content": text}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._key}"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return len(json.loads(resp.read())["tokens"])
+
+
+def _stream(call: Callable[[Callable[[dict[str, Any]], bool]], Any],
+            model: str) -> Iterator[Delta]:
+    """Turn llama.cpp's streaming callback into an iterator; closing it stops decoding."""
+    items: queue.Queue[tuple[str, Any]] = queue.Queue()
+    cancelled = threading.Event()
+
+    def on_chunk(chunk: dict[str, Any]) -> bool:
+        items.put(("chunk", chunk))
+        return cancelled.is_set()
+
+    def run() -> None:
+        try:
+            items.put(("done", call(on_chunk)))
+        except BaseException as exc:  # handed to the consumer's thread
+            items.put(("error", exc))
+
+    threading.Thread(target=run, daemon=True, name="llama-stream").start()
+    try:
+        while True:
+            kind, item = items.get()
+            if kind == "error":
+                raise GeneratorError(f"{model} failed while streaming: {item}") from item
+            if kind == "done":
+                if isinstance(item, dict):
+                    _raise_for(item, model)
+                return
+            _raise_for(item, model)
+            yield parse_chunk(item)
+    finally:
+        cancelled.set()
+
+
+def _raise_for(data: Any, model: str) -> None:
+    if not isinstance(data, dict) or "error" not in data:
+        return
+    err = data["error"]
+    message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+    if isinstance(err, dict) and err.get("type") == "exceed_context_size_error":
+        raise InputError(f"the prompt does not fit: {message}",
+                         hint="shorten the input or history, or raise llm_context")
+    if isinstance(err, dict) and err.get("code") == 400:
+        raise InputError(f"{model} rejected the request: {message}")
+    raise GeneratorError(f"{model} failed: {message}")
+
+
+def _timings(data: dict[str, Any], started: float) -> dict[str, float]:
+    t = data.get("timings") or {}
+    out = {"total_ms": (time.perf_counter() - started) * 1000}
+    for src, dst in (("prompt_ms", "prompt_ms"), ("predicted_ms", "decode_ms"),
+                     ("predicted_per_second", "decode_tok_s"),
+                     ("prompt_per_second", "prompt_tok_s")):
+        if src in t:
+            out[dst] = float(t[src])
+    return out
+
+
+def load(name: str, path: Path, context: int, threads: int, parallel: int,
+         cache: dict[tuple[Any, ...], LlamaCppGenerator]) -> LlamaCppGenerator:
+    """Load once per process and configuration: a model is hundreds of MB of memory."""
+    key = (str(path.resolve()), context, threads, parallel)
+    with _LOCK:
+        if key not in cache:
+            cache[key] = LlamaCppGenerator(name, path, context, threads, parallel)
+        return cache[key]

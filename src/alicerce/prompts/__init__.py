@@ -1,0 +1,1 @@
+"""Prompt templates, the versioned registry, and the prompts Alicerce ships."""

@@ -1,0 +1,183 @@
+"""The prompt registry: immutable numbered versions, movable labels, diffs, in SQLite.
+
+`name@3` is version 3; `name@production` is whatever the label points at; a bare `name` is
+its `production` version, or the newest when nothing is labelled. Saving content that an
+existing version already has returns that version (the content hash is the identity), so
+re-running a setup script never piles up duplicates. Rolling back is moving a label back;
+every move is logged.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from alicerce.errors import InputError, NotFoundError
+from alicerce.prompts.template import PromptTemplate
+from alicerce.store.db import connect, transaction
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS prompt_versions (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    template TEXT NOT NULL,
+    system TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    PRIMARY KEY (name, version),
+    UNIQUE (name, hash)
+);
+CREATE TABLE IF NOT EXISTS prompt_labels (
+    name TEXT NOT NULL,
+    label TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (name, label),
+    FOREIGN KEY (name, version) REFERENCES prompt_versions (name, version)
+);
+CREATE TABLE IF NOT EXISTS prompt_label_log (
+    name TEXT NOT NULL,
+    label TEXT NOT NULL,
+    old_version INTEGER,
+    new_version INTEGER NOT NULL,
+    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+)
+"""
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+class PromptRegistry:
+    def __init__(self, path: Path, builtins: Iterable[PromptTemplate] = ()) -> None:
+        self._db = connect(path, SCHEMA)
+        for prompt in builtins:
+            if self._latest(prompt.name) is None:  # first run: builtins become version 1
+                created = self.create(prompt.name, prompt.template, prompt.system,
+                                      prompt.description)
+                self.label(created.ref, "production")
+
+    # -- reading -------------------------------------------------------------------------
+    def get(self, ref: str) -> PromptTemplate:
+        """`name`, `name@VERSION` or `name@LABEL`."""
+        name, _, at = ref.strip().partition("@")
+        if at.isdigit():
+            version: int | None = int(at)
+        else:
+            version = self._label_target(name, at or "production")
+            if version is None and not at:
+                version = self._latest(name)
+            if version is None:
+                raise NotFoundError(self._missing(name, at), hint=self._hint(name))
+        row = self._db.execute(
+            "SELECT name, version, template, system, description, created_at "
+            "FROM prompt_versions WHERE name=? AND version=?", (name, version)).fetchone()
+        if row is None:
+            raise NotFoundError(self._missing(name, at), hint=self._hint(name))
+        return self._build(row)
+
+    def all(self) -> list[PromptTemplate]:
+        """The newest version of every prompt."""
+        rows = self._db.execute(
+            "SELECT name, version, template, system, description, created_at "
+            "FROM prompt_versions p WHERE version = "
+            "(SELECT MAX(version) FROM prompt_versions q WHERE q.name = p.name) ORDER BY name")
+        return [self._build(r) for r in rows]
+
+    def versions(self, name: str) -> list[PromptTemplate]:
+        rows = self._db.execute(
+            "SELECT name, version, template, system, description, created_at "
+            "FROM prompt_versions WHERE name=? ORDER BY version", (name,)).fetchall()
+        if not rows:
+            raise NotFoundError(f"no prompt named {name!r}", hint=self._hint(name))
+        return [self._build(r) for r in rows]
+
+    def history(self, name: str) -> list[tuple[str, int | None, int, str]]:
+        """Label moves, oldest first: (label, from, to, when)."""
+        return [(r[0], r[1], r[2], r[3]) for r in self._db.execute(
+            "SELECT label, old_version, new_version, at FROM prompt_label_log WHERE name=? "
+            "ORDER BY rowid", (name,))]
+
+    def diff(self, a: str, b: str) -> str:
+        left, right = self.get(a), self.get(b)
+
+        def lines(p: PromptTemplate) -> list[str]:
+            head = ["# system\n", *(p.system.splitlines(keepends=True) or ["\n"])]
+            return [*head, "# template\n", *p.template.splitlines(keepends=True)]
+
+        out = difflib.unified_diff(lines(left), lines(right), fromfile=left.ref,
+                                   tofile=right.ref)
+        return "".join(x if x.endswith("\n") else x + "\n" for x in out)
+
+    # -- writing -------------------------------------------------------------------------
+    def create(self, name: str, template: str, system: str = "",
+               description: str = "") -> PromptTemplate:
+        """A new version, or the existing one with the same content."""
+        if not _NAME.match(name):
+            raise InputError(f"invalid prompt name {name!r}",
+                             hint="lower-case letters, digits, '.', '_' or '-' (up to 64)")
+        prompt = PromptTemplate(name, template, system, description)  # validates the syntax
+        with transaction(self._db) as db:
+            row = db.execute("SELECT version FROM prompt_versions WHERE name=? AND hash=?",
+                             (name, prompt.hash)).fetchone()
+            if row is None:
+                version = (self._latest(name) or 0) + 1
+                db.execute("INSERT INTO prompt_versions (name, version, hash, template, system, "
+                           "description) VALUES (?, ?, ?, ?, ?, ?)",
+                           (name, version, prompt.hash, template, system, description))
+            else:
+                version = int(row[0])
+        return self.get(f"{name}@{version}")
+
+    def label(self, ref: str, label: str) -> PromptTemplate:
+        """Point `label` at the version `ref` names (moving it if it pointed elsewhere)."""
+        if not _LABEL.match(label):
+            raise InputError(f"invalid label {label!r}",
+                             hint="start with a letter: production, staging, canary-2, ...")
+        prompt = self.get(ref)
+        with transaction(self._db) as db:
+            old = self._label_target(prompt.name, label)
+            db.execute("INSERT INTO prompt_labels (name, label, version) VALUES (?, ?, ?) "
+                       "ON CONFLICT (name, label) DO UPDATE SET version=excluded.version",
+                       (prompt.name, label, prompt.version))
+            db.execute("INSERT INTO prompt_label_log (name, label, old_version, new_version) "
+                       "VALUES (?, ?, ?, ?)", (prompt.name, label, old, prompt.version))
+        return self.get(prompt.ref)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- helpers -------------------------------------------------------------------------
+    def _latest(self, name: str) -> int | None:
+        row = self._db.execute("SELECT MAX(version) FROM prompt_versions WHERE name=?",
+                               (name,)).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def _label_target(self, name: str, label: str) -> int | None:
+        row = self._db.execute("SELECT version FROM prompt_labels WHERE name=? AND label=?",
+                               (name, label)).fetchone()
+        return None if row is None else int(row[0])
+
+    def _build(self, row: sqlite3.Row | tuple[object, ...]) -> PromptTemplate:
+        name, version = str(row[0]), int(str(row[1]))
+        labels = tuple(r[0] for r in self._db.execute(
+            "SELECT label FROM prompt_labels WHERE name=? AND version=? ORDER BY label",
+            (name, version)))
+        return PromptTemplate(name, str(row[2]), str(row[3]), str(row[4]), version, labels,
+                              str(row[5]))
+
+    def _missing(self, name: str, at: str) -> str:
+        return f"no prompt {name}@{at}" if at else f"no prompt named {name!r}"
+
+    def _hint(self, name: str) -> str:
+        if self._latest(name) is None:
+            names = [p.name for p in self.all()]
+            return "known prompts: " + (", ".join(names) or "none") + \
+                "; create one with: alicerce prompts create NAME --file t.j2"
+        labels = [r[0] for r in self._db.execute(
+            "SELECT label FROM prompt_labels WHERE name=?", (name,))]
+        return (f"{name} has versions 1..{self._latest(name)}"
+                + (f" and labels {', '.join(labels)}" if labels else ""))

@@ -1,0 +1,40 @@
+"""SQLite connections and transactions shared by everything that keeps state in the home."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alicerce.errors import StoreError
+
+
+def connect(path: Path, schema: str = "") -> sqlite3.Connection:
+    """WAL mode, so readers never block the writer; `schema` runs in one transaction."""
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=10000")
+        if schema:
+            with transaction(db):
+                for statement in schema.split(";"):
+                    db.execute(statement)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open the store at {path}: {exc}",
+                         hint="check the path, its permissions and free disk space") from exc
+    return db
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT; any exception rolls everything back."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

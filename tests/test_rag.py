@@ -1,0 +1,200 @@
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from alicerce import Alicerce, Settings
+from alicerce.chains.language import detect
+from alicerce.chains.rag import citations, merge
+from alicerce.errors import InputError, NotFoundError
+from alicerce.testing.fakes import ScriptedGenerator
+from alicerce.types import Answer, Hit, Message
+
+
+@pytest.fixture
+def kb(tmp_path: Path, docs: Path) -> Alicerce:
+    a = Alicerce(Settings.load(home=tmp_path / "h", embedder="hashing", abstain_below=0.0,
+                               generator="fake"))
+    a.ingest([docs], "kb")
+    yield a
+    a.close()
+
+
+def hit(i: int, text: str = "t") -> Hit:
+    return Hit(i, f"d{i}", 1.0 / i, text, f"T{i}", "", None, "src", {})
+
+
+def test_citations_keep_given_sources_and_drop_invented_ones() -> None:
+    text, cites = citations("O prazo é 30 dias [1]. Táxi e hotel [2, 7]. Nada [9] .",
+                            [hit(1), hit(2)])
+    assert text == "O prazo é 30 dias [1]. Táxi e hotel [2]. Nada."
+    assert [(c.n, c.doc_key) for c in cites] == [(1, "d1"), (2, "d2")]
+
+
+def test_merge_interleaves_and_dedupes() -> None:
+    assert [h.chunk_id for h in merge([hit(1), hit(2), hit(3)], [hit(2), hit(4)])] == [1, 2, 4, 3]
+
+
+def test_language_detection() -> None:
+    assert detect("Qual o prazo para enviar os comprovantes?") == "pt"
+    assert detect("How do I reset my password?") == "en"
+    assert detect("VPN") == "pt" and detect("VPN", default="en") == "en"
+
+
+def test_ask_builds_a_numbered_prompt_and_parses_citations(kb: Alicerce) -> None:
+    gen = ScriptedGenerator("Envie os comprovantes em até 30 dias [1]. Veja também [5].")
+    kb.use_generator("fake", gen)
+    a = kb.ask("Em quantos dias envio os receipts do refund?", "kb")
+    system, user = gen.calls[0]
+    assert system.role == "system" and "Não encontrei isso nos documentos." in system.content
+    assert "[1] " in user.content and user.content.rstrip().endswith(
+        "Pergunta: Em quantos dias envio os receipts do refund?")
+    assert a.language == "pt" and not a.abstained
+    assert a.text == "Envie os comprovantes em até 30 dias [1]. Veja também."
+    assert [c.n for c in a.citations] == [1] and a.citations[0].chunk_id == a.chunks[0].chunk_id
+    assert a.versions["prompt"] == "rag-answer@1" and a.versions["model"] == "scripted"
+    assert a.versions["collection"].startswith("kb@") and "decoding" in a.versions
+    assert {"retrieve_ms", "generate_ms", "total_ms", "first_token_ms"} <= set(a.timings)
+    assert a.usage.prompt_tokens > 0
+
+
+def test_model_abstention_has_no_citations(kb: Alicerce) -> None:
+    kb.use_generator("fake", ScriptedGenerator("I could not find this in the documents. [1]"))
+    a = kb.ask("What is the wifi password policy for guests?", "kb")
+    assert a.abstained and a.citations == () and a.language == "en"
+    assert a.text == "I could not find this in the documents."
+
+
+def test_weak_retrieval_abstains_without_calling_the_model(tmp_path: Path,
+                                                           docs: Path) -> None:
+    with Alicerce(Settings.load(home=tmp_path / "h", embedder="hashing",
+                                abstain_below=0.99)) as a:
+        a.ingest([docs], "kb")
+        gen = ScriptedGenerator("should not be used")
+        a.use_generator("fake", gen)
+        ans = a.ask("Qual é a capital da França?", "kb", model="fake")
+        assert ans.abstained and ans.text == "Não encontrei isso nos documentos."
+        assert gen.calls == [] and ans.chunks == ()
+
+
+def test_context_budget_limits_sources(tmp_path: Path, docs: Path) -> None:
+    with Alicerce(Settings.load(home=tmp_path / "h", embedder="hashing", abstain_below=0.0,
+                                answer_context_tokens=128)) as a:
+        a.ingest([docs], "kb")
+        gen = ScriptedGenerator("ok [1]")
+        a.use_generator("fake", gen)
+        ans = a.ask("refund receipts days", "kb", model="fake", k=10)
+        assert 1 <= len(ans.chunks) < 5
+        assert sum(gen.count_tokens(h.text) + 12 for h in ans.chunks) <= 128
+
+
+def test_streaming_yields_text_then_the_answer(kb: Alicerce) -> None:
+    kb.use_generator("fake", ScriptedGenerator("Trinta dias [1]."))
+    items = list(kb.ask_stream("prazo do refund", "kb"))
+    assert isinstance(items[-1], Answer)
+    assert "".join(i for i in items[:-1] if isinstance(i, str)) == "Trinta dias [1]."
+
+
+def test_step_back_retrieves_for_the_general_question_too(kb: Alicerce) -> None:
+    gen = ScriptedGenerator(["What are the office hours and lunch?", "Das 9h às 18h [1]."])
+    kb.use_generator("fake", gen)
+    a = kb.ask("Can I arrive at 9h?", "kb", step_back=True)
+    assert len(gen.calls) == 2 and "Step-back question" in gen.calls[0][-1].content
+    assert "step_back_ms" in a.timings and any(h.doc_key == "q2" for h in a.chunks)
+
+
+def test_bad_requests(kb: Alicerce) -> None:
+    kb.use_generator("fake", ScriptedGenerator("x"))
+    with pytest.raises(InputError, match="empty"):
+        kb.ask("  ", "kb")
+    with pytest.raises(InputError, match="over the limit"):
+        kb.ask("x" * 5000, "kb")
+    with pytest.raises(NotFoundError):
+        kb.ask("x", "missing")
+    with pytest.raises(NotFoundError):
+        kb.ask("x", "kb", prompt="nope@2")
+    with pytest.raises(InputError, match="one candidate"):
+        kb.ask("x", "kb", params={"n": 2})
+    with pytest.raises(InputError, match="temperature"):
+        kb.ask("x", "kb", params={"temperature": -1})
+
+
+def test_chat_condenses_follow_ups_and_keeps_history(kb: Alicerce) -> None:
+    def reply(messages: Sequence[Message]) -> str:
+        last = messages[-1].content
+        if "Complete question:" in last or "Pergunta completa:" in last:
+            return "How many vacation days per year?"
+        return "30 days [1]." if "vacation" in last else "Taxi and hotel [1]."
+
+    kb.use_generator("fake", ScriptedGenerator(reply))
+    cid, turn = kb.chat("What is refunded when I travel?", "kb")
+    first = next(x for x in turn if isinstance(x, Answer))
+    assert first.standalone_question == "What is refunded when I travel?"
+    cid2, turn = kb.chat("And the holidays?", "kb", cid)
+    second = next(x for x in turn if isinstance(x, Answer))
+    assert cid2 == cid and second.standalone_question == "How many vacation days per year?"
+    history = kb.conversations.history(cid)
+    assert [m.role for m in history] == ["user", "assistant"] * 2
+    assert history[2].content == "And the holidays?"
+    with pytest.raises(InputError, match="about collection"):
+        kb.chat("x", "other", cid)
+
+
+def test_techniques(kb: Alicerce) -> None:
+    gen = ScriptedGenerator(["Step 1: 3 x 4 = 12.\nFinal answer: 12"])
+    kb.use_generator("fake", gen)
+    out = kb.generate("What is 3 x 4?", technique="cot")
+    assert (out.text, out.reasoning) == ("12", "Step 1: 3 x 4 = 12.")
+    assert out.prompts == ("cot@1",) and "Final answer:" in gen.calls[0][-1].content
+
+    kb.use_generator("fake", ScriptedGenerator(["Reasoning here.", "12"]))
+    out = kb.generate("What is 3 x 4?", technique="zero-shot-cot")
+    assert out.text == "12" and out.reasoning == "Reasoning here."
+
+    gen = ScriptedGenerator(["1. How much is 3 x 4?\n2. Add 1.", "12", "13", "13"])
+    kb.use_generator("fake", gen)
+    out = kb.generate("What is 3 x 4 + 1?", technique="least-to-most")
+    assert out.steps == (("How much is 3 x 4?", "12"), ("Add 1.", "13")) and out.text == "13"
+    assert "A: 12" in gen.calls[2][-1].content  # later steps see earlier answers
+
+    kb.use_generator("fake", ScriptedGenerator(["What is multiplication?", "Repeated sums.",
+                                                "12"]))
+    out = kb.generate("What is 3 x 4?", technique="step-back")
+    assert out.steps == (("What is multiplication?", "Repeated sums."),) and out.text == "12"
+
+
+def test_k_shot_static_and_dynamic(kb: Alicerce) -> None:
+    from alicerce.chains.techniques import Example
+
+    examples = [Example("Onde fica a biblioteca?", "Where is the library?"),
+                Example("Bom dia", "Good morning"),
+                Example("Onde fica a estação?", "Where is the station?")]
+    gen = ScriptedGenerator("Where is the bank?")
+    kb.use_generator("fake", gen)
+    out = kb.generate("Onde fica o banco?", technique="k-shot", examples=examples,
+                      instructions="Traduza para inglês.")
+    prompt = gen.calls[0][-1].content
+    assert out.text == "Where is the bank?" and prompt.startswith("Traduza para inglês.")
+    assert prompt.count("Input:") == 4 and prompt.rstrip().endswith("Output:")
+    kb.generate("Onde fica o banco?", technique="k-shot", examples=examples, k=2)
+    picked = gen.calls[1][-1].content
+    assert "Bom dia" not in picked and picked.count("Input:") == 3
+    with pytest.raises(InputError, match="needs examples"):
+        kb.generate("x", technique="k-shot")
+    with pytest.raises(InputError, match="unknown technique"):
+        kb.generate("x", technique="tree-of-thought")
+
+
+def test_reattribution_moves_a_citation_to_the_source_holding_its_figures() -> None:
+    from alicerce.chains.rag import reattribute
+
+    sources = [hit(1, "Reembolso em 30 dias."), hit(2, "Adiantamento de 70%."),
+               hit(3, "Férias pedidas com 45 dias de antecedência.")]
+    text = "Request vacation 45 days ahead [2].\n\nReceipts: 30 days [1]. Hello [2]."
+    assert reattribute(text, sources) == (
+        "Request vacation 45 days ahead [3].\n\nReceipts: 30 days [1]. Hello [2].")
+    # The marker closes everything since the previous one, sentences included.
+    assert reattribute("It takes 45 days. See source two [2].", sources) == (
+        "It takes 45 days. See source two [3].")
+    # Figures no source holds: the model's citation stays (nothing better to offer).
+    assert reattribute("It costs 999 [2].", sources) == "It costs 999 [2]."
