@@ -245,7 +245,9 @@ class Alicerce:
              stream: bool = False, **options: Any) -> tuple[str, Stream]:
         """One chat turn: (conversation id, stream of text then Answer); the turn is saved."""
         self._check_text(message)
-        cid = self.conversations.start(collection, conversation_id)
+        self.decoding(options.get("params"))  # bad input fails before any model call
+        self._collection(collection)
+        cid = self.conversations.resolve(collection, conversation_id)
         history = self.conversations.history(cid)
         gen = self.generator(options.get("model"))
         lang = options.pop("language", None) or detect(message)
@@ -258,7 +260,7 @@ class Alicerce:
         def turn() -> Stream:
             for item in inner:
                 if isinstance(item, Answer):
-                    self.conversations.append(cid, item)
+                    self.conversations.append(cid, collection, item)
                 yield item
         return cid, turn()
 

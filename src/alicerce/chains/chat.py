@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from alicerce.errors import InputError, NotFoundError
+from alicerce.errors import InputError
 from alicerce.generate.base import Generator
 from alicerce.generate.params import DecodingParams
 from alicerce.prompts.template import PromptTemplate
@@ -43,27 +43,21 @@ class Conversations:
     def __init__(self, path: Path) -> None:
         self._db = connect(path, SCHEMA)
 
-    def start(self, collection: str, conversation_id: str | None = None) -> str:
+    def resolve(self, collection: str, conversation_id: str | None = None) -> str:
+        """A new id, or `conversation_id` checked; nothing is stored before a turn succeeds."""
         cid = conversation_id or secrets.token_hex(8)
         if not 1 <= len(cid) <= 64 or not cid.replace("-", "").replace("_", "").isalnum():
             raise InputError(f"invalid conversation id {cid!r}",
                              hint="letters, digits, '-' or '_' (up to 64)")
-        with transaction(self._db) as db:
-            row = db.execute("SELECT collection FROM conversations WHERE id=?",
-                             (cid,)).fetchone()
-            if row is None:
-                db.execute("INSERT INTO conversations (id, collection) VALUES (?, ?)",
-                           (cid, collection))
-            elif row[0] != collection:
-                raise InputError(f"conversation {cid} is about collection {row[0]!r}",
-                                 hint="start a new conversation for another collection")
+        row = self._db.execute("SELECT collection FROM conversations WHERE id=?",
+                               (cid,)).fetchone()
+        if row is not None and row[0] != collection:
+            raise InputError(f"conversation {cid} is about collection {row[0]!r}",
+                             hint="start a new conversation for another collection")
         return cid
 
     def history(self, conversation_id: str) -> list[Message]:
-        if self._db.execute("SELECT 1 FROM conversations WHERE id=?",
-                            (conversation_id,)).fetchone() is None:
-            raise NotFoundError(f"no conversation {conversation_id!r}",
-                                hint="leave out the id to start a new one")
+        """The turns so far (none for a conversation not stored yet)."""
         out: list[Message] = []
         for question, answer in self._db.execute(
                 "SELECT question, answer FROM chat_turns WHERE conversation_id=? ORDER BY seq",
@@ -71,8 +65,10 @@ class Conversations:
             out += [Message("user", question), Message("assistant", answer)]
         return out
 
-    def append(self, conversation_id: str, answer: Answer) -> None:
+    def append(self, conversation_id: str, collection: str, answer: Answer) -> None:
         with transaction(self._db) as db:
+            db.execute("INSERT OR IGNORE INTO conversations (id, collection) VALUES (?, ?)",
+                       (conversation_id, collection))
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_turns "
                              "WHERE conversation_id=?", (conversation_id,)).fetchone()[0]
             db.execute("INSERT INTO chat_turns (conversation_id, seq, question, standalone, "

@@ -120,7 +120,8 @@ def _stream(call: Callable[[Callable[[dict[str, Any]], bool]], Any],
         except BaseException as exc:  # handed to the consumer's thread
             items.put(("error", exc))
 
-    threading.Thread(target=run, daemon=True, name="llama-stream").start()
+    worker = threading.Thread(target=run, daemon=True, name="llama-stream")
+    worker.start()
     try:
         while True:
             kind, item = items.get()
@@ -133,7 +134,10 @@ def _stream(call: Callable[[Callable[[dict[str, Any]], bool]], Any],
             _raise_for(item, model)
             yield parse_chunk(item)
     finally:
+        # A consumer that stops early: llama.cpp ends the request at its next token. Wait for
+        # that, so no request outlives its stream (or the interpreter, which aborts then).
         cancelled.set()
+        worker.join(timeout=120)
 
 
 def _raise_for(data: Any, model: str) -> None:
