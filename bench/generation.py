@@ -2,6 +2,7 @@
 
     python bench/generation.py overhead [--model qwen-0.5b] [--rounds 5] [--tokens 128]
     python bench/generation.py prefix [--model qwen-0.5b] [--questions 6]
+    python bench/generation.py speed [--models qwen-1.5b,qwen-0.5b,smollm2-135m]
 
 `overhead` streams the same chat request (model, prompt, parameters, threads) through
 `Generator.stream` and through `xllamacpp.Server.handle_chat_completions` directly, rounds
@@ -130,15 +131,33 @@ def prefix(args: argparse.Namespace) -> None:
     print(f"speed-up from prefix reuse: {gain:.1f}x")
 
 
+def speed(args: argparse.Namespace) -> None:
+    """Decode and prompt speed of each model: the figure `alicerce models` shows."""
+    settings = Settings.load(llm_context=4096)
+    print(f"machine: {machine()}; {args.tokens} tokens at temperature 0, 3 rounds")
+    for name in args.models.split(","):
+        gen = get_generator(name, settings)
+        decode, prompt = [], []
+        for r in range(3):
+            text = f"Escreva um texto longo sobre {TOPICS[r]} (rodada {r}). " + "Contexto. " * 150
+            done = gen.complete([Message("user", text)],
+                                DecodingParams(max_tokens=args.tokens, temperature=0.0))
+            decode.append(done.timings["decode_tok_s"])
+            prompt.append(done.timings["prompt_tok_s"])
+        print(f"{name:<14} decode {statistics.median(decode):6.1f} tok/s   prompt "
+              f"{statistics.median(prompt):6.1f} tok/s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["overhead", "prefix"])
+    ap.add_argument("what", choices=["overhead", "prefix", "speed"])
+    ap.add_argument("--models", default="qwen-1.5b,qwen-0.5b,smollm2-135m")
     ap.add_argument("--model", default="qwen-0.5b")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--questions", type=int, default=6)
     args = ap.parse_args()
-    {"overhead": overhead, "prefix": prefix}[args.what](args)
+    {"overhead": overhead, "prefix": prefix, "speed": speed}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -92,3 +92,17 @@ def test_builtins_are_seeded_once_and_render(tmp_path: Path) -> None:
     assert "Copie literalmente" in msgs[0].content and "Não sei." in msgs[0].content
     assert "[1] Reembolso — Prazo" in msgs[1].content and "Pergunta: Qual o prazo?" in \
         msgs[1].content
+
+
+def test_a_changed_shipped_prompt_moves_production_unless_the_user_chose(tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    old = PromptTemplate("rag-answer", "v1 {{ question }}")
+    PromptRegistry(db, [old]).close()
+    reg = PromptRegistry(db, [PromptTemplate("rag-answer", "v2 {{ question }}")])
+    assert reg.get("rag-answer").template == "v2 {{ question }}"  # production followed
+    mine = reg.create("rag-answer", "mine {{ question }}")
+    reg.label(mine.ref, "production")
+    reg.close()
+    reg = PromptRegistry(db, [PromptTemplate("rag-answer", "v3 {{ question }}")])
+    assert reg.get("rag-answer").ref == mine.ref  # the user's choice stays
+    assert reg.get("rag-answer@4").template == "v3 {{ question }}"

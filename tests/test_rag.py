@@ -47,8 +47,9 @@ def test_ask_builds_a_numbered_prompt_and_parses_citations(kb: Alicerce) -> None
     a = kb.ask("Em quantos dias envio os receipts do refund?", "kb")
     system, user = gen.calls[0]
     assert system.role == "system" and "Não encontrei isso nos documentos." in system.content
-    assert "[1] " in user.content and user.content.rstrip().endswith(
-        "Pergunta: Em quantos dias envio os receipts do refund?")
+    assert "[1] " in user.content
+    assert "Pergunta: Em quantos dias envio os receipts do refund?" in user.content
+    assert user.content.rstrip().endswith("cite a fonte de cada frase com [n].")
     assert a.language == "pt" and not a.abstained
     assert a.text == "Envie os comprovantes em até 30 dias [1]. Veja também."
     assert [c.n for c in a.citations] == [1] and a.citations[0].chunk_id == a.chunks[0].chunk_id
@@ -212,3 +213,16 @@ def test_reattribution_moves_a_citation_to_the_source_holding_its_figures() -> N
         "It takes 45 days. See source two [3].")
     # Figures no source holds: the model's citation stays (nothing better to offer).
     assert reattribute("It costs 999 [2].", sources) == "It costs 999 [2]."
+
+
+def test_uncited_sentences_get_the_source_that_holds_them() -> None:
+    from alicerce.chains.rag import attach
+
+    sources = [hit(1, "Os comprovantes devem ser enviados em até 30 dias corridos."),
+               hit(2, "Férias pedidas com 45 dias de antecedência pelo sistema de RH.")]
+    text = ("O prazo é de 30 dias corridos. As férias são pedidas pelo sistema de RH.\n"
+            "1. Obrigado pela pergunta! Custa 999 reais.")
+    assert attach(text, sources) == (
+        "O prazo é de 30 dias corridos [1]. As férias são pedidas pelo sistema de RH [2].\n"
+        "1. Obrigado pela pergunta! Custa 999 reais.")
+    assert attach("Já citado [2].", sources) == "Já citado [2]."

@@ -21,12 +21,15 @@ from alicerce.generate.base import Generator
 from alicerce.generate.params import DecodingParams
 from alicerce.prompts.builtin import ABSTAIN
 from alicerce.prompts.template import PromptTemplate
+from alicerce.store.query import STOPWORDS
 from alicerce.types import Answer, Citation, Hit, Message, TokenLogprob, Usage
 
 _CITE = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _SPACES = re.compile(r"[ \t]+([.,;:!?])")
 _NORM = re.compile(r"[^\w]+", re.UNICODE)
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_SENTENCE = re.compile(r"((?<=[.!?])\s+|\n+)")
+_LIST_MARK = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 
 Retrieve = Callable[[str], list[Hit]]
 Stream = Iterator["str | Answer"]
@@ -158,7 +161,8 @@ class RagChain:
             cites: tuple[Citation, ...] = ()
             text = ABSTAIN[prep.language] if _starts_abstaining(text) else text
         else:
-            text, cites = citations(reattribute(text, prep.sources), prep.sources)
+            text, cites = citations(attach(reattribute(text, prep.sources), prep.sources),
+                                    prep.sources)
         total = Usage(usage.prompt_tokens + prep.usage.prompt_tokens,
                       usage.completion_tokens + prep.usage.completion_tokens,
                       usage.cached_tokens)
@@ -193,6 +197,40 @@ def _best_marker(marker: str, inner: str, claim: str, sources: Sequence[Hit]) ->
     best = max(holds, key=lambda i: (len(words & set(
         _NORM.sub(" ", sources[i - 1].text.lower()).split())), -i))
     return f"[{best}]"
+
+
+def attach(text: str, sources: Sequence[Hit]) -> str:
+    """Cite sentences the model left uncited, where one source plainly holds them: all their
+    figures, or most of their content words. Small models often answer correctly from the
+    sources and forget the marker; a sentence no source supports stays uncited."""
+    parts = _SENTENCE.split(text)
+    vocab = [set(_words(h.text)) for h in sources]
+    numbers = [set(_NUMBER.findall(h.text)) for h in sources]
+    for i in range(0, len(parts), 2):  # separators sit at odd positions
+        sentence = parts[i]
+        if _CITE.search(sentence) or not sentence.strip():
+            continue
+        claim = _LIST_MARK.sub("", sentence)
+        words, figures = set(_words(claim)), set(_NUMBER.findall(claim))
+        best, score = 0, 0.0
+        for n, (vs, ns) in enumerate(zip(vocab, numbers, strict=True), 1):
+            if figures and not figures <= ns:
+                continue
+            share = len(words & vs) / len(words) if words else 0.0
+            value = share + (1.0 if figures else 0.0)
+            if value > score and (figures or (len(words) >= 3 and share >= 0.6)):
+                best, score = n, value
+        if best:
+            body = sentence.rstrip()
+            end = len(body) - len(body.rstrip(".!?:;"))
+            parts[i] = f"{body[: len(body) - end]} [{best}]{body[len(body) - end:]}" + \
+                sentence[len(body):]
+    return "".join(parts)
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in _NORM.sub(" ", text.lower()).split()
+            if w not in STOPWORDS and not w.isdigit() and len(w) > 2]
 
 
 def citations(text: str, sources: Sequence[Hit]) -> tuple[str, tuple[Citation, ...]]:

@@ -48,7 +48,15 @@ RAG_TEMPLATE = """\
 {{ s.text }}
 
 {% endfor %}
-{% if language == "pt" %}Pergunta{% else %}Question{% endif %}: {{ question }}"""
+{% if language == "pt" %}
+Pergunta: {{ question }}
+
+Responda só com base nas fontes acima e cite a fonte de cada frase com [n].
+{% else %}
+Question: {{ question }}
+
+Answer only from the sources above and cite the source of each sentence with [n].
+{% endif %}"""
 
 CONDENSE_TEMPLATE = """\
 {% if language == "pt" %}

@@ -38,6 +38,11 @@ CREATE TABLE IF NOT EXISTS prompt_labels (
     PRIMARY KEY (name, label),
     FOREIGN KEY (name, version) REFERENCES prompt_versions (name, version)
 );
+CREATE TABLE IF NOT EXISTS prompt_shipped (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (name, version)
+);
 CREATE TABLE IF NOT EXISTS prompt_label_log (
     name TEXT NOT NULL,
     label TEXT NOT NULL,
@@ -55,10 +60,24 @@ class PromptRegistry:
     def __init__(self, path: Path, builtins: Iterable[PromptTemplate] = ()) -> None:
         self._db = connect(path, SCHEMA)
         for prompt in builtins:
-            if self._latest(prompt.name) is None:  # first run: builtins become version 1
-                created = self.create(prompt.name, prompt.template, prompt.system,
-                                      prompt.description)
-                self.label(created.ref, "production")
+            self._ship(prompt)
+
+    def _ship(self, prompt: PromptTemplate) -> None:
+        """Register a shipped prompt. A changed one (a new Alicerce release) becomes a new
+        version, and `production` follows it only if it pointed at a shipped version: a
+        user's own production choice is never moved."""
+        if self._db.execute("SELECT 1 FROM prompt_versions WHERE name=? AND hash=?",
+                            (prompt.name, prompt.hash)).fetchone():
+            return
+        shipped = {int(r[0]) for r in self._db.execute(
+            "SELECT version FROM prompt_shipped WHERE name=?", (prompt.name,))}
+        production = self._label_target(prompt.name, "production")
+        created = self.create(prompt.name, prompt.template, prompt.system, prompt.description)
+        with transaction(self._db) as db:
+            db.execute("INSERT OR IGNORE INTO prompt_shipped VALUES (?, ?)",
+                       (prompt.name, created.version))
+        if production is None or production in shipped:
+            self.label(created.ref, "production")
 
     # -- reading -------------------------------------------------------------------------
     def get(self, ref: str) -> PromptTemplate:
