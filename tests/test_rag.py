@@ -29,6 +29,8 @@ def test_citations_keep_given_sources_and_drop_invented_ones() -> None:
                             [hit(1), hit(2)])
     assert text == "O prazo é 30 dias [1]. Táxi e hotel [2]. Nada."
     assert [(c.n, c.doc_key) for c in cites] == [(1, "d1"), (2, "d2")]
+    assert citations("Trinta dias [1]. [1]", [hit(1)])[0] == "Trinta dias [1]."
+    assert citations("A [1][1] e B [1].", [hit(1)])[0] == "A [1] e B [1]."
 
 
 def test_merge_interleaves_and_dedupes() -> None:

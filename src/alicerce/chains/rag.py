@@ -29,6 +29,7 @@ _SPACES = re.compile(r"[ \t]+([.,;:!?])")
 _NORM = re.compile(r"[^\w]+", re.UNICODE)
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _SENTENCE = re.compile(r"((?<=[.!?])\s+|\n+)")
+_REPEAT = re.compile(r"(\[\d+\])([.,;:]?)\s*\1")
 _LIST_MARK = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 
 Retrieve = Callable[[str], list[Hit]]
@@ -248,7 +249,8 @@ def citations(text: str, sources: Sequence[Hit]) -> tuple[str, tuple[Citation, .
                                              h.page, h.source, h.score))
         return "".join(f"[{n}]" for n in valid)
 
-    cleaned = _SPACES.sub(r"\1", _CITE.sub(keep, text)).strip()
+    cleaned = _SPACES.sub(r"\1", _CITE.sub(keep, text))
+    cleaned = _REPEAT.sub(r"\1\2", cleaned).strip()  # "despesa [1]. [1]" -> "despesa [1]."
     return cleaned, tuple(sorted(found.values(), key=lambda c: c.n))
 
 
