@@ -283,8 +283,10 @@ class Alicerce:
         chain = RagChain(lambda q: searcher.search(coll, q, search, filters), gen, template,
                          self.settings.answer_context_tokens, self.settings.abstain_below,
                          self.prompts.get("step-back") if step_back else None)
-        info = next(c for c in self.store.collections() if c.name == collection)
-        versions = {"collection": f"{collection}@{info.version}", "prompt": template.ref,
+        # The newest version only: collections() would count every chunk of every collection.
+        history = self.store.versions(coll)
+        current = history[-1]["id"] if history else ""
+        versions = {"collection": f"{collection}@{current}", "prompt": template.ref,
                     "model": gen.name, "backend": gen.backend, "embedder": coll.embedder}
         req = RagRequest(question, decoding, language or "",
                          extractiveness or self.settings.extractiveness, step_back,
