@@ -43,7 +43,6 @@ class RagRequest:
     language: str = ""
     extractiveness: str = "balanced"
     step_back: bool = False
-    history: Sequence[Message] = ()
     standalone: str = ""
     versions: dict[str, Any] = field(default_factory=dict)
 
@@ -107,14 +106,6 @@ class RagChain:
             left -= cost
         return tuple(kept)
 
-    def answer(self, req: RagRequest) -> Answer:
-        answer: Answer | None = None
-        for item in self.stream(req, stream=False):
-            if isinstance(item, Answer):
-                answer = item
-        assert answer is not None
-        return answer
-
     def stream(self, req: RagRequest, stream: bool = True) -> Stream:
         """Text pieces as they are generated, then the finished Answer."""
         t0 = time.perf_counter()
@@ -160,7 +151,7 @@ class RagChain:
         prep.timings["generate_ms"] = prep.timings["total_ms"] - prep.timings["retrieve_ms"]
         if abstained:
             cites: tuple[Citation, ...] = ()
-            text = ABSTAIN[prep.language] if _starts_abstaining(text) else text
+            text = ABSTAIN[prep.language]
         else:
             text, cites = citations(attach(reattribute(text, prep.sources), prep.sources),
                                     prep.sources)

@@ -20,6 +20,7 @@ from alicerce.cli.common import (
     app,
     emit,
     open_home,
+    read_text,
     with_decoding,
 )
 from alicerce.cli.kb import parse_filters
@@ -203,10 +204,7 @@ def models(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}", hint="check the path") from None
+    lines = read_text(path).splitlines()
     rows = []
     for i, line in enumerate(lines, 1):
         if line.strip():

@@ -88,10 +88,16 @@ def with_decoding(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def read_json(path: Path) -> Any:
+def read_text(path: Path) -> str:
+    """A file the user named, or an InputError saying why it cannot be read."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}", hint="check the path") from None
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise InputError(f"{path} is not valid JSON: {exc}", hint="fix the file") from None

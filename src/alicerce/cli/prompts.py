@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from alicerce.cli.common import HomeOpt, JsonOpt, app, emit, open_home
-from alicerce.errors import InputError
+from alicerce.cli.common import HomeOpt, JsonOpt, app, emit, open_home, read_text
 from alicerce.prompts.template import PromptTemplate
 
 prompts_app = typer.Typer(no_args_is_help=True,
@@ -19,13 +18,6 @@ app.add_typer(prompts_app, name="prompts")
 
 def _row(p: PromptTemplate) -> dict[str, object]:
     return {**asdict(p), "ref": p.ref, "hash": p.hash, "variables": list(p.variables)}
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}", hint="check the path") from None
 
 
 @prompts_app.command("list")
@@ -72,7 +64,8 @@ def create(name: Annotated[str, typer.Argument(help="Prompt name (new or existin
            home: HomeOpt = None) -> None:
     """Save a new immutable version (same content = same version)."""
     with open_home(home) as alc:
-        p = alc.prompts.create(name, _read(file), _read(system_file) if system_file else "",
+        p = alc.prompts.create(name, read_text(file),
+                               read_text(system_file) if system_file else "",
                                description)
         if label:
             p = alc.prompts.label(p.ref, label)

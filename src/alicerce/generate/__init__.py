@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
 
 from alicerce.config import Settings
 from alicerce.generate.base import Generator
-from alicerce.generate.llamacpp import LlamaCppGenerator, load
+from alicerce.generate.llamacpp import load
 from alicerce.generate.models import model_path, resolve
 from alicerce.generate.params import DecodingParams
 from alicerce.generate.remote import OpenAIGenerator
 
 __all__ = ["DecodingParams", "Generator", "get_generator"]
 
-# Models load once per process and are shared by every Alicerce instance in it.
-_LOCAL: dict[tuple[Any, ...], LlamaCppGenerator] = {}
+# Clients are shared by every Alicerce instance in the process (local models: llamacpp.load).
 _REMOTE: dict[tuple[str, ...], OpenAIGenerator] = {}
 _LOCK = threading.Lock()
 
@@ -34,4 +32,4 @@ def get_generator(name: str | None, settings: Settings) -> Generator:
             return _REMOTE[key]
     path = model_path(ref, settings)
     return load(ref.name, path, settings.llm_context, settings.llm_threads,
-                settings.llm_parallel, _LOCAL)
+                settings.llm_parallel)

@@ -24,6 +24,8 @@ from alicerce.generate.base import BULLETS_GBNF, parse_chunk, parse_completion, 
 from alicerce.generate.params import DecodingParams, require
 from alicerce.types import Completion, Delta, Message
 
+# Models load once per process and configuration: a model is hundreds of MB of memory.
+_LOADED: dict[tuple[Any, ...], LlamaCppGenerator] = {}
 _LOCK = threading.Lock()
 
 
@@ -164,11 +166,11 @@ def _timings(data: dict[str, Any], started: float) -> dict[str, float]:
     return out
 
 
-def load(name: str, path: Path, context: int, threads: int, parallel: int,
-         cache: dict[tuple[Any, ...], LlamaCppGenerator]) -> LlamaCppGenerator:
-    """Load once per process and configuration: a model is hundreds of MB of memory."""
+def load(name: str, path: Path, context: int, threads: int,
+         parallel: int) -> LlamaCppGenerator:
+    """The shared instance for this file and configuration, loaded on first use."""
     key = (str(path.resolve()), context, threads, parallel)
     with _LOCK:
-        if key not in cache:
-            cache[key] = LlamaCppGenerator(name, path, context, threads, parallel)
-        return cache[key]
+        if key not in _LOADED:
+            _LOADED[key] = LlamaCppGenerator(name, path, context, threads, parallel)
+        return _LOADED[key]
