@@ -110,6 +110,26 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(2000, ge=10, le=100000)
     chat_history_tokens: int = Field(1024, ge=0, description="History kept in a chat prompt.")
 
+    # Serving (docs/serving.md)
+    host: str = Field("127.0.0.1", description="Address `alicerce serve` binds.")
+    port: int = Field(8000, ge=1, le=65535)
+    auth: bool = Field(True, description="Require API keys; may be off only on loopback.")
+    queue_size: int = Field(
+        32, ge=0, le=100000,
+        description="Requests waiting for a model slot (beyond llm_parallel) before 503.")
+    max_body_kb: int = Field(1024, ge=1, description="Largest JSON request body.")
+    max_upload_mb: float = Field(50.0, gt=0, description="Largest upload to ingest.")
+    max_tokens_cap: int = Field(2048, ge=1, le=32768,
+                                description="Largest max_tokens a request may ask for.")
+    cache_size: int = Field(1024, ge=0, description="Cached answers kept; 0 turns it off.")
+    cache_ttl_s: float = Field(3600.0, gt=0)
+    semantic_cache: bool = Field(False, description="Also reuse answers to similar questions.")
+    semantic_cache_threshold: float = Field(0.95, gt=0.0, le=1.0)
+    key_rpm: int = Field(60, ge=1, description="Requests per minute of a new key.")
+    key_tpm: int = Field(100_000, ge=1, description="Tokens per minute of a new key.")
+    embed_batch_ms: float = Field(5.0, ge=0.0, le=1000.0,
+                                  description="How long an embedding request waits for others.")
+
     @field_validator("chunk_overlap")
     @classmethod
     def _overlap_below_budget(cls, v: int, info: Any) -> int:

@@ -9,7 +9,12 @@
     │                          by ingestion: the run goes on with the other files)
     ├── EmbedderError          the embedding backend failed or is not installed
     ├── GeneratorError         the LLM backend failed, or its model file is missing or corrupt
-    └── StoreError             the store cannot be opened or is incompatible
+    ├── StoreError             the store cannot be opened or is incompatible
+    ├── AccessError            missing, invalid or revoked API key (HTTP 401)
+    │   └── ForbiddenError     the key lacks the scope or the collection (HTTP 403)
+    └── BusyError              try again after `retry_after` seconds
+        ├── RateLimitError     the key's requests or tokens per minute are spent (HTTP 429)
+        └── OverloadedError    the work queue is full (HTTP 503)
 
 Callers that only want to tell "the user did something wrong" from "something broke" catch
 InputError / ConfigError versus the rest.
@@ -53,3 +58,27 @@ class GeneratorError(AlicerceError):
 
 class StoreError(AlicerceError):
     """The store cannot be opened, or was written by an incompatible version."""
+
+
+class AccessError(AlicerceError):
+    """The caller did not present a valid API key."""
+
+
+class ForbiddenError(AccessError):
+    """The key is valid but may not do this (scope) or see this (collection)."""
+
+
+class BusyError(AlicerceError):
+    """Refused for now; `retry_after` says when trying again makes sense."""
+
+    def __init__(self, message: str, hint: str = "", retry_after: float = 1.0) -> None:
+        super().__init__(message, hint)
+        self.retry_after = retry_after
+
+
+class RateLimitError(BusyError):
+    """A per-key limit (requests or tokens per minute) is reached."""
+
+
+class OverloadedError(BusyError):
+    """The server's bounded work queue is full."""

@@ -6,10 +6,12 @@ import os
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from alicerce.access.keys import KeyStore
 from alicerce.chains.chat import Conversations, condense, recent
 from alicerce.chains.language import detect
 from alicerce.chains.rag import RagChain, RagRequest, Stream
@@ -24,13 +26,14 @@ from alicerce.generate.models import ModelInfo, list_models
 from alicerce.generate.params import DecodingParams
 from alicerce.ingest.chunking import ChunkingConfig
 from alicerce.ingest.pipeline import Ingestor, Progress, max_bytes, parse_mapping
+from alicerce.observe.traces import Traces
 from alicerce.prompts.builtin import BUILTINS
 from alicerce.prompts.registry import PromptRegistry
 from alicerce.retrieve.rerank import Reranker
 from alicerce.retrieve.search import QueryEncoder, Searcher, SearchParams
 from alicerce.store.base import BoostWeights, Filters, StoredCollection
 from alicerce.store.sqlite import SQLiteStore
-from alicerce.types import Answer, CollectionInfo, Hit, IngestReport
+from alicerce.types import Answer, CollectionInfo, Hit, IngestReport, Message
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -51,9 +54,12 @@ class Alicerce:
                   "expansion_search": settings.hnsw_expansion_search},
             exact_search_limit=settings.exact_search_limit)
         self._encoders: dict[str, QueryEncoder] = {}
-        self._generators: dict[str, Generator] = {}
+        self._generators: dict[str, Generator] = {}  # use_generator's
+        self._loaded: dict[str, Generator] = {}  # resolved names, so lookups cost nothing
         self.prompts = PromptRegistry(self.store.path, BUILTINS)
         self.conversations = Conversations(self.store.path)
+        self.keys = KeyStore(self.store.path)
+        self.traces = Traces(self.store.path)
 
     @classmethod
     def open(cls, home: str | Path | None = None, settings: Settings | None = None,
@@ -75,6 +81,8 @@ class Alicerce:
     def close(self) -> None:
         self.prompts.close()
         self.conversations.close()
+        self.keys.close()
+        self.traces.close()
         self.store.close()
 
     # -- collections ---------------------------------------------------------------------
@@ -194,16 +202,19 @@ class Alicerce:
     def generator(self, model: str | None = None) -> Generator:
         """A loaded model (once per process): bundled name, [models.NAME], or .gguf path."""
         name = model or self.settings.generator
-        if name in self._generators:
-            return self._generators[name]
-        return get_generator(name, self.settings)
+        if name not in self._generators and name not in self._loaded:
+            self._loaded[name] = get_generator(name, self.settings)
+        return self._generators.get(name) or self._loaded[name]
 
     def use_generator(self, name: str, generator: Generator) -> None:
         """Serve `name` with an object of your own (a plugin backend, or a test double)."""
         self._generators[name] = generator
 
     def models(self) -> list[ModelInfo]:
-        return list_models(self.settings)
+        """Bundled and configured models, then those registered with `use_generator`."""
+        return list_models(self.settings) + [
+            ModelInfo(name, "custom", gen.name, True, None, gen.context_size, "", None,
+                      "registered in this process") for name, gen in self._generators.items()]
 
     def decoding(self, params: DecodingParams | dict[str, Any] | None = None) -> DecodingParams:
         """Decoding parameters, with the settings' max_tokens and temperature as defaults."""
@@ -248,14 +259,8 @@ class Alicerce:
         self.decoding(options.get("params"))  # bad input fails before any model call
         self._collection(collection)
         cid = self.conversations.resolve(collection, conversation_id)
-        history = self.conversations.history(cid)
-        gen = self.generator(options.get("model"))
-        lang = options.pop("language", None) or detect(message)
-        kept = recent(history, self.settings.chat_history_tokens, gen.count_tokens)
-        standalone, _ = condense(gen, self.prompts.get("condense-question"), kept, message,
-                                 lang)
-        inner = self._rag(message, collection, stream=stream, standalone=standalone,
-                          language=lang, **options)
+        inner = self._follow_up(self.conversations.history(cid), message, collection, stream,
+                                options)
 
         def turn() -> Stream:
             for item in inner:
@@ -264,12 +269,37 @@ class Alicerce:
                 yield item
         return cid, turn()
 
+    def ask_messages(self, messages: Sequence[Message], collection: str, *,
+                     stream: bool = False, **options: Any) -> Stream:
+        """An answer to the last user message, earlier turns as history (OpenAI-style chat).
+
+        System messages are not passed on: the app's prompt sets the rules.
+        """
+        if not messages or messages[-1].role != "user":
+            raise InputError("the last message must be the user's question",
+                             hint="end `messages` with {\"role\": \"user\", ...}")
+        history = [m for m in messages[:-1] if m.role in ("user", "assistant")]
+        self._check_text(messages[-1].content)
+        self.decoding(options.get("params"))
+        self._collection(collection)
+        return self._follow_up(history, messages[-1].content, collection, stream, options)
+
+    def _follow_up(self, history: Sequence[Message], message: str, collection: str,
+                   stream: bool, options: dict[str, Any]) -> Stream:
+        gen = self.generator(options.get("model"))
+        lang = options.pop("language", None) or detect(message)
+        kept = recent(history, self.settings.chat_history_tokens, gen.count_tokens)
+        standalone, _ = condense(gen, self.prompts.get("condense-question"), kept, message,
+                                 lang)
+        return self._rag(message, collection, stream=stream, standalone=standalone,
+                         language=lang, **options)
+
     def _rag(self, question: str, collection: str, *, stream: bool, model: str | None = None,
              params: DecodingParams | dict[str, Any] | None = None, k: int | None = None,
              mode: SearchMode | None = None, filters: Filters | None = None,
              step_back: bool = False, extractiveness: Extractiveness | None = None,
              prompt: str = "rag-answer", language: str | None = None,
-             standalone: str = "") -> Stream:
+             standalone: str = "", caller: str = "local") -> Stream:
         self._check_text(question)
         coll = self._collection(collection)
         template = self.prompts.get(prompt)
@@ -283,15 +313,51 @@ class Alicerce:
         chain = RagChain(lambda q: searcher.search(coll, q, search, filters), gen, template,
                          self.settings.answer_context_tokens, self.settings.abstain_below,
                          self.prompts.get("step-back") if step_back else None)
-        # The newest version only: collections() would count every chunk of every collection.
-        history = self.store.versions(coll)
-        current = history[-1]["id"] if history else ""
-        versions = {"collection": f"{collection}@{current}", "prompt": template.ref,
-                    "model": gen.name, "backend": gen.backend, "embedder": coll.embedder}
+        versions = self._versions(coll, template.ref, gen)
         req = RagRequest(question, decoding, language or "",
                          extractiveness or self.settings.extractiveness, step_back,
                          standalone=standalone, versions=versions)
-        return chain.stream(req, stream=stream)
+        return self._traced(chain.stream(req, stream=stream), collection, caller)
+
+    def answer_versions(self, collection: str, model: str | None = None,
+                        prompt: str = "rag-answer") -> dict[str, str]:
+        """What an answer from `collection` would depend on now (the cache's key)."""
+        name, version = self.prompts.resolve(prompt)
+        return self._versions(self._collection(collection), f"{name}@{version}",
+                              self.generator(model))
+
+    def _versions(self, coll: StoredCollection, prompt_ref: str,
+                  gen: Generator) -> dict[str, str]:
+        # The newest version only: collections() would count every chunk of every collection.
+        history = self.store.versions(coll)
+        current = history[-1]["id"] if history else ""
+        return {"collection": f"{coll.name}@{current}", "prompt": prompt_ref,
+                "model": gen.name, "backend": gen.backend, "embedder": coll.embedder}
+
+    def _traced(self, stream: Stream, app: str, caller: str) -> Stream:
+        """Store each finished answer as a trace; the Answer carries its id."""
+        for item in stream:
+            if isinstance(item, Answer):
+                item = replace(item, trace_id=self.traces.record(app, item, caller))
+            yield item
+
+    def embed(self, texts: Sequence[str], model: str | None = None,
+              kind: str = "passage") -> list[list[float]]:
+        """Vectors from an embedding backend (e5-small, minilm, remote); `kind` picks the
+        query or passage form where the model has one (e5's prefixes)."""
+        name = model or self.settings.embedder
+        if name not in ("e5-small", "minilm", "remote"):
+            raise NotFoundError(f"no embedding model {name!r}",
+                                hint="use e5-small, minilm or remote")
+        if kind not in ("query", "passage"):
+            raise InputError(f"unknown input type {kind!r}", hint="use query or passage")
+        if not texts or any(not t.strip() for t in texts):
+            raise InputError("nothing to embed, or an empty text",
+                             hint="give one or more non-empty strings")
+        embedder = get_embedder(name, self.settings)
+        vectors = (embedder.embed_queries(texts) if kind == "query"
+                   else embedder.embed_passages(texts))
+        return [[float(x) for x in row] for row in vectors]
 
     def _check_text(self, text: str) -> None:
         if not text.strip():

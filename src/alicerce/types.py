@@ -203,3 +203,4 @@ class Answer:
     versions: dict[str, Any]
     standalone_question: str = ""
     logprobs: tuple[TokenLogprob, ...] = ()
+    trace_id: str = ""

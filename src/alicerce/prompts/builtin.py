@@ -18,7 +18,8 @@ Você responde perguntas usando apenas as fontes numeradas fornecidas.
 Regras:
 1. Use somente informações das fontes. Não invente nada.
 2. Depois de cada frase, cite a fonte que a sustenta com o número entre colchetes, ex.: [1].
-3. Se as fontes não trazem a resposta, escreva apenas: {{ abstain }}
+3. As fontes geralmente trazem a resposta: leia todas. Só se nenhuma fonte tratar da
+pergunta, escreva apenas: {{ abstain }}
 4. Responda em português, em poucas frases.
 {% if extractiveness == "quote" %}
 5. Copie literalmente, entre aspas, os trechos das fontes que respondem.
@@ -30,7 +31,8 @@ You answer questions using only the numbered sources given.
 Rules:
 1. Use only information from the sources. Do not make anything up.
 2. After each sentence, cite the source that supports it by its number in brackets, e.g. [1].
-3. If the sources do not contain the answer, write only: {{ abstain }}
+3. The sources usually contain the answer: read them all. Only if no source is about the
+question at all, write only: {{ abstain }}
 4. Answer in English, in a few sentences.
 {% if extractiveness == "quote" %}
 5. Quote, verbatim and in quotation marks, the passages of the sources that answer.

@@ -82,6 +82,14 @@ class PromptRegistry:
     # -- reading -------------------------------------------------------------------------
     def get(self, ref: str) -> PromptTemplate:
         """`name`, `name@VERSION` or `name@LABEL`."""
+        name, version = self.resolve(ref)
+        row = self._db.execute(
+            "SELECT name, version, template, system, description, created_at "
+            "FROM prompt_versions WHERE name=? AND version=?", (name, version)).fetchone()
+        return self._build(row)
+
+    def resolve(self, ref: str) -> tuple[str, int]:
+        """(name, version) that `ref` points at now, without parsing the templates."""
         name, _, at = ref.strip().partition("@")
         if at.isdigit():
             version: int | None = int(at)
@@ -89,14 +97,11 @@ class PromptRegistry:
             version = self._label_target(name, at or "production")
             if version is None and not at:
                 version = self._latest(name)
-            if version is None:
-                raise NotFoundError(self._missing(name, at), hint=self._hint(name))
-        row = self._db.execute(
-            "SELECT name, version, template, system, description, created_at "
-            "FROM prompt_versions WHERE name=? AND version=?", (name, version)).fetchone()
-        if row is None:
+        if version is None or self._db.execute(
+                "SELECT 1 FROM prompt_versions WHERE name=? AND version=?",
+                (name, version)).fetchone() is None:
             raise NotFoundError(self._missing(name, at), hint=self._hint(name))
-        return self._build(row)
+        return name, version
 
     def all(self) -> list[PromptTemplate]:
         """The newest version of every prompt."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,10 +11,20 @@ from pathlib import Path
 from alicerce.errors import StoreError
 
 
+class Connection(sqlite3.Connection):
+    """A connection that threads share (the server's workers): transactions take `lock`, so
+    one thread's BEGIN never meets another's."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.lock = threading.RLock()
+
+
 def connect(path: Path, schema: str = "") -> sqlite3.Connection:
     """WAL mode, so readers never block the writer; `schema` runs in one transaction."""
     try:
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                             factory=Connection)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
@@ -31,10 +42,12 @@ def connect(path: Path, schema: str = "") -> sqlite3.Connection:
 @contextmanager
 def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE ... COMMIT; any exception rolls everything back."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+    lock = db.lock if isinstance(db, Connection) else threading.RLock()
+    with lock:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")

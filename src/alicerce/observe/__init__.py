@@ -1,0 +1,1 @@
+"""Observability: traces and feedback (metrics and drift join them later)."""

@@ -1,0 +1,91 @@
+"""The FastAPI app factory: nothing is built at import time, everything from one Settings."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from alicerce.config import Settings
+from alicerce.errors import ConfigError
+from alicerce.platform import Alicerce
+from alicerce.server import errors, routes_native, routes_openai, ui
+from alicerce.server.service import Service
+
+log = logging.getLogger("alicerce.server")
+
+
+def check_bind(host: str, auth: bool) -> None:
+    """Refuse to expose a server without keys: auth may be off only on loopback."""
+    if auth:
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ConfigError(f"refusing to serve on {host} with auth off: anyone who can reach "
+                          "it could read every collection",
+                          hint="keep auth on (create keys with `alicerce keys create`), or "
+                               "bind 127.0.0.1")
+
+
+def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
+    """The server for `settings` (or an already open `alicerce`, which stays the caller's)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        alc = alicerce or Alicerce.open(settings=settings)
+        svc = Service(alc)
+        app.state.service = svc
+        threading.Thread(target=svc.warm_up, daemon=True, name="alicerce-warm-up").start()
+        if not settings.auth:
+            log.warning("auth is off: every caller may use every collection (loopback only)")
+        try:
+            yield
+        finally:
+            if alicerce is None:
+                alc.close()
+
+    app = FastAPI(title="Alicerce", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible API over your documents, with citations.")
+    errors.install(app)
+    app.include_router(routes_openai.router)
+    app.include_router(routes_native.router)
+    app.include_router(ui.router)
+    body_limit = settings.max_body_kb * 1024
+    upload_limit = int(settings.max_upload_mb * 1024 * 1024) + 64 * 1024
+
+    @app.middleware("http")
+    async def observe(request: Request,
+                      call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        limit = upload_limit if request.url.path.endswith("/documents") else body_limit
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > limit:
+            response: Response = JSONResponse(
+                {"error": {"message": f"the body has {size} bytes, over the limit of {limit}",
+                           "type": "invalid_request_error", "param": None,
+                           "code": "body_too_large"}}, 413)
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        svc: Service | None = getattr(request.app.state, "service", None)
+        if svc is not None and path not in ("/metrics", "/static/{name}"):
+            app_label = getattr(request.state, "app", "")
+            svc.metrics.requests.labels(path, app_label, str(response.status_code)).inc()
+            svc.metrics.latency.labels(path, app_label).observe(time.perf_counter() - started)
+            if response.status_code >= 400:
+                svc.metrics.errors.labels(str(response.status_code)).inc()
+                if response.status_code == 503:
+                    svc.metrics.rate_limited.labels("queue").inc()
+        return response
+
+    return app

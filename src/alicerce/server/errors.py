@@ -1,0 +1,97 @@
+"""Every error leaves the server in OpenAI's shape: {"error": {message, type, param, code}}.
+
+The status comes from Alicerce's error tree, so the core never knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from alicerce.errors import (
+    AccessError,
+    AlicerceError,
+    BusyError,
+    ForbiddenError,
+    InputError,
+    NotFoundError,
+    OverloadedError,
+    RateLimitError,
+)
+
+log = logging.getLogger("alicerce.server")
+
+# (status, OpenAI error type, code), most specific class first.
+_STATUS: tuple[tuple[type[AlicerceError], int, str, str], ...] = (
+    (NotFoundError, 404, "invalid_request_error", "not_found"),
+    (InputError, 400, "invalid_request_error", "invalid_value"),
+    (ForbiddenError, 403, "permission_error", "forbidden"),
+    (AccessError, 401, "authentication_error", "invalid_api_key"),
+    (RateLimitError, 429, "rate_limit_error", "rate_limit_exceeded"),
+    (OverloadedError, 503, "server_overloaded", "queue_full"),
+)
+
+
+def describe(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """(status, error body, headers) for any exception; unknown ones are a bare 500."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, AlicerceError):
+        status, kind, code = 500, "server_error", type(exc).__name__
+        for cls, s, k, c in _STATUS:
+            if isinstance(exc, cls):
+                status, kind, code = s, k, c
+                break
+        if isinstance(exc, BusyError):
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+        if status == 500:
+            log.error("request failed: %s", message)
+        return status, _body(message, kind, None, code), headers
+    log.exception("unexpected error", exc_info=exc)
+    return 500, _body("internal error; the server log has the details", "server_error",
+                      None, "internal_error"), headers
+
+
+def _body(message: str, kind: str, param: str | None, code: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(AlicerceError)
+    async def on_alicerce(_: Request, exc: AlicerceError) -> JSONResponse:
+        status, body, headers = describe(exc)
+        return JSONResponse(body, status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        param = ".".join(loc) or None
+        if first.get("type") == "extra_forbidden":
+            message = f"unknown field {param!r}; check its spelling against the API reference"
+        elif first.get("type") in ("json_invalid", "model_attributes_type"):
+            message = "the body is not a JSON object: " + str(first.get("msg"))
+        else:
+            message = f"{param or 'body'}: {first.get('msg')}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problem(s))"
+        return JSONResponse(_body(message, "invalid_request_error", param, "invalid_value"),
+                            400)
+
+    @app.exception_handler(HTTPException)
+    async def on_http(_: Request, exc: HTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(_body(str(exc.detail), kind, None, None), exc.status_code,
+                            headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def on_other(_: Request, exc: Exception) -> JSONResponse:
+        status, body, headers = describe(exc)
+        return JSONResponse(body, status, headers=headers)

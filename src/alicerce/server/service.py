@@ -1,0 +1,323 @@
+"""Serving logic between the routes and the core: who may do what, which app or model a
+request names, decoding parameters from the wire, the cache, the queue, and metrics.
+
+Routes stay thin: they parse, call one method here, and shape the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+import numpy as np
+
+from alicerce.access.keys import SCOPES, ApiKey, Scope
+from alicerce.errors import AccessError, AlicerceError, InputError, NotFoundError
+from alicerce.generate.params import DecodingParams
+from alicerce.platform import Alicerce
+from alicerce.server.cache import AnswerCache, Vector
+from alicerce.server.limits import RateLimiter
+from alicerce.server.metrics import Metrics
+from alicerce.server.wire import AppOptions, ChatRequest, Sampling
+from alicerce.server.work import WorkQueue
+from alicerce.types import Answer, Message
+
+# The caller when auth is off (loopback only): every scope, every collection, no limits.
+LOCAL = ApiKey("local", "local (auth off)", SCOPES, None, 10**9, 10**12, 0.0)
+EMBEDDERS = ("e5-small", "minilm", "remote")
+
+
+@dataclass
+class Job:
+    id: str
+    collection: str
+    files: list[str]
+    state: Literal["queued", "running", "done", "failed"] = "queued"
+    report: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+class Service:
+    def __init__(self, alc: Alicerce) -> None:
+        s = self.settings = alc.settings
+        self.alc = alc
+        self.metrics = Metrics()
+        self.work = WorkQueue(s.llm_parallel, s.queue_size, self.metrics.depth)
+        self.limiter = RateLimiter()
+        self.cache = AnswerCache(s.cache_size, s.cache_ttl_s,
+                                 self._question_vector if s.semantic_cache else None,
+                                 s.semantic_cache_threshold)
+        self.embeddings = EmbedBatcher(self, s.embed_batch_ms / 1000)
+        self.jobs: dict[str, Job] = {}
+        self.ready = threading.Event()
+        self.load_error = ""
+        self._ingest_lock = threading.Lock()
+        self.model_names = {m.name for m in alc.models() if m.installed}
+
+    # -- start-up ----------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Load the default model and embedder before the first request needs them."""
+        try:
+            gen = self.alc.generator()
+            gen.count_tokens("warm up")
+            if self.settings.embedder in EMBEDDERS:
+                self.alc.embed(["warm up"], kind="query")
+            self.ready.set()
+        except AlicerceError as exc:
+            self.load_error = str(exc)
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        checks = {"models": "loaded" if self.ready.is_set() else (self.load_error or "loading")}
+        try:
+            self.alc.store.collection("")  # one query: is the database there?
+            checks["store"] = "ok"
+        except Exception as exc:  # any failure means not ready; the reason is reported
+            checks["store"] = f"unreachable: {exc}"
+        return self.ready.is_set() and checks["store"] == "ok", checks
+
+    # -- access --------------------------------------------------------------------------
+    def authenticate(self, authorization: str | None) -> ApiKey:
+        if not self.settings.auth:
+            return LOCAL
+        if not authorization:
+            raise AccessError("no API key was sent",
+                              hint="send 'Authorization: Bearer alc-...'; an admin creates "
+                                   "keys with `alicerce keys create`")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AccessError("the Authorization header must be 'Bearer <key>'",
+                              hint="send 'Authorization: Bearer alc-...'")
+        return self.alc.keys.verify(token.strip())
+
+    def admit(self, key: ApiKey, scope: Scope, app: str | None = None) -> None:
+        """Scope, collection and rate limit checks, in that order."""
+        key.require(scope)
+        if app is not None:
+            key.require_collection(app)
+        if key is not LOCAL:
+            try:
+                self.limiter.admit(key)
+            except AlicerceError:
+                self.metrics.rate_limited.labels("key").inc()
+                raise
+
+    def spend(self, key: ApiKey, app: str, prompt_tokens: int, completion_tokens: int) -> None:
+        self.metrics.tokens.labels(app, "in").inc(prompt_tokens)
+        self.metrics.tokens.labels(app, "out").inc(completion_tokens)
+        if key is not LOCAL:
+            self.limiter.spend(key, prompt_tokens + completion_tokens)
+
+    def kind(self, name: str) -> Literal["app", "model"]:
+        """Whether `model` in a request names an app (a collection, answered with RAG) or a
+        raw model; NotFoundError otherwise."""
+        if self.alc.store.collection(name) is not None:
+            return "app"
+        if name in self.model_names or name in self.settings.models:
+            return "model"
+        raise NotFoundError(f"no app or model named {name!r}",
+                            hint="GET /v1/models lists the apps and models this key can use")
+
+    def apps(self, key: ApiKey) -> list[str]:
+        return [c.name for c in self.alc.store.collections() if key.may_use(c.name)]
+
+    # -- decoding ------------------------------------------------------------------------
+    def decoding(self, req: Sampling, *, logprobs: bool = False, top_logprobs: int = 0,
+                 fmt: str | None = None, schema: dict[str, Any] | None = None
+                 ) -> DecodingParams:
+        values: dict[str, Any] = {k: v for k, v in {
+            "max_tokens": req.max_completion_tokens or req.max_tokens,
+            "temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k,
+            "min_p": req.min_p, "repetition_penalty": req.repetition_penalty,
+            "presence_penalty": req.presence_penalty,
+            "frequency_penalty": req.frequency_penalty, "seed": req.seed,
+            "stop": [req.stop] if isinstance(req.stop, str) else req.stop,
+            "format": fmt, "json_schema": schema}.items() if v is not None}
+        values["n"] = req.n
+        if logprobs:
+            values["logprobs"], values["top_logprobs"] = True, top_logprobs
+        cap = self.settings.max_tokens_cap
+        if values.get("max_tokens", 0) > cap:
+            raise InputError(f"max_tokens {values['max_tokens']} is over this server's cap "
+                             f"of {cap}", hint=f"ask for at most {cap} (setting max_tokens_cap)")
+        return self.alc.decoding(values)
+
+    def chat_decoding(self, req: ChatRequest) -> DecodingParams:
+        fmt, schema = req.format, None
+        if req.response_format is not None and req.response_format.type != "text":
+            fmt = "json"
+            if req.response_format.type == "json_schema":
+                if req.response_format.json_schema is None:
+                    raise InputError("response_format json_schema needs its 'json_schema' "
+                                     "object", hint='{"type": "json_schema", "json_schema": '
+                                                    '{"name": "...", "schema": {...}}}')
+                schema = req.response_format.json_schema.schema_
+        return self.decoding(req, logprobs=req.logprobs, top_logprobs=req.top_logprobs or 0,
+                             fmt=fmt, schema=schema)
+
+    # -- answers -------------------------------------------------------------------------
+    def app_options(self, opts: AppOptions) -> dict[str, Any]:
+        return {k: v for k, v in {"filters": opts.filters, "k": opts.k, "mode": opts.mode,
+                                  "step_back": opts.step_back or None,
+                                  "extractiveness": opts.extractiveness}.items()
+                if v is not None}
+
+    def cache_context(self, key: ApiKey, app: str, model: str | None,
+                      params: DecodingParams, options: dict[str, Any],
+                      history: Sequence[Message]) -> str:
+        return AnswerCache.context(app=app, versions=self.alc.answer_versions(app, model),
+                                   params=params.as_dict(), options=options,
+                                   scope=key.scope_id,
+                                   history=[(m.role, m.content) for m in history])
+
+    async def answer(self, key: ApiKey, app: str, messages: Sequence[Message],
+                     params: DecodingParams, options: dict[str, Any], *,
+                     model: str | None = None, use_cache: bool = True
+                     ) -> AsyncIterator[str | dict[str, Any]]:
+        """Text pieces, then the answer as a dict (AskResponse's fields).
+
+        Errors in the request surface before the first item, so routes can still answer 4xx.
+        """
+        started = time.perf_counter()
+        question, history = messages[-1].content, list(messages[:-1])
+        context = ""
+        if use_cache and self.cache.enabled:
+            context = await anyio.to_thread.run_sync(
+                self.cache_context, key, app, model, params, options, history)
+            hit, kind = await anyio.to_thread.run_sync(self.cache.get, context, question)
+            self.metrics.cache.labels(kind or "exact", "hit" if hit else "miss").inc()
+            if hit is not None:
+                yield hit["answer"]
+                yield {**hit, "cached": True}
+                return
+        opts = {**options, "model": model, "params": params, "caller": key.id}
+
+        def make() -> Any:
+            return self.alc.ask_messages(messages, app, stream=True, **opts)
+
+        first = True
+        async for item in self.work.iterate(make):
+            if isinstance(item, Answer):
+                out = answer_dict(item)
+                self.spend(key, app, item.usage.prompt_tokens, item.usage.completion_tokens)
+                if context and not item.abstained:
+                    await anyio.to_thread.run_sync(self.cache.put, context, app, question, out)
+                yield out
+            else:
+                if first:
+                    self.metrics.ttft.labels(app).observe(time.perf_counter() - started)
+                    first = False
+                yield item
+
+    async def chat_turn(self, key: ApiKey, app: str, question: str, params: DecodingParams,
+                        options: dict[str, Any], model: str | None,
+                        conversation_id: str) -> AsyncIterator[str | dict[str, Any]]:
+        """A turn of a stored conversation (native ask with conversation_id)."""
+        opts = {**options, "model": model, "params": params, "caller": key.id}
+
+        def make() -> Any:
+            _, stream = self.alc.chat(question, app, conversation_id, stream=True, **opts)
+            return stream
+
+        async for item in self.work.iterate(make):
+            if isinstance(item, Answer):
+                self.spend(key, app, item.usage.prompt_tokens, item.usage.completion_tokens)
+                yield {**answer_dict(item), "conversation_id": conversation_id}
+            else:
+                yield item
+
+    # -- embeddings ----------------------------------------------------------------------
+    def _question_vector(self, question: str) -> Vector:
+        return np.asarray(self.alc.embed([question], kind="query")[0], dtype=np.float32)
+
+    # -- ingestion -----------------------------------------------------------------------
+    def start_ingest(self, key: ApiKey, collection: str, files: list[tuple[str, bytes]]) -> Job:
+        if not files:
+            raise InputError("no files were uploaded", hint="send multipart field 'files'")
+        folder = Path(tempfile.mkdtemp(prefix="alicerce-upload-"))
+        names = []
+        for name, data in files:
+            safe = Path(name).name or "upload"
+            (folder / safe).write_bytes(data)
+            names.append(safe)
+        job = Job(f"job-{len(self.jobs) + 1}-{int(time.time())}", collection, names)
+        self.jobs[job.id] = job
+        self.alc.keys.audit(key.id, "collection.ingest", collection, {"files": names})
+        threading.Thread(target=self._ingest, args=(job, folder), daemon=True).start()
+        return job
+
+    def _ingest(self, job: Job, folder: Path) -> None:
+        with self._ingest_lock:
+            job.state = "running"
+            try:
+                report = self.alc.ingest([folder], job.collection)
+                job.report = asdict(report)
+                job.state = "done"
+                self.cache.drop(job.collection)
+            except AlicerceError as exc:
+                job.state, job.error = "failed", str(exc)
+            except Exception as exc:  # reported on the job; the server goes on
+                job.state, job.error = "failed", f"unexpected error: {exc}"
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def answer_dict(a: Answer) -> dict[str, Any]:
+    return {"answer": a.text, "abstained": a.abstained, "language": a.language,
+            "trace_id": a.trace_id, "standalone_question": a.standalone_question,
+            "citations": [{"n": c.n, "title": c.title, "section": c.section, "page": c.page,
+                           "source": c.source, "doc_key": c.doc_key, "chunk_id": c.chunk_id,
+                           "score": c.score} for c in a.citations],
+            "timings": a.timings, "usage": asdict(a.usage),
+            "versions": {k: v for k, v in a.versions.items()}, "cached": False}
+
+
+class EmbedBatcher:
+    """Embedding requests that arrive within `wait_s` of each other run as one batch."""
+
+    def __init__(self, service: Service, wait_s: float) -> None:
+        self._service, self._wait = service, wait_s
+        self._pending: dict[tuple[str, str], list[tuple[list[str], asyncio.Future[Any]]]] = {}
+        self._limiter = anyio.CapacityLimiter(1)
+
+    async def embed(self, texts: list[str], model: str, kind: str) -> list[list[float]]:
+        if model not in EMBEDDERS:
+            raise NotFoundError(f"no embedding model {model!r}",
+                                hint="use one of " + ", ".join(EMBEDDERS))
+        if any(not t.strip() for t in texts):
+            raise InputError("an input text is empty", hint="send non-empty strings")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        group = (model, kind)
+        first = group not in self._pending
+        self._pending.setdefault(group, []).append((texts, future))
+        if first:
+            asyncio.get_running_loop().create_task(self._flush(group))
+        result: list[list[float]] = await future
+        return result
+
+    async def _flush(self, group: tuple[str, str]) -> None:
+        await asyncio.sleep(self._wait)
+        batch = self._pending.pop(group)
+        texts = [t for ts, _ in batch for t in ts]
+        try:
+            vectors = await anyio.to_thread.run_sync(
+                lambda: self._service.alc.embed(texts, group[0], group[1]),
+                limiter=self._limiter)
+        except BaseException as exc:  # every waiting request gets the error
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        at = 0
+        for ts, fut in batch:
+            if not fut.done():
+                fut.set_result(vectors[at:at + len(ts)])
+            at += len(ts)

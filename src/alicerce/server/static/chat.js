@@ -1,0 +1,99 @@
+// Chat page: streams /v1/chat/completions (SSE), shows the cited sources, sends thumbs.
+const $ = (id) => document.getElementById(id);
+const keyBox = $("key"), appBox = $("app"), log = $("log"), status = $("status");
+keyBox.value = localStorage.getItem("alicerce-key") || "";
+keyBox.addEventListener("change", () => { localStorage.setItem("alicerce-key", keyBox.value); loadApps(); });
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  if (keyBox.value) h["Authorization"] = "Bearer " + keyBox.value.trim();
+  return h;
+}
+
+async function failure(resp) {
+  try { return (await resp.json()).error.message; } catch (e) { return resp.status + " " + resp.statusText; }
+}
+
+async function loadApps() {
+  status.textContent = "";
+  const resp = await fetch("/v1/models", { headers: headers() });
+  if (!resp.ok) { status.textContent = await failure(resp); return; }
+  const apps = (await resp.json()).data.filter((m) => m.kind === "app");
+  appBox.replaceChildren(...apps.map((m) => new Option(m.id, m.id)));
+  if (!apps.length) status.textContent = "No app yet: ingest documents into a collection first.";
+}
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function showSources(turn, extra) {
+  const list = el("ol", "sources");
+  for (const c of extra.citations) {
+    const li = el("li", "source", c.title + (c.section ? " — " + c.section : "") + (c.page ? " (p. " + c.page + ")" : ""));
+    li.value = c.n;
+    list.append(li);
+  }
+  if (extra.citations.length) turn.append(list);
+  const thumbs = el("div", "thumbs");
+  for (const [label, score] of [["👍", 1], ["👎", -1]]) {
+    const b = el("button", "thumb", label);
+    b.type = "button";
+    b.dataset.score = score;
+    b.setAttribute("aria-label", score > 0 ? "thumbs up" : "thumbs down");
+    b.addEventListener("click", async () => {
+      const resp = await fetch("/v1/feedback", { method: "POST", headers: headers(),
+        body: JSON.stringify({ trace_id: extra.trace_id, score: score }) });
+      if (resp.ok) { thumbs.querySelectorAll("button").forEach((x) => x.classList.remove("done")); b.classList.add("done"); }
+      else status.textContent = await failure(resp);
+    });
+    thumbs.append(b);
+  }
+  turn.append(thumbs);
+}
+
+$("ask").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const question = $("question").value.trim();
+  if (!question) return;
+  status.textContent = "";
+  $("send").disabled = true;
+  const turn = el("div", "turn");
+  turn.append(el("div", "q", question));
+  const answer = el("div", "a", "");
+  turn.append(answer);
+  log.append(turn);
+  $("question").value = "";
+  try {
+    const resp = await fetch("/v1/chat/completions", { method: "POST", headers: headers(),
+      body: JSON.stringify({ model: appBox.value, stream: true, messages: [{ role: "user", content: question }] }) });
+    if (!resp.ok) { answer.textContent = ""; status.textContent = await failure(resp); return; }
+    const reader = resp.body.getReader(), decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const line = buffer.slice(0, cut).replace(/^data: /, "");
+        buffer = buffer.slice(cut + 2);
+        if (line === "[DONE]") continue;
+        const chunk = JSON.parse(line);
+        if (chunk.error) { status.textContent = chunk.error.message; continue; }
+        const choice = chunk.choices[0];
+        if (choice && choice.delta.content) answer.textContent += choice.delta.content;
+        if (chunk.alicerce) { answer.textContent = chunk.alicerce.answer; showSources(turn, chunk.alicerce); }
+      }
+    }
+  } catch (e) {
+    status.textContent = String(e);
+  } finally {
+    $("send").disabled = false;
+  }
+});
+
+loadApps();

@@ -1,0 +1,147 @@
+"""Wire models: what the HTTP API accepts and returns (OpenAI's shapes, plus native routes).
+
+Requests forbid unknown fields, so a typo ("temprature") is a 400 naming it, not a silent
+default. Alicerce's own knobs (`top_k`, `min_p`, `repetition_penalty`, `format`, and for apps
+`filters`, `k`, `step_back`, `extractiveness`) ride along as extra body fields, which the
+openai SDK sends with `extra_body`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from alicerce.config import Extractiveness, SearchMode
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChatMessage(Strict):
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str = Field(max_length=200_000)
+    name: str | None = None
+
+
+class JsonSchemaFormat(Strict):
+    name: str = "answer"
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormat(Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StreamOptions(Strict):
+    include_usage: bool = False
+
+
+class Sampling(Strict):
+    """The decoding knobs every generating route shares (validated again by DecodingParams)."""
+
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = 1
+    user: str | None = Field(None, max_length=256)
+
+
+class AppOptions(Strict):
+    """How an app answers; ignored (and refused) for raw models."""
+
+    filters: dict[str, str] | None = None
+    k: int | None = Field(None, ge=1, le=50)
+    mode: SearchMode | None = None
+    step_back: bool = False
+    extractiveness: Extractiveness | None = None
+
+
+class ChatRequest(Sampling, AppOptions):
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=500)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    response_format: ResponseFormat | None = None
+    format: Literal["text", "bullets", "json"] | None = None
+
+
+class CompletionRequest(Sampling, AppOptions):
+    model: str = Field(min_length=1, max_length=200)
+    prompt: str = Field(max_length=200_000)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    logprobs: int | None = Field(None, ge=0, le=20)
+    echo: Literal[False] = False
+    suffix: None = None
+
+
+class EmbeddingRequest(Strict):
+    model: str = Field(min_length=1, max_length=200)
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] = "float"
+    input_type: Literal["query", "passage"] = "passage"
+    user: str | None = Field(None, max_length=256)
+    dimensions: None = None
+
+
+class AskRequest(Sampling, AppOptions):
+    question: str = Field(max_length=200_000)
+    model: str | None = Field(None, max_length=200)
+    conversation_id: str | None = Field(None, max_length=64)
+
+
+class FeedbackRequest(Strict):
+    trace_id: str = Field(min_length=1, max_length=64)
+    score: Literal[1, -1]
+    comment: str = Field("", max_length=4000)
+
+
+class CitationOut(BaseModel):
+    n: int
+    title: str
+    section: str
+    page: int | None
+    source: str
+    doc_key: str
+    chunk_id: int
+    score: float
+
+
+class AskResponse(BaseModel):
+    answer: str
+    citations: list[CitationOut]
+    abstained: bool
+    language: str
+    trace_id: str
+    conversation_id: str | None = None
+    standalone_question: str = ""
+    timings: dict[str, float]
+    usage: dict[str, int]
+    versions: dict[str, Any]
+    cached: bool = False
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

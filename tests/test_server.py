@@ -1,0 +1,282 @@
+"""The HTTP server in-process (FastAPI's TestClient) with the hashing embedder and a scripted
+model: access control, errors in OpenAI's shape, streaming format, cache, limits, metrics.
+The real model behind a live `alicerce serve` is tested in test_server_live.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from alicerce import Alicerce, Settings
+from alicerce.errors import ConfigError
+from alicerce.server import check_bind, create_app
+from alicerce.testing.fakes import ScriptedGenerator
+
+REPLY = "Envie os comprovantes em até 30 dias [1]."
+
+
+def make(tmp_path: Path, docs: Path, **overrides: object) -> tuple[Alicerce, TestClient]:
+    settings = Settings.load(home=tmp_path / "srv", embedder="hashing", abstain_below=0.0,
+                             generator="fake", **overrides)
+    alc = Alicerce(settings)
+    alc.use_generator("fake", ScriptedGenerator(REPLY, name="fake"))
+    alc.ingest([docs], "kb")
+    alc.ingest([docs / "faq.jsonl"], "other")
+    return alc, TestClient(create_app(settings, alc))
+
+
+@pytest.fixture
+def server(tmp_path: Path, docs: Path) -> Iterator[tuple[Alicerce, TestClient]]:
+    alc, client = make(tmp_path, docs)
+    with client:
+        yield alc, client
+    alc.close()
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def chat(client: TestClient, key: str, model: str = "kb", **body: object) -> object:
+    return client.post("/v1/chat/completions", headers=bearer(key), json={
+        "model": model, "messages": [{"role": "user", "content": "Em quantos dias envio os "
+                                                                 "comprovantes?"}], **body})
+
+
+def test_keys_scopes_and_collection_isolation(server: tuple[Alicerce, TestClient]) -> None:
+    alc, client = server
+    _, kb_only = alc.keys.create("analyst", ["ask"], ["kb"])
+    _, ingester = alc.keys.create("bot", ["ingest"])
+    assert client.post("/v1/chat/completions", json={"model": "kb", "messages": [
+        {"role": "user", "content": "x"}]}).json()["error"]["type"] == "authentication_error"
+    bad = chat(client, "alc-0000-nope")
+    assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
+    ok = chat(client, kb_only)
+    assert ok.status_code == 200, ok.text
+    body = ok.json()
+    assert body["choices"][0]["message"]["content"] == REPLY
+    assert body["alicerce"]["citations"][0]["n"] == 1 and body["alicerce"]["trace_id"]
+    other = chat(client, kb_only, model="other")
+    assert other.status_code == 403 and other.json()["error"]["type"] == "permission_error"
+    assert chat(client, ingester).status_code == 403  # no ask scope
+    models = client.get("/v1/models", headers=bearer(kb_only)).json()["data"]
+    apps = [m["id"] for m in models if m["kind"] == "app"]
+    assert apps == ["kb"]  # never lists another collection
+    cols = client.get("/v1/collections", headers=bearer(kb_only)).json()["data"]
+    assert [c["name"] for c in cols] == ["kb"]
+    key_id = kb_only.split("-")[1]
+    alc.keys.revoke(key_id)
+    revoked = chat(client, kb_only)
+    assert revoked.status_code == 401 and "revoked" in revoked.json()["error"]["message"]
+    actions = [e.action for e in alc.keys.audit_log()]
+    assert actions.count("key.create") == 2 and "key.revoke" in actions
+
+
+def test_keys_are_stored_only_as_salted_hashes(server: tuple[Alicerce, TestClient]) -> None:
+    alc, _ = server
+    _, secret = alc.keys.create("a", ["ask"])
+    _, secret2 = alc.keys.create("b", ["ask"])
+    raw = (alc.settings.home / "alicerce.db").read_bytes()
+    assert secret.split("-", 2)[2].encode() not in raw
+    rows = alc.store._db.execute("SELECT salt, hash FROM api_keys").fetchall()
+    assert len({r[0] for r in rows}) == 2 and all(len(r[1]) == 32 for r in rows)
+    assert alc.keys.verify(secret2).name == "b"
+
+
+def test_errors_are_precise_and_in_openai_shape(server: tuple[Alicerce, TestClient]) -> None:
+    alc, client = server
+    _, key = alc.keys.create("a", ["ask"])
+    h = bearer(key)
+    cases = [
+        (client.post("/v1/chat/completions", headers={**h, "Content-Type": "application/json"},
+                     content=b"{not json"), 400, None),
+        (client.post("/v1/chat/completions", headers=h,
+                     json={"model": "kb", "messages": "hi"}), 400, "messages"),
+        (client.post("/v1/chat/completions", headers=h, json={
+            "model": "kb", "messages": [{"role": "user", "content": "x"}], "temprature": 1}),
+         400, "temprature"),
+        (chat(client, key, temperature=-1), 400, None),
+        (chat(client, key, top_p=1.5), 400, None),
+        (chat(client, key, max_tokens=999_999), 400, None),
+        (chat(client, key, model="nope"), 404, None),
+        (client.post("/v1/apps/nope/ask", headers=h, json={"question": "x"}), 404, None),
+        (client.post("/v1/apps/kb/ask", headers=h, json={"question": "  "}), 400, None),
+        (client.post("/v1/apps/kb/ask", headers=h, json={"question": "x" * 3000}), 400, None),
+        (chat(client, key, response_format={"type": "json_schema", "json_schema": {
+            "name": "a", "schema": {"type": "nonsense"}}}, model="fake"), 400, None),
+        (client.post("/v1/embeddings", headers=h, json={"model": "nope", "input": "x"}),
+         404, None),
+        (client.get("/v1/nowhere", headers=h), 404, None),
+    ]
+    for resp, status, param in cases:
+        assert resp.status_code == status, resp.text
+        err = resp.json()["error"]
+        assert err["message"] and err["type"]
+        if param:
+            assert err["param"] == param, err
+    big = client.post("/v1/chat/completions", headers={**h, "Content-Type": "application/json"},
+                      content=b"{" + b" " * (1024 * 1024 + 10) + b"}")
+    assert big.status_code == 413 and big.json()["error"]["code"] == "body_too_large"
+    assert "temprature" in cases[2][0].json()["error"]["message"]
+    assert "top_p" in cases[4][0].json()["error"]["message"]
+    assert "max_tokens_cap" in cases[5][0].json()["error"]["message"]
+
+
+def test_streaming_chunks_follow_openai_and_end_with_citations(
+        server: tuple[Alicerce, TestClient]) -> None:
+    alc, client = server
+    _, key = alc.keys.create("a", ["ask"])
+    with client.stream("POST", "/v1/chat/completions", headers=bearer(key), json={
+            "model": "kb", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "Em quantos dias envio os comprovantes?"}]
+    }) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        lines = [ln for ln in resp.iter_lines() if ln]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(ln[len("data: "):]) for ln in lines[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == REPLY
+    final = next(c for c in chunks if "alicerce" in c)
+    assert final["choices"][0]["finish_reason"] == "stop"
+    assert final["alicerce"]["citations"][0]["title"] and final["alicerce"]["trace_id"]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
+
+
+def test_cache_hits_are_exact_scoped_and_invalidated(server: tuple[Alicerce, TestClient],
+                                                     docs: Path) -> None:
+    alc, client = server
+    _, a = alc.keys.create("a", ["ask", "ingest"], ["kb"])
+    _, b = alc.keys.create("b", ["ask"], ["kb", "other"])
+    gen = alc.generator("fake")
+    assert isinstance(gen, ScriptedGenerator)
+
+    def ask(key: str, q: str = "Em quantos dias envio os comprovantes?") -> dict[str, object]:
+        r = client.post("/v1/apps/kb/ask", headers=bearer(key), json={"question": q})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    first = ask(a)
+    calls = len(gen.calls)
+    again = ask(a, "Em quantos  dias envio os comprovantes? ")  # whitespace normalised
+    assert again["cached"] and again["answer"] == first["answer"]
+    assert len(gen.calls) == calls  # no model call
+    assert not ask(b)["cached"]  # another collection scope never shares an entry
+    fresh = client.post("/v1/apps/kb/ask", headers={**bearer(a), "Cache-Control": "no-cache"},
+                        json={"question": "Em quantos dias envio os comprovantes?"}).json()
+    assert not fresh["cached"]
+    (docs / "new.md").write_text("# Novo\n\nPrazo novo: 10 dias.", encoding="utf-8")
+    alc.ingest([docs], "kb")  # a new collection version: old entries no longer match
+    assert not ask(a)["cached"]
+    metrics = client.get("/metrics").text
+    assert 'alicerce_cache_total{kind="exact",result="hit"} 1.0' in metrics
+
+
+def test_rate_limits_answer_429_with_retry_after(server: tuple[Alicerce, TestClient]) -> None:
+    alc, client = server
+    _, key = alc.keys.create("slow", ["ask"], rpm=2)
+    assert client.get("/v1/models", headers=bearer(key)).status_code == 200
+    codes = [chat(client, key).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    refused = chat(client, key)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    _, tokens = alc.keys.create("few-tokens", ["ask"], tpm=5)
+    assert chat(client, tokens, seed=1).status_code == 200  # admitted, spends > 5 tokens
+    assert chat(client, tokens, seed=2).status_code == 429  # (a cache hit would be free)
+    assert "alicerce_rate_limited_total" in client.get("/metrics").text
+
+
+def test_feedback_traces_health_and_metrics(server: tuple[Alicerce, TestClient]) -> None:
+    alc, client = server
+    _, key = alc.keys.create("a", ["ask"], ["kb"])
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["store"] == "ok"
+    ans = client.post("/v1/apps/kb/ask", headers=bearer(key),
+                      json={"question": "Em quantos dias envio os comprovantes?"}).json()
+    fb = client.post("/v1/feedback", headers=bearer(key),
+                     json={"trace_id": ans["trace_id"], "score": 1, "comment": "útil"})
+    assert fb.status_code == 200 and fb.json()["recorded"]
+    assert client.post("/v1/feedback", headers=bearer(key),
+                       json={"trace_id": "nope", "score": 1}).status_code == 404
+    assert client.post("/v1/feedback", headers=bearer(key),
+                       json={"trace_id": ans["trace_id"], "score": 5}).status_code == 400
+    trace = client.get(f"/v1/traces/{ans['trace_id']}", headers=bearer(key)).json()
+    assert trace["versions"]["collection"].startswith("kb@")
+    assert trace["feedback"][0]["score"] == 1 and trace["caller"] == key.split("-")[1]
+    text = client.get("/metrics").text
+    assert 'alicerce_requests_total{app="kb",route="/v1/apps/{app}/ask",status="200"}' in text
+    assert "alicerce_request_seconds_bucket" in text
+    assert 'alicerce_feedback_total{app="kb",score="up"} 1.0' in text
+    assert 'alicerce_tokens_total{app="kb",direction="out"}' in text
+
+
+def test_conversation_follow_up_through_the_native_route(
+        server: tuple[Alicerce, TestClient]) -> None:
+    alc, client = server
+    alc.use_generator("fake", ScriptedGenerator(
+        lambda msgs: "Quantos dias para enviar comprovantes?" if "Pergunta completa" in
+        msgs[-1].content else REPLY, name="fake"))
+    _, key = alc.keys.create("a", ["ask"])
+    one = client.post("/v1/apps/kb/ask", headers=bearer(key),
+                      json={"question": "Qual o prazo dos comprovantes?",
+                            "conversation_id": "c1"}).json()
+    two = client.post("/v1/apps/kb/ask", headers=bearer(key),
+                      json={"question": "E para hotel?", "conversation_id": "c1"}).json()
+    assert one["conversation_id"] == two["conversation_id"] == "c1"
+    assert two["standalone_question"] == "Quantos dias para enviar comprovantes?"
+    assert len(alc.conversations.history("c1")) == 4
+
+
+def test_upload_ingests_in_the_background(server: tuple[Alicerce, TestClient]) -> None:
+    alc, client = server
+    _, key = alc.keys.create("a", ["ingest", "ask"], ["kb2"])
+    _, asker = alc.keys.create("b", ["ask"])
+    files = [("files", ("wifi.md", b"# Wi-Fi\n\nA senha muda toda semana.", "text/markdown"))]
+    assert client.post("/v1/collections/kb2/documents", headers=bearer(asker),
+                       files=files).status_code == 403
+    assert client.post("/v1/collections/kb/documents", headers=bearer(key),
+                       files=files).status_code == 403  # not its collection
+    job = client.post("/v1/collections/kb2/documents", headers=bearer(key), files=files)
+    assert job.status_code == 202, job.text
+    jid = job.json()["id"]
+    for _ in range(100):
+        state = client.get(f"/v1/collections/kb2/jobs/{jid}", headers=bearer(key)).json()
+        if state["state"] in ("done", "failed"):
+            break
+        import time
+        time.sleep(0.05)
+    assert state["state"] == "done", state
+    assert state["report"]["added"] == 1
+    assert any(e.action == "collection.ingest" for e in alc.keys.audit_log())
+
+
+def test_auth_off_only_on_loopback(tmp_path: Path, docs: Path) -> None:
+    check_bind("127.0.0.1", auth=False)
+    check_bind("::1", auth=False)
+    check_bind("0.0.0.0", auth=True)
+    for host in ("0.0.0.0", "192.168.0.10", "example.org"):
+        with pytest.raises(ConfigError, match="auth off"):
+            check_bind(host, auth=False)
+    alc, client = make(tmp_path, docs, auth=False)
+    with client:
+        assert chat(client, "").status_code == 200
+    alc.close()
+
+
+def test_raw_model_and_embeddings(server: tuple[Alicerce, TestClient]) -> None:
+    alc, client = server
+    _, key = alc.keys.create("a", ["ask"], ["kb"])
+    raw = chat(client, key, model="fake", n=2)
+    assert raw.status_code == 200 and len(raw.json()["choices"]) == 2
+    assert "alicerce" not in raw.json()
+    assert chat(client, key, model="fake", filters={"area": "it"}).status_code == 400
+    comp = client.post("/v1/completions", headers=bearer(key),
+                       json={"model": "fake", "prompt": "Diga oi"}).json()
+    assert comp["object"] == "text_completion" and comp["choices"][0]["text"] == REPLY

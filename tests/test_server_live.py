@@ -1,0 +1,201 @@
+"""A live `alicerce serve` (real e5 embedder, real SmolLM2 on llama.cpp) driven by the real
+openai SDK and a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+pytestmark = pytest.mark.real
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env_for(home: Path) -> dict[str, str]:
+    return {**os.environ, "ALICERCE_HOME": str(home), "ALICERCE_GENERATOR": "smollm2-135m",
+            "ALICERCE_ABSTAIN_BELOW": "0", "ALICERCE_LLM_CONTEXT": "2048",
+            "ALICERCE_LLM_PARALLEL": "1", "ALICERCE_QUEUE_SIZE": "0",
+            "ALICERCE_MAX_TOKENS": "48"}
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "alicerce", *args], capture_output=True,
+                          text=True, env=env_for(home), timeout=300)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    """(base URL, a key for every scope, a key limited to `other`)."""
+    home = tmp_path_factory.mktemp("live") / "h"
+    docs = home.parent / "docs"
+    docs.mkdir()
+    (docs / "refund.md").write_text("# Refund policy\n\nSend receipts within 30 days.\n")
+    (docs / "wifi.md").write_text("# Wi-Fi\n\nAsk reception for the guest code.\n")
+    assert cli(home, "ingest", str(docs), "-c", "kb").returncode == 0
+    assert cli(home, "ingest", str(docs / "wifi.md"), "-c", "other").returncode == 0
+    admin = cli(home, "keys", "create", "--name", "admin", "--scopes", "ask,ingest,admin")
+    limited = cli(home, "keys", "create", "--name", "o", "--collections", "other")
+    assert admin.returncode == 0 and limited.returncode == 0, admin.stderr
+    port = free_port()
+    log = (home.parent / "server.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "alicerce", "serve", "--port", str(port),
+                             "--log-level", "warning"], env=env_for(home), stdout=log,
+                            stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:  # not listening yet, or busy loading
+                pass
+            assert proc.poll() is None, (home.parent / "server.log").read_text()
+            assert time.time() < deadline, "server not ready in 180 s"
+            time.sleep(0.5)
+        yield base, admin.stdout.strip(), limited.stdout.strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def client(base: str, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=120)
+
+
+QUESTION = [{"role": "user", "content": "How long do I have to send receipts?"}]
+
+
+def test_sdk_chat_with_an_app_streaming_and_not(live: tuple[str, str, str]) -> None:
+    base, key, _ = live
+    c = client(base, key)
+    done = c.chat.completions.create(model="kb", messages=QUESTION, temperature=0,
+                                     max_tokens=40)
+    assert done.choices[0].message.content
+    extra = done.model_extra["alicerce"]  # type: ignore[index]
+    assert extra["trace_id"] and extra["versions"]["model"] == "smollm2-135m"
+    assert done.usage is not None and done.usage.completion_tokens > 0
+    pieces, final = [], None
+    for chunk in c.chat.completions.create(model="kb", messages=QUESTION, stream=True,
+                                           temperature=0, max_tokens=40,
+                                           extra_headers={"Cache-Control": "no-cache"}):
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        if (chunk.model_extra or {}).get("alicerce"):
+            final = chunk.model_extra["alicerce"]  # type: ignore[index]
+    assert "".join(pieces).strip() and final is not None
+    assert final["trace_id"] != extra["trace_id"]
+    cached = c.chat.completions.create(model="kb", messages=QUESTION, temperature=0,
+                                       max_tokens=40)
+    assert cached.model_extra["alicerce"]["cached"]  # type: ignore[index]
+
+
+def test_sdk_raw_model_parameters_and_embeddings(live: tuple[str, str, str]) -> None:
+    base, key, _ = live
+    c = client(base, key)
+    out = c.chat.completions.create(
+        model="smollm2-135m", messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=8, temperature=0.7, top_p=0.9, seed=3, logprobs=True, top_logprobs=2,
+        stop=["\n\n"], extra_body={"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1})
+    lp = out.choices[0].logprobs
+    assert lp is not None and lp.content and len(lp.content[0].top_logprobs) == 2
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}},
+              "required": ["ok"], "additionalProperties": False}
+    js = c.chat.completions.create(
+        model="smollm2-135m", messages=[{"role": "user", "content": "Reply ok as JSON."}],
+        max_tokens=24, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": schema}})
+    assert isinstance(json.loads(js.choices[0].message.content or "")["ok"], bool)
+    text = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+        model="smollm2-135m", messages=[{"role": "user", "content": "Count to three."}],
+        max_tokens=12, stream=True) if ch.choices)
+    assert text
+    emb = c.embeddings.create(model="e5-small", input=["recibos", "Wi-Fi"])
+    assert len(emb.data) == 2 and len(emb.data[0].embedding) == 384
+    models = {m.id for m in c.models.list()}
+    assert {"kb", "other", "smollm2-135m", "e5-small"} <= models
+
+
+def test_sdk_errors(live: tuple[str, str, str]) -> None:
+    base, key, limited = live
+    with pytest.raises(openai.AuthenticationError):
+        client(base, "alc-0-bad").models.list()
+    with pytest.raises(openai.NotFoundError):
+        client(base, key).chat.completions.create(model="nope", messages=QUESTION)
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        client(base, key).chat.completions.create(model="kb", messages=QUESTION,
+                                                  temperature=-1)
+    with pytest.raises(openai.PermissionDeniedError):
+        client(base, limited).chat.completions.create(model="kb", messages=QUESTION)
+
+
+def test_full_queue_is_503_and_a_hung_up_stream_frees_its_slot(
+        live: tuple[str, str, str]) -> None:
+    base, key, _ = live
+    c = client(base, key)
+    long = {"model": "smollm2-135m", "max_tokens": 400, "temperature": 0.8, "stream": True,
+            "messages": [{"role": "user", "content": "Write a long story about a cat."}]}
+    stream = c.chat.completions.create(**long)  # type: ignore[call-overload]
+    next(iter(stream))  # running: the only slot is taken, and nothing may wait
+    with pytest.raises(openai.InternalServerError) as busy:
+        c.chat.completions.create(model="smollm2-135m", messages=QUESTION, max_tokens=4)
+    assert busy.value.status_code == 503
+    assert int(busy.value.response.headers["Retry-After"]) >= 1
+    stream.close()  # the client hangs up mid-stream
+    deadline = time.time() + 30
+    while True:
+        try:
+            out = c.chat.completions.create(model="smollm2-135m", messages=QUESTION,
+                                            max_tokens=4)
+            break
+        except openai.InternalServerError:
+            assert time.time() < deadline, "the slot was never freed"
+            time.sleep(0.2)
+    assert out.choices[0].message.content is not None
+    metrics = urllib.request.urlopen(base + "/metrics").read().decode()
+    assert 'alicerce_requests_total{app="smollm2-135m",route="/v1/chat/completions",' \
+           'status="503"}' in metrics
+    assert "alicerce_time_to_first_token_seconds_count" in metrics
+
+
+def test_chat_page_in_a_real_browser(live: tuple[str, str, str]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM, "the browser test needs Debian's chromium: apt install chromium"
+    base, key, _ = live
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(base + "/")
+        page.fill("#key", key)
+        page.dispatch_event("#key", "change")
+        page.wait_for_function("document.querySelectorAll('#app option').length >= 2")
+        page.select_option("#app", "kb")
+        page.fill("#question", "How long do I have to send receipts?")
+        page.click("#send")
+        page.wait_for_selector(".thumbs button", timeout=120_000)
+        assert page.inner_text(".turn .a").strip()
+        sources = page.locator(".sources li").all_inner_texts()
+        assert not sources or any("Refund" in s or "Wi-Fi" in s for s in sources)
+        with page.expect_response("**/v1/feedback") as fb:
+            page.click("button[aria-label='thumbs up']")
+        assert fb.value.status == 200
+        page.wait_for_selector("button.done")
+        browser.close()
