@@ -238,7 +238,8 @@ def test_upload_ingests_in_the_background(server: tuple[Alicerce, TestClient]) -
     alc, client = server
     _, key = alc.keys.create("a", ["ingest", "ask"], ["kb2"])
     _, asker = alc.keys.create("b", ["ask"])
-    files = [("files", ("wifi.md", b"# Wi-Fi\n\nA senha muda toda semana.", "text/markdown"))]
+    files = [("files", ("../../wifi.md", b"# Wi-Fi\n\nA senha muda toda semana.",
+                        "text/markdown"))]
     assert client.post("/v1/collections/kb2/documents", headers=bearer(asker),
                        files=files).status_code == 403
     assert client.post("/v1/collections/kb/documents", headers=bearer(key),
@@ -253,7 +254,7 @@ def test_upload_ingests_in_the_background(server: tuple[Alicerce, TestClient]) -
         import time
         time.sleep(0.05)
     assert state["state"] == "done", state
-    assert state["report"]["added"] == 1
+    assert state["report"]["added"] == 1 and state["files"] == ["wifi.md"]
     assert any(e.action == "collection.ingest" for e in alc.keys.audit_log())
 
 
@@ -280,3 +281,69 @@ def test_raw_model_and_embeddings(server: tuple[Alicerce, TestClient]) -> None:
     comp = client.post("/v1/completions", headers=bearer(key),
                        json={"model": "fake", "prompt": "Diga oi"}).json()
     assert comp["object"] == "text_completion" and comp["choices"][0]["text"] == REPLY
+
+
+def test_semantic_cache_is_opt_in_and_reuses_near_identical_questions(
+        tmp_path: Path, docs: Path) -> None:
+    alc, client = make(tmp_path, docs, semantic_cache=True, semantic_cache_threshold=0.9)
+    with client:
+        _, key = alc.keys.create("a", ["ask"])
+        q = "Em quantos dias envio os comprovantes?"
+        first = client.post("/v1/apps/kb/ask", headers=bearer(key), json={"question": q})
+        near = client.post("/v1/apps/kb/ask", headers=bearer(key),
+                           json={"question": "em quantos dias envio os comprovantes"})
+        far = client.post("/v1/apps/kb/ask", headers=bearer(key),
+                          json={"question": "Qual a senha do Wi-Fi de visitantes?"})
+        assert not first.json()["cached"] and near.json()["cached"]
+        assert not far.json()["cached"]
+        assert 'alicerce_cache_total{kind="semantic",result="hit"} 1.0' in \
+            client.get("/metrics").text
+    alc.close()
+
+
+class FailingGenerator(ScriptedGenerator):
+    def stream(self, messages, params):  # type: ignore[no-untyped-def]
+        yield from list(super().stream(messages, params))[:2]
+        from alicerce.errors import GeneratorError
+
+        raise GeneratorError("the model crashed")
+
+
+def test_a_model_error_mid_stream_ends_it_with_an_error_event(
+        server: tuple[Alicerce, TestClient]) -> None:
+    alc, client = server
+    alc.use_generator("fake", FailingGenerator(REPLY, name="fake"))
+    _, key = alc.keys.create("a", ["ask"])
+    with client.stream("POST", "/v1/chat/completions", headers={
+            **bearer(key), "Cache-Control": "no-cache"}, json={
+            "model": "kb", "stream": True,
+            "messages": [{"role": "user", "content": "Em quantos dias?"}]}) as resp:
+        assert resp.status_code == 200
+        lines = [ln for ln in resp.iter_lines() if ln]
+    assert lines[-1] == "data: [DONE]"
+    err = json.loads(lines[-2][len("data: "):])
+    assert err["error"]["type"] == "server_error" and "crashed" in err["error"]["message"]
+    assert len(lines) >= 4  # role chunk, two pieces, error, done
+    alc.use_generator("fake", ScriptedGenerator(REPLY, name="fake"))
+    assert chat(client, key).status_code == 200  # the server goes on
+
+
+def test_answer_cache_bounds_size_and_age(monkeypatch: pytest.MonkeyPatch) -> None:
+    from alicerce.server import cache as cache_mod
+    from alicerce.server.cache import AnswerCache
+
+    now = [1000.0]
+    monkeypatch.setattr(cache_mod.time, "monotonic", lambda: now[0])
+    c = AnswerCache(size=2, ttl_s=60)
+    ctx = AnswerCache.context(app="kb", versions={"collection": "kb@1"})
+    for q in ("a", "b"):
+        c.put(ctx, "kb", q, {"answer": q})
+    assert c.get(ctx, "a") == ({"answer": "a"}, "exact")  # "a" is now the most recent
+    c.put(ctx, "kb", "c", {"answer": "c"})  # over size: the least recently used ("b") goes
+    assert c.get(ctx, "b") == (None, "") and len(c) == 2
+    now[0] += 61
+    assert c.get(ctx, "a") == (None, "")  # expired
+    other = AnswerCache.context(app="kb", versions={"collection": "kb@2"})
+    assert other != ctx and c.get(other, "c") == (None, "")
+    assert c.drop("kb") == 1 and len(c) == 0
+    assert AnswerCache(size=0, ttl_s=60).get(ctx, "a") == (None, "")

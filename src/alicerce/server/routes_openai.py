@@ -55,7 +55,8 @@ async def embeddings(req: EmbeddingRequest, request: Request, svc: Svc,
     if len(texts) > 2048:
         raise InputError(f"{len(texts)} inputs in one request", hint="send at most 2048")
     vectors = await svc.embeddings.embed(texts, req.model, req.input_type)
-    tokens = sum(len(t.split()) for t in texts)
+    tokens = sum(len(t.split()) for t in texts)  # words: close enough for limits and usage
+    svc.spend(key, req.model, tokens, 0)
     out: list[Any] = vectors
     if req.encoding_format == "base64":  # what the openai SDK asks for: float32 bytes
         out = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() for v in vectors]

@@ -7,6 +7,7 @@ Routes stay thin: they parse, call one method here, and shape the response.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 import tempfile
 import threading
@@ -21,6 +22,7 @@ import anyio.to_thread
 import numpy as np
 
 from alicerce.access.keys import SCOPES, ApiKey, Scope
+from alicerce.embed import get_embedder
 from alicerce.errors import AccessError, AlicerceError, InputError, NotFoundError
 from alicerce.generate.params import DecodingParams
 from alicerce.platform import Alicerce
@@ -170,13 +172,15 @@ class Service:
                                   "extractiveness": opts.extractiveness}.items()
                 if v is not None}
 
-    def cache_context(self, key: ApiKey, app: str, model: str | None,
-                      params: DecodingParams, options: dict[str, Any],
-                      history: Sequence[Message]) -> str:
-        return AnswerCache.context(app=app, versions=self.alc.answer_versions(app, model),
-                                   params=params.as_dict(), options=options,
-                                   scope=key.scope_id,
-                                   history=[(m.role, m.content) for m in history])
+    def _lookup(self, key: ApiKey, app: str, model: str | None, params: DecodingParams,
+                options: dict[str, Any], history: Sequence[Message],
+                question: str) -> tuple[str, tuple[dict[str, Any] | None, str]]:
+        """(the cache context of this request, the cache's answer): one trip to a thread."""
+        context = AnswerCache.context(app=app, versions=self.alc.answer_versions(app, model),
+                                      params=params.as_dict(), options=options,
+                                      scope=key.scope_id,
+                                      history=[(m.role, m.content) for m in history])
+        return context, self.cache.get(context, question)
 
     async def answer(self, key: ApiKey, app: str, messages: Sequence[Message],
                      params: DecodingParams, options: dict[str, Any], *,
@@ -190,9 +194,8 @@ class Service:
         question, history = messages[-1].content, list(messages[:-1])
         context = ""
         if use_cache and self.cache.enabled:
-            context = await anyio.to_thread.run_sync(
-                self.cache_context, key, app, model, params, options, history)
-            hit, kind = await anyio.to_thread.run_sync(self.cache.get, context, question)
+            context, (hit, kind) = await anyio.to_thread.run_sync(
+                self._lookup, key, app, model, params, options, history, question)
             self.metrics.cache.labels(kind or "exact", "hit" if hit else "miss").inc()
             if hit is not None:
                 yield hit["answer"]
@@ -236,7 +239,9 @@ class Service:
 
     # -- embeddings ----------------------------------------------------------------------
     def _question_vector(self, question: str) -> Vector:
-        return np.asarray(self.alc.embed([question], kind="query")[0], dtype=np.float32)
+        """The semantic cache's view of a question: the configured embedder, query form."""
+        embedder = get_embedder(self.settings.embedder, self.settings)
+        return np.asarray(embedder.embed_queries([question])[0], dtype=np.float32)
 
     # -- ingestion -----------------------------------------------------------------------
     def start_ingest(self, key: ApiKey, collection: str, files: list[tuple[str, bytes]]) -> Job:
@@ -244,11 +249,12 @@ class Service:
             raise InputError("no files were uploaded", hint="send multipart field 'files'")
         folder = Path(tempfile.mkdtemp(prefix="alicerce-upload-"))
         names = []
-        for name, data in files:
-            safe = Path(name).name or "upload"
+        for i, (name, data) in enumerate(files):
+            safe = Path(name).name  # never a path: "../x" and "/etc/x" become "x"
+            safe = safe if safe not in ("", ".", "..") else f"upload-{i}"
             (folder / safe).write_bytes(data)
             names.append(safe)
-        job = Job(f"job-{len(self.jobs) + 1}-{int(time.time())}", collection, names)
+        job = Job(f"job-{secrets.token_hex(6)}", collection, names)
         self.jobs[job.id] = job
         self.alc.keys.audit(key.id, "collection.ingest", collection, {"files": names})
         threading.Thread(target=self._ingest, args=(job, folder), daemon=True).start()
