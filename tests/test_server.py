@@ -347,3 +347,59 @@ def test_answer_cache_bounds_size_and_age(monkeypatch: pytest.MonkeyPatch) -> No
     assert other != ctx and c.get(other, "c") == (None, "")
     assert c.drop("kb") == 1 and len(c) == 0
     assert AnswerCache(size=0, ttl_s=60).get(ctx, "a") == (None, "")
+
+
+def test_cli_keys_and_serve_refusals(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ALICERCE_HOME": str(tmp_path / "cli"), "ALICERCE_EMBEDDER": "hashing"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "alicerce", *args], capture_output=True,
+                              text=True, env=env, timeout=120)
+
+    made = run("keys", "create", "--name", "ci", "--scopes", "ask,ingest",
+               "--collections", "kb", "--rpm", "5", "--json")
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)
+    assert key["key"].startswith(f"alc-{key['id']}-") and key["collections"] == ["kb"]
+    listed = run("keys", "list")
+    assert key["id"] in listed.stdout and key["key"] not in listed.stdout
+    assert run("keys", "revoke", key["id"]).returncode == 0
+    assert "revoked" in run("keys", "list").stdout
+    audit = run("keys", "audit", "--json")
+    assert [e["action"] for e in json.loads(audit.stdout)] == ["key.revoke", "key.create"]
+    bad = run("keys", "create", "--name", "x", "--scopes", "root")
+    assert bad.returncode == 2 and "unknown scope" in bad.stderr and "hint" in bad.stderr
+    assert run("keys", "revoke", "nope").returncode == 2
+    exposed = run("serve", "--host", "0.0.0.0", "--no-auth")
+    assert exposed.returncode == 2 and "refusing to serve on 0.0.0.0" in exposed.stderr
+
+
+def test_readyz_waits_for_the_models(tmp_path: Path, docs: Path) -> None:
+    import threading
+    import time
+
+    loaded = threading.Event()
+
+    class SlowToLoad(ScriptedGenerator):
+        def count_tokens(self, text: str) -> int:
+            loaded.wait(10)
+            return super().count_tokens(text)
+
+    alc, _ = make(tmp_path, docs)
+    alc.use_generator("fake", SlowToLoad(REPLY, name="fake"))
+    with TestClient(create_app(alc.settings, alc)) as client:
+        first = client.get("/readyz")
+        assert first.status_code == 503 and first.json()["models"] == "loading"
+        assert client.get("/healthz").status_code == 200  # alive all the same
+        loaded.set()
+        for _ in range(100):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.02)
+        assert client.get("/readyz").json() == {"status": "ready", "models": "loaded",
+                                                "store": "ok"}
+    alc.close()
