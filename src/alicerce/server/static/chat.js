@@ -39,7 +39,7 @@ function showSources(turn, extra) {
   }
   if (extra.citations.length) turn.append(list);
   const thumbs = el("div", "thumbs");
-  for (const [label, score] of [["👍", 1], ["👎", -1]]) {
+  for (const [label, score] of [["Útil / helpful", 1], ["Não ajudou / not helpful", -1]]) {
     const b = el("button", "thumb", label);
     b.type = "button";
     b.dataset.score = score;
