@@ -35,6 +35,7 @@ from pathlib import Path
 from common import data_dir, machine
 
 from alicerce import Alicerce
+from alicerce.prompts.builtin import BUILTINS
 from alicerce.types import Answer
 
 ARTICLES = {"o", "a", "os", "as", "um", "uma", "the", "an", "de", "do", "da", "dos", "das"}
@@ -131,11 +132,19 @@ def cited_ok(answer: Answer, item: Item) -> list[bool]:
                                          for g in item.golds) for c in answer.citations]
 
 
+def shipped_prompt(alc: Alicerce) -> str:
+    """The ref of the rag-answer text this Alicerce ships, whatever `production` points at in
+    a reused bench home (a label set by hand there must not change what is measured)."""
+    ship = next(p for p in BUILTINS if p.name == "rag-answer")
+    return alc.prompts.create(ship.name, ship.template, ship.system, ship.description).ref
+
+
 def run(alc: Alicerce, coll: str, items: list[Item], model: str) -> list[Row]:
+    prompt = shipped_prompt(alc)
     rows = []
     for it in items:
         t = time.perf_counter()
-        a = alc.ask(it.question, coll, model=model, filters=it.filters or None,
+        a = alc.ask(it.question, coll, model=model, filters=it.filters or None, prompt=prompt,
                     params={"temperature": 0, "max_tokens": 200})
         rows.append(Row(it, a, time.perf_counter() - t))
     return rows
@@ -207,6 +216,7 @@ def main() -> None:
                 g = scorer.embed_queries([r.item.reference_llm for r in rows])
                 cos = [float(x @ y) for x, y in zip(a, o, strict=True)]
                 ref = [float(x @ y) for x, y in zip(g, o, strict=True)]
+            print(f"prompt {shipped_prompt(alc)}", end="  ")
             report(name, model, rows, cos, ref)
             out = work / f"{name}-{model}.jsonl"
             out.write_text("\n".join(json.dumps({"q": r.item.question, "gold": r.item.golds,

@@ -6,6 +6,7 @@ import pytest
 from conftest import EXAMPLES
 
 from alicerce import Alicerce, Settings
+from alicerce.chains.language import detect
 
 pytestmark = pytest.mark.real
 
@@ -33,7 +34,7 @@ def test_english_question_over_portuguese_documents(alc: Alicerce) -> None:
     assert a.language == "en" and not a.abstained
     assert "45" in a.text
     assert {c.doc_key for c in a.citations} == {"handbook/ferias.html"}
-    assert not re.search(r"\b(dias|férias)\b", a.text.lower())  # answered in English
+    assert detect(a.text) == "en"  # answered in English (it may quote a section's title)
 
 
 def test_abstains_off_topic(alc: Alicerce) -> None:

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     llm_context: int = Field(4096, ge=512, le=131072, description="Context window in tokens.")
     llm_parallel: int = Field(4, ge=1, le=64,
                               description="Sequences decoded together (candidates, requests).")
+    llm_cache_ram_mb: int = Field(
+        128, ge=0, le=65536,
+        description="Host RAM for llama.cpp's cache of earlier prompts (0 = off).")
     llm_timeout_s: float = Field(600.0, gt=0, description="Remote generation timeout.")
     max_tokens: int = Field(512, ge=1, le=32768, description="Default answer length cap.")
     temperature: float = Field(0.1, ge=0.0, le=2.0, description="Default sampling temperature.")

@@ -32,4 +32,4 @@ def get_generator(name: str | None, settings: Settings) -> Generator:
             return _REMOTE[key]
     path = model_path(ref, settings)
     return load(ref.name, path, settings.llm_context, settings.llm_threads,
-                settings.llm_parallel)
+                settings.llm_parallel, settings.llm_cache_ram_mb)

@@ -44,13 +44,16 @@ class LlamaCppGenerator:
     backend = "llama.cpp"
 
     def __init__(self, name: str, path: Path, context: int = 4096, threads: int = 0,
-                 parallel: int = 4) -> None:
+                 parallel: int = 4, cache_ram_mb: int = 128) -> None:
         xlc = _import()
         params = xlc.CommonParams()
         params.model.path = str(path)
         params.n_ctx = context
         params.n_parallel = parallel
         params.kv_unified = True  # every slot may use the whole window
+        # llama.cpp keeps earlier prompts' KV state in host RAM for reuse, 8 GB by default:
+        # a server's memory would grow with every distinct prompt up to that. Bound it.
+        params.cache_ram_mib = cache_ram_mb
         params.verbosity = -1
         params.warmup = False
         n = threads or os.cpu_count() or 1
@@ -166,11 +169,12 @@ def _timings(data: dict[str, Any], started: float) -> dict[str, float]:
     return out
 
 
-def load(name: str, path: Path, context: int, threads: int,
-         parallel: int) -> LlamaCppGenerator:
+def load(name: str, path: Path, context: int, threads: int, parallel: int,
+         cache_ram_mb: int = 128) -> LlamaCppGenerator:
     """The shared instance for this file and configuration, loaded on first use."""
-    key = (str(path.resolve()), context, threads, parallel)
+    key = (str(path.resolve()), context, threads, parallel, cache_ram_mb)
     with _LOCK:
         if key not in _LOADED:
-            _LOADED[key] = LlamaCppGenerator(name, path, context, threads, parallel)
+            _LOADED[key] = LlamaCppGenerator(name, path, context, threads, parallel,
+                                             cache_ram_mb)
         return _LOADED[key]
