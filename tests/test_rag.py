@@ -228,3 +228,12 @@ def test_uncited_sentences_get_the_source_that_holds_them() -> None:
         "O prazo é de 30 dias corridos [1]. As férias são pedidas pelo sistema de RH [2].\n"
         "1. Obrigado pela pergunta! Custa 999 reais.")
     assert attach("Já citado [2].", sources) == "Já citado [2]."
+
+
+def test_an_abstention_behind_a_citation_marker_is_still_one() -> None:
+    from alicerce.chains.rag import is_abstention
+
+    assert is_abstention("[1] Não encontrei isso nos documentos.")
+    assert is_abstention("[1, 2]. I could not find this in the documents.")
+    assert is_abstention("   ")
+    assert not is_abstention("[1] O prazo é de 30 dias.")

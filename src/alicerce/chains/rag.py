@@ -261,8 +261,12 @@ def is_abstention(text: str) -> bool:
     return _starts_abstaining(text) or not text.strip()
 
 
+_LEADING_MARKERS = re.compile(r"^\s*(?:\[\d+(?:\s*,\s*\d+)*\]\s*[.:]?\s*)+")
+
+
 def _starts_abstaining(text: str) -> bool:
-    head = _NORM.sub(" ", text.lower()).strip()
+    """Small models sometimes put a marker first: "[1] Não encontrei isso nos documentos."."""
+    head = _NORM.sub(" ", _LEADING_MARKERS.sub("", text).lower()).strip()
     return any(head.startswith(_NORM.sub(" ", a.lower()).strip()) for a in ABSTAIN.values())
 
 
