@@ -113,16 +113,15 @@ async def _app(svc: Service, key: ApiKey, app: str, messages: list[Message],
     items = svc.answer(key, app, messages, params, svc.app_options(opts),
                        use_cache=not skip_cache)
     first = await anext(items)  # request errors surface here, before any byte is sent
-    rid = f"{'chatcmpl' if shape == 'chat' else 'cmpl'}-{int(time.time() * 1000)}"
     if stream:
-        return _sse(_app_chunks(rid, app, first, items, usage_chunk, shape))
+        return _sse(_app_chunks(_rid(shape), app, first, items, usage_chunk, shape))
     final: dict[str, Any] = first if isinstance(first, dict) else {}
     async for item in items:
         if isinstance(item, dict):
             final = item
-    rid = f"{'chatcmpl' if shape == 'chat' else 'cmpl'}-{final['trace_id']}"
-    return _completion(rid, app, [(final["answer"], _finish(final, params), None)],
-                       final["usage"], shape) | {"alicerce": _extra(final)}
+    choice = (final["answer"], _finish(final, params), None)
+    return _completion(_rid(shape, final["trace_id"]), app, [choice], final["usage"],
+                       shape) | {"alicerce": _extra(final)}
 
 
 async def _app_chunks(rid: str, app: str, first: str | dict[str, Any],
@@ -143,7 +142,7 @@ async def _app_chunks(rid: str, app: str, first: str | dict[str, Any],
 async def _raw(svc: Service, key: ApiKey, model: str, messages: list[Message],
                params: DecodingParams, stream: bool, usage_chunk: bool, shape: str) -> Any:
     gen = svc.alc.generator(model)
-    rid = f"{'chatcmpl' if shape == 'chat' else 'cmpl'}-{int(time.time() * 1000)}"
+    rid = _rid(shape)
     if not stream:
         done: Completion = await svc.work.call(gen.complete, messages, params)
         svc.spend(key, model, done.usage.prompt_tokens, done.usage.completion_tokens)
@@ -174,6 +173,10 @@ async def _raw(svc: Service, key: ApiKey, model: str, messages: list[Message],
                         "completion_tokens": delta.usage.completion_tokens}, shape)
             delta = await anext(deltas, None)
     return _sse(chunks())
+
+
+def _rid(shape: str, suffix: str = "") -> str:
+    return f"{'chatcmpl' if shape == 'chat' else 'cmpl'}-{suffix or int(time.time() * 1000)}"
 
 
 def _sse(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:

@@ -283,7 +283,7 @@ def answer_dict(a: Answer) -> dict[str, Any]:
                            "source": c.source, "doc_key": c.doc_key, "chunk_id": c.chunk_id,
                            "score": c.score} for c in a.citations],
             "timings": a.timings, "usage": asdict(a.usage),
-            "versions": {k: v for k, v in a.versions.items()}, "cached": False}
+            "versions": dict(a.versions), "cached": False}
 
 
 class EmbedBatcher:

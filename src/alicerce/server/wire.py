@@ -134,14 +134,3 @@ class AskResponse(BaseModel):
     usage: dict[str, int]
     versions: dict[str, Any]
     cached: bool = False
-
-
-class ErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
