@@ -17,7 +17,7 @@ from alicerce.chains.language import detect
 from alicerce.chains.rag import RagChain, RagRequest, Stream
 from alicerce.chains.techniques import Example, Generation, run
 from alicerce.config import EmbedderName, Extractiveness, SearchMode, Settings
-from alicerce.embed import family, get_embedder
+from alicerce.embed import EMBEDDING_MODELS, family, get_embedder
 from alicerce.embed.base import Embedder
 from alicerce.errors import ConfigError, InputError, NotFoundError
 from alicerce.evaluate.retrieval import EvalQuery, RetrievalReport, evaluate, score
@@ -346,18 +346,22 @@ class Alicerce:
         """Vectors from an embedding backend (e5-small, minilm, remote); `kind` picks the
         query or passage form where the model has one (e5's prefixes)."""
         name = model or self.settings.embedder
-        if name not in ("e5-small", "minilm", "remote"):
-            raise NotFoundError(f"no embedding model {name!r}",
-                                hint="use e5-small, minilm or remote")
+        self.check_embed(texts, name, kind)
+        embedder = get_embedder(name, self.settings)
+        vectors = (embedder.embed_queries(texts) if kind == "query"
+                   else embedder.embed_passages(texts))
+        return [[float(x) for x in row] for row in vectors]
+
+    def check_embed(self, texts: Sequence[str], model: str, kind: str) -> None:
+        """The errors `embed` would raise, without embedding anything."""
+        if model not in EMBEDDING_MODELS:
+            raise NotFoundError(f"no embedding model {model!r}",
+                                hint="use one of " + ", ".join(EMBEDDING_MODELS))
         if kind not in ("query", "passage"):
             raise InputError(f"unknown input type {kind!r}", hint="use query or passage")
         if not texts or any(not t.strip() for t in texts):
             raise InputError("nothing to embed, or an empty text",
                              hint="give one or more non-empty strings")
-        embedder = get_embedder(name, self.settings)
-        vectors = (embedder.embed_queries(texts) if kind == "query"
-                   else embedder.embed_passages(texts))
-        return [[float(x) for x in row] for row in vectors]
 
     def _check_text(self, text: str) -> None:
         if not text.strip():

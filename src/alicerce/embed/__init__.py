@@ -8,6 +8,9 @@ from alicerce.config import Settings
 from alicerce.embed.base import Embedder
 from alicerce.errors import ConfigError
 
+# The embedders a caller may ask for by name (`hashing` is a test double, not offered).
+EMBEDDING_MODELS = ("e5-small", "minilm", "remote")
+
 _CACHE: dict[tuple[str, ...], Embedder] = {}
 _LOCK = threading.Lock()
 

@@ -18,11 +18,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from alicerce.access.keys import ApiKey
+from alicerce.embed import EMBEDDING_MODELS
 from alicerce.errors import InputError
 from alicerce.generate.params import DecodingParams
 from alicerce.server.deps import Key, Svc, no_cache
 from alicerce.server.errors import describe
-from alicerce.server.service import EMBEDDERS, Service
+from alicerce.server.service import Service
 from alicerce.server.wire import AppOptions, ChatRequest, CompletionRequest, EmbeddingRequest
 from alicerce.types import Completion, Delta, Message, TokenLogprob
 
@@ -75,7 +76,7 @@ async def models(svc: Svc,
     rows += [{"id": m, "object": "model", "created": created, "owned_by": "alicerce",
               "kind": "model"} for m in sorted(svc.model_names | set(svc.settings.models))]
     rows += [{"id": e, "object": "model", "created": created, "owned_by": "alicerce",
-              "kind": "embedding"} for e in EMBEDDERS if e != "remote"
+              "kind": "embedding"} for e in EMBEDDING_MODELS if e != "remote"
              or svc.settings.remote_embed_url]
     return {"object": "list", "data": rows}
 

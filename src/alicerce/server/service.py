@@ -22,7 +22,7 @@ import anyio.to_thread
 import numpy as np
 
 from alicerce.access.keys import SCOPES, ApiKey, Scope
-from alicerce.embed import get_embedder
+from alicerce.embed import EMBEDDING_MODELS, get_embedder
 from alicerce.errors import AccessError, AlicerceError, InputError, NotFoundError
 from alicerce.generate.params import DecodingParams
 from alicerce.platform import Alicerce
@@ -35,7 +35,6 @@ from alicerce.types import Answer, Message
 
 # The caller when auth is off (loopback only): every scope, every collection, no limits.
 LOCAL = ApiKey("local", "local (auth off)", SCOPES, None, 10**9, 10**12, 0.0)
-EMBEDDERS = ("e5-small", "minilm", "remote")
 
 
 @dataclass
@@ -71,7 +70,7 @@ class Service:
         try:
             gen = self.alc.generator()
             gen.count_tokens("warm up")
-            if self.settings.embedder in EMBEDDERS:
+            if self.settings.embedder in EMBEDDING_MODELS:
                 self.alc.embed(["warm up"], kind="query")
             self.ready.set()
         except AlicerceError as exc:
@@ -129,7 +128,7 @@ class Service:
                             hint="GET /v1/models lists the apps and models this key can use")
 
     def apps(self, key: ApiKey) -> list[str]:
-        return [c.name for c in self.alc.store.collections() if key.may_use(c.name)]
+        return [n for n in self.alc.store.collection_names() if key.may_use(n)]
 
     # -- decoding ------------------------------------------------------------------------
     def decoding(self, req: Sampling, *, logprobs: bool = False, top_logprobs: int = 0,
@@ -295,11 +294,7 @@ class EmbedBatcher:
         self._limiter = anyio.CapacityLimiter(1)
 
     async def embed(self, texts: list[str], model: str, kind: str) -> list[list[float]]:
-        if model not in EMBEDDERS:
-            raise NotFoundError(f"no embedding model {model!r}",
-                                hint="use one of " + ", ".join(EMBEDDERS))
-        if any(not t.strip() for t in texts):
-            raise InputError("an input text is empty", hint="send non-empty strings")
+        self._service.alc.check_embed(texts, model, kind)  # one bad request fails alone
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         group = (model, kind)
         first = group not in self._pending

@@ -59,6 +59,10 @@ class Store(Protocol):
 
     def collections(self) -> list[CollectionInfo]: ...
 
+    def collection_names(self) -> list[str]:
+        """Names only: `collections()` counts every document and chunk."""
+        ...
+
     def document_hashes(self, coll: StoredCollection) -> dict[str, tuple[str, str]]:
         """key -> (content hash, source) for every document in the collection."""
         ...

@@ -78,6 +78,9 @@ class SQLiteStore:
         assert coll is not None
         return coll
 
+    def collection_names(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT name FROM collections ORDER BY name")]
+
     def collections(self) -> list[CollectionInfo]:
         rows = self._db.execute(
             "SELECT c.name, c.embedder, c.chunking, c.updated_at,"

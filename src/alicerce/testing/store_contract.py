@@ -43,6 +43,11 @@ class StoreContract:
         assert again == coll
         assert [c.name for c in store.collections()] == ["kb"]
 
+    def test_collection_names_without_counting(self, store: Store) -> None:
+        for name in ("zeta", "alpha"):
+            store.create_collection(name, EMB.name, EMB.dim, CHUNKING)
+        assert store.collection_names() == ["alpha", "zeta"]
+
     def test_write_then_search_both_ways(self, store: Store) -> None:
         coll = store.create_collection("kb", EMB.name, EMB.dim, CHUNKING)
         store.write_documents(coll, [make_write("a", ["refund policy for travel expenses"]),
