@@ -5,7 +5,7 @@ import pytest
 
 from alicerce import Alicerce, Settings
 from alicerce.chains.language import detect
-from alicerce.chains.rag import citations, merge
+from alicerce.chains.rag import citations, interleave
 from alicerce.errors import InputError, NotFoundError
 from alicerce.testing.fakes import ScriptedGenerator
 from alicerce.types import Answer, Hit, Message
@@ -34,7 +34,8 @@ def test_citations_keep_given_sources_and_drop_invented_ones() -> None:
 
 
 def test_merge_interleaves_and_dedupes() -> None:
-    assert [h.chunk_id for h in merge([hit(1), hit(2), hit(3)], [hit(2), hit(4)])] == [1, 2, 4, 3]
+    merged = interleave([[hit(1), hit(2), hit(3)], [hit(2), hit(4)]])
+    assert [h.chunk_id for h in merged] == [1, 2, 4, 3]
 
 
 def test_language_detection() -> None:
@@ -50,8 +51,9 @@ def test_ask_builds_a_numbered_prompt_and_parses_citations(kb: Alicerce) -> None
     system, user = gen.calls[0]
     assert system.role == "system" and "Não encontrei isso nos documentos." in system.content
     assert "[1] " in user.content
-    assert "Pergunta: Em quantos dias envio os receipts do refund?" in user.content
-    assert user.content.rstrip().endswith("cite a fonte de cada frase com [n].")
+    # The question is the last thing the model reads (a reminder after it made small models
+    # answer with bare "[1] [2]").
+    assert user.content.rstrip().endswith("Pergunta: Em quantos dias envio os receipts do refund?")
     assert a.language == "pt" and not a.abstained
     assert a.text == "Envie os comprovantes em até 30 dias [1]. Veja também."
     assert [c.n for c in a.citations] == [1] and a.citations[0].chunk_id == a.chunks[0].chunk_id

@@ -208,7 +208,7 @@ def test_feedback_traces_health_and_metrics(server: tuple[Alicerce, TestClient])
     assert client.post("/v1/feedback", headers=bearer(key),
                        json={"trace_id": ans["trace_id"], "score": 5}).status_code == 400
     trace = client.get(f"/v1/traces/{ans['trace_id']}", headers=bearer(key)).json()
-    assert trace["versions"]["collection"].startswith("kb@")
+    assert trace["lineage"]["collection"].startswith("kb@")
     assert trace["feedback"][0]["score"] == 1 and trace["caller"] == key.split("-")[1]
     text = client.get("/metrics").text
     assert 'alicerce_requests_total{app="kb",route="/v1/apps/{app}/ask",status="200"}' in text

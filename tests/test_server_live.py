@@ -40,9 +40,13 @@ def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("live") / "h"
+
+
+@pytest.fixture(scope="module")
+def live(home: Path) -> Iterator[tuple[str, str, str]]:
     """(base URL, a key for every scope, a key limited to `other`)."""
-    home = tmp_path_factory.mktemp("live") / "h"
     docs = home.parent / "docs"
     docs.mkdir()
     (docs / "refund.md").write_text("# Refund policy\n\nSend receipts within 30 days.\n")
@@ -175,7 +179,7 @@ def test_full_queue_is_503_and_a_hung_up_stream_frees_its_slot(
     assert "alicerce_time_to_first_token_seconds_count" in metrics
 
 
-def test_chat_page_in_a_real_browser(live: tuple[str, str, str]) -> None:
+def test_chat_page_in_a_real_browser(live: tuple[str, str, str], home: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     assert CHROMIUM, "the browser test needs Debian's chromium: apt install chromium"
@@ -198,4 +202,49 @@ def test_chat_page_in_a_real_browser(live: tuple[str, str, str]) -> None:
             page.click("button[aria-label='thumbs up']")
         assert fb.value.status == 200
         page.wait_for_selector("button.done")
+        page.click(".rate summary")
+        page.select_option(".rate select", "4")
+        page.fill(".rate textarea", "Faltou citar a política.")
+        with page.expect_response("**/v1/feedback") as fb:
+            page.click(".rate button")
+        assert fb.value.status == 200
+        trace_id = page.inner_text(".rate .trace").removeprefix("trace ").strip()
         browser.close()
+    # What the page sent is what an operator finds from the command line.
+    listed = cli(home, "traces", "list", "--app", "kb", "--feedback", "up", "--json")
+    assert trace_id in [t["id"] for t in json.loads(listed.stdout)], listed.stderr
+    shown = json.loads(cli(home, "traces", "show", trace_id, "--json").stdout)
+    ratings = [(f["score"], f["rating"], f["comment"]) for f in shown["feedback"]]
+    assert ratings == [(1, None, ""), (0, 4, "Faltou citar a política.")]
+    assert [s["name"] for s in shown["spans"]][-2:] == ["generate", "citations"]
+
+
+def test_a_label_move_changes_what_the_running_server_serves(
+        live: tuple[str, str, str], home: Path) -> None:
+    """Deploy and label from another process (the CLI) while the server runs: the next
+    request answers with the newly labelled version, no restart."""
+    base, key, limited = live
+    spec = home.parent / "app.yaml"
+    spec.write_text("name: recibos\ncollections: [kb]\ndecoding: {max_tokens: 24}\n")
+    assert cli(home, "apps", "deploy", str(spec)).returncode == 0
+    spec.write_text("name: recibos\ncollections: [kb]\ndecoding: {max_tokens: 12}\n"
+                    "retrieval: {k: 2}\n")
+    assert cli(home, "apps", "deploy", str(spec)).returncode == 0
+    c = client(base, key)
+
+    def ask() -> dict[str, object]:
+        out = c.chat.completions.create(model="recibos", messages=QUESTION, temperature=0)
+        assert out.usage is not None
+        return out.model_extra["alicerce"] | {"tokens": out.usage.completion_tokens}  # type: ignore[index]
+
+    first = ask()
+    assert first["versions"]["app"] == "recibos@1"  # type: ignore[index]
+    moved = cli(home, "apps", "label", "recibos@2", "production")
+    assert moved.returncode == 0, moved.stderr
+    second = ask()
+    assert second["versions"]["app"] == "recibos@2"  # type: ignore[index]
+    assert int(second["tokens"]) <= 12  # type: ignore[call-overload]
+    trace = json.loads(cli(home, "traces", "show", str(second["trace_id"]), "--json").stdout)
+    assert trace["app_version"] == 2 and trace["lineage"]["model_identity"].startswith("sha256:")
+    with pytest.raises(openai.PermissionDeniedError):  # a key limited to `other`
+        client(base, limited).chat.completions.create(model="recibos", messages=QUESTION)

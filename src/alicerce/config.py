@@ -133,6 +133,13 @@ class Settings(BaseSettings):
     embed_batch_ms: float = Field(5.0, ge=0.0, le=1000.0,
                                   description="How long an embedding request waits for others.")
 
+    # Tracing (docs/apps.md)
+    trace_redact: bool = Field(
+        False, description="Store traces without the question, answer or prompt texts.")
+    trace_keep_days: float = Field(30.0, ge=0.0, description="Drop older traces (0 = keep).")
+    trace_keep_count: int = Field(1_000_000, ge=0,
+                                  description="Keep at most this many traces (0 = no limit).")
+
     @field_validator("chunk_overlap")
     @classmethod
     def _overlap_below_budget(cls, v: int, info: Any) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -11,24 +12,32 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from alicerce import __version__
 from alicerce.access.keys import KeyStore
+from alicerce.apps.registry import AppRegistry, AppVersion, split_ref
+from alicerce.apps.resolve import resolve as resolve_spec
+from alicerce.apps.spec import load as load_spec
+from alicerce.apps.spec import parse as parse_spec
 from alicerce.chains.chat import Conversations, condense, recent
 from alicerce.chains.language import detect
-from alicerce.chains.rag import RagChain, RagRequest, Stream
+from alicerce.chains.rag import RagChain, RagRequest, Stream, interleave
 from alicerce.chains.techniques import Example, Generation, run
 from alicerce.config import EmbedderName, Extractiveness, SearchMode, Settings
 from alicerce.embed import EMBEDDING_MODELS, family, get_embedder
 from alicerce.embed.base import Embedder
-from alicerce.errors import ConfigError, InputError, NotFoundError
+from alicerce.errors import AlicerceError, ConfigError, InputError, NotFoundError
 from alicerce.evaluate.retrieval import EvalQuery, RetrievalReport, evaluate, score
 from alicerce.generate import Generator, get_generator
 from alicerce.generate.models import ModelInfo, list_models
+from alicerce.generate.models import model_identity as _identity
 from alicerce.generate.params import DecodingParams
 from alicerce.ingest.chunking import ChunkingConfig
 from alicerce.ingest.pipeline import Ingestor, Progress, max_bytes, parse_mapping
-from alicerce.observe.traces import Traces
+from alicerce.observe.spans import Recorder
+from alicerce.observe.traces import FeedbackFilter, Traces, TraceSettings
 from alicerce.prompts.builtin import BUILTINS
 from alicerce.prompts.registry import PromptRegistry
+from alicerce.prompts.template import PromptTemplate
 from alicerce.retrieve.rerank import Reranker
 from alicerce.retrieve.search import QueryEncoder, Searcher, SearchParams
 from alicerce.store.base import BoostWeights, Filters, StoredCollection
@@ -59,7 +68,11 @@ class Alicerce:
         self.prompts = PromptRegistry(self.store.path, BUILTINS)
         self.conversations = Conversations(self.store.path)
         self.keys = KeyStore(self.store.path)
-        self.traces = Traces(self.store.path)
+        self.traces = Traces(self.store.path, TraceSettings(
+            settings.trace_redact, settings.trace_keep_days, settings.trace_keep_count))
+        self.apps = AppRegistry(self.store.path)
+        self._app_cache: dict[tuple[str, int], AppVersion] = {}
+        self._identities: dict[str, str] = {}
 
     @classmethod
     def open(cls, home: str | Path | None = None, settings: Settings | None = None,
@@ -83,6 +96,7 @@ class Alicerce:
         self.conversations.close()
         self.keys.close()
         self.traces.close()
+        self.apps.close()
         self.store.close()
 
     # -- collections ---------------------------------------------------------------------
@@ -216,13 +230,16 @@ class Alicerce:
             ModelInfo(name, "custom", gen.name, True, None, gen.context_size, "", None,
                       "registered in this process") for name, gen in self._generators.items()]
 
-    def decoding(self, params: DecodingParams | dict[str, Any] | None = None) -> DecodingParams:
-        """Decoding parameters, with the settings' max_tokens and temperature as defaults."""
+    def decoding(self, params: DecodingParams | dict[str, Any] | None = None,
+                 app: str | None = None) -> DecodingParams:
+        """Decoding parameters: the given ones over a deployed app's decoding, or over the
+        settings' max_tokens and temperature."""
         if isinstance(params, DecodingParams):
             return params
-        values = {"max_tokens": self.settings.max_tokens,
-                  "temperature": self.settings.temperature, **(params or {})}
-        return DecodingParams.build(**values)
+        version = self.app(app) if app else None
+        base = version.spec["decoding"] if version else {
+            "max_tokens": self.settings.max_tokens, "temperature": self.settings.temperature}
+        return DecodingParams.build(**{**base, **(params or {})})
 
     def generate(self, text: str, *, technique: str = "zero-shot", model: str | None = None,
                  params: DecodingParams | dict[str, Any] | None = None,
@@ -235,41 +252,43 @@ class Alicerce:
                    self.decoding(params), instructions=instructions, examples=examples, k=k,
                    embedder=embedder)
 
-    def ask(self, question: str, collection: str, **options: Any) -> Answer:
+    def ask(self, question: str, app: str, **options: Any) -> Answer:
         """A grounded answer with citations; options as for `ask_stream`."""
         answer: Answer | None = None
-        for item in self._rag(question, collection, stream=False, **options):
+        for item in self._rag(question, app, stream=False, **options):
             if isinstance(item, Answer):
                 answer = item
         assert answer is not None
         return answer
 
-    def ask_stream(self, question: str, collection: str, **options: Any) -> Stream:
+    def ask_stream(self, question: str, app: str, **options: Any) -> Stream:
         """Yields answer text as generated, then the finished Answer.
 
-        Options: model, params (DecodingParams or dict), k, mode, filters, step_back,
+        `app` is a deployed app (its labelled version: `name`, `name@N`, `name@label`) or a
+        collection answered with the settings' defaults. Options override the app's: model,
+        params (DecodingParams or dict), k, mode, filters (added to the app's), step_back,
         extractiveness, prompt (name[@version|label]), language, history, standalone.
         """
-        return self._rag(question, collection, stream=True, **options)
+        return self._rag(question, app, stream=True, **options)
 
-    def chat(self, message: str, collection: str, conversation_id: str | None = None, *,
+    def chat(self, message: str, app: str, conversation_id: str | None = None, *,
              stream: bool = False, **options: Any) -> tuple[str, Stream]:
         """One chat turn: (conversation id, stream of text then Answer); the turn is saved."""
         self._check_text(message)
         self.decoding(options.get("params"))  # bad input fails before any model call
-        self._collection(collection)
-        cid = self.conversations.resolve(collection, conversation_id)
-        inner = self._follow_up(self.conversations.history(cid), message, collection, stream,
+        self.app_collections(app)
+        cid = self.conversations.resolve(app, conversation_id)
+        inner = self._follow_up(self.conversations.history(cid), message, app, stream,
                                 options)
 
         def turn() -> Stream:
             for item in inner:
                 if isinstance(item, Answer):
-                    self.conversations.append(cid, collection, item)
+                    self.conversations.append(cid, app, item)
                 yield item
         return cid, turn()
 
-    def ask_messages(self, messages: Sequence[Message], collection: str, *,
+    def ask_messages(self, messages: Sequence[Message], app: str, *,
                      stream: bool = False, **options: Any) -> Stream:
         """An answer to the last user message, earlier turns as history (OpenAI-style chat).
 
@@ -281,65 +300,213 @@ class Alicerce:
         history = [m for m in messages[:-1] if m.role in ("user", "assistant")]
         self._check_text(messages[-1].content)
         self.decoding(options.get("params"))
-        self._collection(collection)
-        return self._follow_up(history, messages[-1].content, collection, stream, options)
+        self.app_collections(app)
+        return self._follow_up(history, messages[-1].content, app, stream, options)
 
-    def _follow_up(self, history: Sequence[Message], message: str, collection: str,
+    def _follow_up(self, history: Sequence[Message], message: str, app: str,
                    stream: bool, options: dict[str, Any]) -> Stream:
-        gen = self.generator(options.get("model"))
+        spec = self.app(app)
+        if spec is not None and "condense" not in spec.spec["chain"]:
+            return self._rag(message, app, stream=stream, **options)
+        rec = Recorder()
+        gen = self.generator(options.get("model") or (spec.spec["model"]["name"] if spec
+                                                      else None))
         lang = options.pop("language", None) or detect(message)
         kept = recent(history, self.settings.chat_history_tokens, gen.count_tokens)
-        standalone, _ = condense(gen, self.prompts.get("condense-question"), kept, message,
-                                 lang)
-        return self._rag(message, collection, stream=stream, standalone=standalone,
-                         language=lang, **options)
+        standalone = message
+        if kept:
+            with rec.span("condense", question=message,
+                          history=[m.content for m in kept]) as out:
+                standalone, usage = condense(gen, self.prompts.get("condense-question"),
+                                             kept, message, lang)
+                out.update(output=standalone, prompt_tokens=usage.prompt_tokens,
+                           completion_tokens=usage.completion_tokens)
+        return self._rag(message, app, stream=stream, standalone=standalone,
+                         language=lang, spans=rec, **options)
 
-    def _rag(self, question: str, collection: str, *, stream: bool, model: str | None = None,
+    # -- apps ----------------------------------------------------------------------------
+    def deploy_app(self, source: str | Path, actor: str = "local") -> tuple[AppVersion, bool]:
+        """Validate and resolve an app spec (YAML text or file), store it as a version:
+        (the version, whether it is new). The first version of a name becomes production."""
+        spec = load_spec(source) if isinstance(source, Path) else parse_spec(source)
+        text = source.read_text(encoding="utf-8") if isinstance(source, Path) else source
+        resolved = resolve_spec(spec, self.store, self.prompts, self.settings,
+                                set(self._generators))
+        version, created = self.apps.deploy(resolved, text, actor)
+        if created:
+            self.keys.audit(actor, "app.deploy", version.ref, {"hash": version.hash})
+        self._app_cache.clear()
+        return version, created
+
+    def label_prompt(self, ref: str, label: str, actor: str = "local") -> PromptTemplate:
+        """Point a prompt label at a version (audited: it changes what apps answer with)."""
+        prompt = self.prompts.label(ref, label, actor)
+        self.keys.audit(actor, "prompt.label", prompt.ref, {"label": label})
+        return prompt
+
+    def label_app(self, ref: str, label: str,
+                  actor: str = "local") -> tuple[AppVersion, int | None]:
+        """Point `label` at a version: (the version, the one the label left, if any)."""
+        version, old = self.apps.label(ref, label, actor)
+        self.keys.audit(actor, "app.label", version.ref, {"label": label, "from": old})
+        return version, old
+
+    def rollback_app(self, name: str, label: str = "production",
+                     actor: str = "local") -> tuple[AppVersion, int]:
+        version, left = self.apps.rollback(name, label, actor)
+        self.keys.audit(actor, "app.rollback", version.ref, {"label": label, "from": left})
+        return version, left
+
+    def export_feedback(self, to: str | Path, *, app: str | None = None,
+                        rating: FeedbackFilter = "any", min_stars: int | None = None,
+                        max_stars: int | None = None, actor: str = "local") -> int:
+        """Write rated answers as JSONL evaluation rows; the file is replaced only once
+        every row is written, so a failed export leaves the old file whole."""
+        rows = list(self.traces.export(app=app, rating=rating, min_stars=min_stars,
+                                       max_stars=max_stars))
+        path = Path(to)
+        tmp = path.with_name(path.name + ".part")
+        try:
+            with tmp.open("w", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            tmp.replace(path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise InputError(f"cannot write {path}: {exc.strerror}",
+                             hint="pick a writable path with --to") from None
+        self.keys.audit(actor, "feedback.export", str(path),
+                        {"rows": len(rows), "app": app, "rating": rating})
+        return len(rows)
+
+    def app_collections(self, app: str) -> list[str]:
+        """The collections `app` answers from (a bare collection answers from itself)."""
+        spec = self.app(app)
+        if spec is not None:
+            return [c["name"] for c in spec.spec["collections"]]
+        return [self._collection(split_ref(app)[0]).name]
+
+    def app_names(self) -> list[str]:
+        """Deployed apps, then collections no app of the same name shadows."""
+        apps = sorted(self.apps.names())
+        return apps + [c for c in self.store.collection_names() if c not in apps]
+
+    def app(self, ref: str) -> AppVersion | None:
+        """The app version `ref` serves now (labels read on every call, so a label move
+        takes effect at once); None when no app of that name is deployed."""
+        name, _ = split_ref(ref)
+        if not self.apps.exists(name):
+            if name != ref.strip():
+                raise NotFoundError(f"no app named {name!r}",
+                                    hint="deploy it with `alicerce apps deploy app.yaml`")
+            return None
+        key = self.apps.resolve(ref)
+        if key not in self._app_cache:
+            self._app_cache[key] = self.apps.get(f"{key[0]}@{key[1]}")
+        return self._app_cache[key]
+
+    def _rag(self, question: str, app: str, *, stream: bool, model: str | None = None,
              params: DecodingParams | dict[str, Any] | None = None, k: int | None = None,
              mode: SearchMode | None = None, filters: Filters | None = None,
-             step_back: bool = False, extractiveness: Extractiveness | None = None,
-             prompt: str = "rag-answer", language: str | None = None,
-             standalone: str = "", caller: str = "local") -> Stream:
-        self._check_text(question)
-        coll = self._collection(collection)
-        template = self.prompts.get(prompt)
-        decoding = self.decoding(params)
-        if decoding.n > 1:
-            raise InputError("an answer is one candidate (n=1)",
-                             hint="use `alicerce generate --n N` for several candidates")
-        gen = self.generator(model)
-        searcher = self._searcher(coll)
-        search = self._params(mode, k or self.settings.answer_k, None)
-        chain = RagChain(lambda q: searcher.search(coll, q, search, filters), gen, template,
-                         self.settings.answer_context_tokens, self.settings.abstain_below,
-                         self.prompts.get("step-back") if step_back else None)
-        versions = self._versions(coll, template.ref, gen)
-        req = RagRequest(question, decoding, language or "",
-                         extractiveness or self.settings.extractiveness, step_back,
-                         standalone=standalone, versions=versions)
-        return self._traced(chain.stream(req, stream=stream), collection, caller)
+             step_back: bool | None = None, extractiveness: Extractiveness | None = None,
+             prompt: str | None = None, language: str | None = None,
+             standalone: str = "", caller: str = "local",
+             spans: Recorder | None = None) -> Stream:
+        rec = spans or Recorder()
+        version = self.app(app)
+        name = version.name if version else app
+        try:
+            self._check_text(question)
+            spec = version.spec if version else None
+            retrieval: dict[str, Any] = spec["retrieval"] if spec else {}
+            colls = ([self._collection(c["name"]) for c in spec["collections"]] if spec
+                     else [self._collection(app)])
+            template = self.prompts.get(prompt or (spec["prompt"] if spec else "rag-answer"))
+            decoding = self.decoding(params, app)
+            if decoding.n > 1:
+                raise InputError("an answer is one candidate (n=1)",
+                                 hint="use `alicerce generate --n N` for several candidates")
+            gen = self.generator(model or (spec["model"]["name"] if spec else None))
+            search = self._params(mode or retrieval.get("mode"),
+                                  k or retrieval.get("k") or self.settings.answer_k,
+                                  retrieval.get("alpha"))
+            where = {**(filters or {}), **retrieval.get("filters", {})} or None
+            searchers = [(c, self._searcher(c)) for c in colls]
 
-    def answer_versions(self, collection: str, model: str | None = None,
-                        prompt: str = "rag-answer") -> dict[str, str]:
-        """What an answer from `collection` would depend on now (the cache's key)."""
-        name, version = self.prompts.resolve(prompt)
-        return self._versions(self._collection(collection), f"{name}@{version}",
-                              self.generator(model))
+            def retrieve(q: str, r: Recorder) -> list[Hit]:
+                return interleave([s.search(c, q, search, where, spans=r)
+                                   for c, s in searchers])[:search.k]
 
-    def _versions(self, coll: StoredCollection, prompt_ref: str,
-                  gen: Generator) -> dict[str, str]:
-        # The newest version only: collections() would count every chunk of every collection.
-        history = self.store.versions(coll)
-        current = history[-1]["id"] if history else ""
-        return {"collection": f"{coll.name}@{current}", "prompt": prompt_ref,
-                "model": gen.name, "backend": gen.backend, "embedder": coll.embedder}
+            chain = RagChain(retrieve, gen, template,
+                             retrieval.get("context_tokens", self.settings.answer_context_tokens),
+                             retrieval.get("abstain_below", self.settings.abstain_below),
+                             self.prompts.get("step-back"))
+            if step_back is None:
+                step_back = bool(spec and "step_back" in spec["chain"])
+            versions = self._versions(colls, template.ref, gen, version)
+            req = RagRequest(question, decoding, language or "",
+                             extractiveness or (spec["extractiveness"] if spec else None)
+                             or self.settings.extractiveness, step_back,
+                             standalone=standalone, versions=versions, spans=rec)
+        except AlicerceError as exc:
+            self.traces.record(name, caller, question, error=str(exc), spans=rec.spans,
+                               app_version=version.version if version else None,
+                               latency_ms=rec.elapsed_ms())
+            raise
+        return self._traced(chain.stream(req, stream=stream), name, caller, rec, version)
 
-    def _traced(self, stream: Stream, app: str, caller: str) -> Stream:
-        """Store each finished answer as a trace; the Answer carries its id."""
-        for item in stream:
-            if isinstance(item, Answer):
-                item = replace(item, trace_id=self.traces.record(app, item, caller))
-            yield item
+    def answer_versions(self, app: str, model: str | None = None,
+                        prompt: str | None = None) -> dict[str, str]:
+        """What an answer from `app` would depend on now (the cache's key)."""
+        version = self.app(app)
+        spec = version.spec if version else None
+        colls = ([self._collection(c["name"]) for c in spec["collections"]] if spec
+                 else [self._collection(app)])
+        pname, pversion = self.prompts.resolve(prompt or (spec["prompt"] if spec
+                                                          else "rag-answer"))
+        gen = self.generator(model or (spec["model"]["name"] if spec else None))
+        return self._versions(colls, f"{pname}@{pversion}", gen, version)
+
+    def _versions(self, colls: Sequence[StoredCollection], prompt_ref: str, gen: Generator,
+                  app: AppVersion | None) -> dict[str, Any]:
+        """The lineage of an answer: app version, each collection's newest version with its
+        embedder and chunking, prompt version, model and its weights, software version."""
+        current = []
+        for coll in colls:
+            # The newest version only: collections() would count every chunk.
+            history = self.store.versions(coll)
+            current.append(f"{coll.name}@{history[-1]['id'] if history else ''}")
+        if any(g is gen for g in self._generators.values()):
+            identity = f"custom:{gen.name}"  # registered in-process: no file to hash
+        else:
+            if gen.name not in self._identities:
+                self._identities[gen.name] = _identity(gen.name, self.settings)
+            identity = self._identities[gen.name]
+        return {"app": app.ref if app else None, "collection": ",".join(current),
+                "embedder": ",".join(sorted({c.embedder for c in colls})),
+                "chunking": {c.name: dict(c.chunking) for c in colls},
+                "prompt": prompt_ref, "model": gen.name, "backend": gen.backend,
+                "model_identity": identity, "adapter": None,
+                "software": f"alicerce {__version__}"}
+
+    def _traced(self, stream: Stream, app: str, caller: str, rec: Recorder,
+                version: AppVersion | None) -> Stream:
+        """Store each request as a trace (errors too); the Answer carries its id."""
+        question = ""
+        try:
+            for item in stream:
+                if isinstance(item, Answer):
+                    question = item.question
+                    item = replace(item, trace_id=self.traces.record(
+                        app, caller, item.question, answer=item, spans=rec.spans,
+                        lineage=item.versions, app_version=version.version if version else None,
+                        latency_ms=rec.elapsed_ms()))
+                yield item
+        except AlicerceError as exc:
+            self.traces.record(app, caller, question, error=str(exc), spans=rec.spans,
+                               app_version=version.version if version else None,
+                               latency_ms=rec.elapsed_ms())
+            raise
 
     def embed(self, texts: Sequence[str], model: str | None = None,
               kind: str = "passage") -> list[list[float]]:

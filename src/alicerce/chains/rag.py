@@ -19,6 +19,7 @@ from typing import Any
 from alicerce.chains.language import detect
 from alicerce.generate.base import Generator
 from alicerce.generate.params import DecodingParams
+from alicerce.observe.spans import Recorder
 from alicerce.prompts.builtin import ABSTAIN
 from alicerce.prompts.template import PromptTemplate
 from alicerce.store.query import STOPWORDS
@@ -32,7 +33,7 @@ _SENTENCE = re.compile(r"((?<=[.!?])\s+|\n+)")
 _REPEAT = re.compile(r"(\[\d+\])([.,;:]?)\s*\1")
 _LIST_MARK = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 
-Retrieve = Callable[[str], list[Hit]]
+Retrieve = Callable[[str, Recorder], list[Hit]]
 Stream = Iterator["str | Answer"]
 
 
@@ -45,6 +46,7 @@ class RagRequest:
     step_back: bool = False
     standalone: str = ""
     versions: dict[str, Any] = field(default_factory=dict)
+    spans: Recorder = field(default_factory=Recorder)
 
 
 @dataclass(frozen=True)
@@ -75,20 +77,31 @@ class RagChain:
         language = req.language or detect(query)
         timings: dict[str, float] = {}
         usage = Usage()
-        hits = self._retrieve(query)
+        rec = req.spans
+        hits = self._retrieve(query, rec)
         if req.step_back and self._step_back is not None:
-            general, usage = self._general_question(query, req.params)
-            hits = merge(hits, self._retrieve(general))
+            with rec.span("step_back", question=query) as out:
+                general, usage = self._general_question(query, req.params)
+                out.update(output=general, prompt_tokens=usage.prompt_tokens,
+                           completion_tokens=usage.completion_tokens)
+            hits = interleave([hits, self._retrieve(general, rec)])
             timings["step_back_ms"] = _ms(t0)
         timings["retrieve_ms"] = _ms(t0)
-        best = max((h.scores.get("dense", 0.0) for h in hits), default=0.0)
-        weak = not hits or best < self._floor
-        sources = () if weak else self.fit(hits)
-        messages = tuple(self._prompt.render(
-            question=query, language=language, extractiveness=req.extractiveness,
-            abstain=ABSTAIN[language],
-            sources=[{"n": i, "title": h.title or h.doc_key, "section": h.section,
-                      "text": h.text} for i, h in enumerate(sources, 1)]))
+        with rec.span("context", budget_tokens=self._budget, floor=self._floor) as out:
+            best = max((h.scores.get("dense", 0.0) for h in hits), default=0.0)
+            weak = not hits or best < self._floor
+            sources = () if weak else self.fit(hits)
+            out.update(best_dense=round(best, 4), weak=weak,
+                       kept=[h.chunk_id for h in sources],
+                       dropped=[h.chunk_id for h in hits if h not in sources])
+        with rec.span("prompt", prompt=self._prompt.ref, language=language,
+                      extractiveness=req.extractiveness) as out:
+            messages = tuple(self._prompt.render(
+                question=query, language=language, extractiveness=req.extractiveness,
+                abstain=ABSTAIN[language],
+                sources=[{"n": i, "title": h.title or h.doc_key, "section": h.section,
+                          "text": h.text} for i, h in enumerate(sources, 1)]))
+            out["messages"] = [{"role": m.role, "content": m.content} for m in messages]
         return Prepared(req, language, query, sources, messages, weak, timings, usage)
 
     def fit(self, hits: Sequence[Hit]) -> tuple[Hit, ...]:
@@ -115,6 +128,7 @@ class RagChain:
             yield text
             yield self._finish(prep, text, Usage(), t0, abstained=True)
             return
+        g0 = time.perf_counter()
         pieces: list[str] = []
         probs: list[TokenLogprob] = []
         usage = Usage()
@@ -134,6 +148,13 @@ class RagChain:
             yield done.text
         prep.timings["first_token_ms"] = ((first or time.perf_counter()) - t0) * 1000
         text = "".join(pieces).strip()
+        req.spans.add("generate", _ms(g0), model=self._gen.name, backend=self._gen.backend,
+                      params=req.params.as_dict(), stream=stream,
+                      prompt_tokens=usage.prompt_tokens,
+                      completion_tokens=usage.completion_tokens,
+                      cached_tokens=usage.cached_tokens,
+                      time_to_first_token_ms=round(((first or g0) - g0) * 1000, 3),
+                      output=text)
         answer = self._finish(prep, text, usage, t0, abstained=is_abstention(text))
         yield replace(answer, logprobs=tuple(probs))
 
@@ -149,12 +170,14 @@ class RagChain:
                 abstained: bool) -> Answer:
         prep.timings["total_ms"] = _ms(t0)
         prep.timings["generate_ms"] = prep.timings["total_ms"] - prep.timings["retrieve_ms"]
-        if abstained:
-            cites: tuple[Citation, ...] = ()
-            text = ABSTAIN[prep.language]
-        else:
-            text, cites = citations(attach(reattribute(text, prep.sources), prep.sources),
-                                    prep.sources)
+        with prep.request.spans.span("citations", raw=text) as out:
+            if abstained:
+                cites: tuple[Citation, ...] = ()
+                text = ABSTAIN[prep.language]
+            else:
+                text, cites = citations(attach(reattribute(text, prep.sources),
+                                               prep.sources), prep.sources)
+            out.update(abstained=abstained, cited=[c.n for c in cites], text=text)
         total = Usage(usage.prompt_tokens + prep.usage.prompt_tokens,
                       usage.completion_tokens + prep.usage.completion_tokens,
                       usage.cached_tokens)
@@ -245,15 +268,14 @@ def citations(text: str, sources: Sequence[Hit]) -> tuple[str, tuple[Citation, .
     return cleaned, tuple(sorted(found.values(), key=lambda c: c.n))
 
 
-def merge(first: Sequence[Hit], second: Sequence[Hit]) -> list[Hit]:
-    """Interleave two ranked lists, dropping repeats: both questions get their best chunks."""
+def interleave(ranked: Sequence[Sequence[Hit]]) -> list[Hit]:
+    """Round-robin over ranked lists, dropping repeats: every list (the step-back question's,
+    each collection's) gets its best chunks in."""
     out: dict[int, Hit] = {}
-    for a, b in zip(first, second, strict=False):
-        out.setdefault(a.chunk_id, a)
-        out.setdefault(b.chunk_id, b)
-    longer = first if len(first) > len(second) else second
-    for h in longer[min(len(first), len(second)):]:
-        out.setdefault(h.chunk_id, h)
+    for depth in range(max((len(r) for r in ranked), default=0)):
+        for hits in ranked:
+            if depth < len(hits):
+                out.setdefault(hits[depth].chunk_id, hits[depth])
     return list(out.values())
 
 

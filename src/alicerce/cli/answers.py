@@ -13,7 +13,7 @@ import typer
 
 from alicerce.chains.techniques import TECHNIQUES, load_examples
 from alicerce.cli.common import (
-    CollOpt,
+    AppOpt,
     HomeOpt,
     JsonOpt,
     ModelOpt,
@@ -36,7 +36,8 @@ StepBackOpt = Annotated[bool, typer.Option(
     "--step-back", help="Also retrieve for a more general version of the question.")]
 ExtractOpt = Annotated[str | None, typer.Option(
     help="quote | balanced | paraphrase [default: setting extractiveness]")]
-PromptOpt = Annotated[str, typer.Option(help="Answer prompt: NAME, NAME@VERSION or NAME@LABEL.")]
+PromptOpt = Annotated[str | None, typer.Option(
+    help="Answer prompt: NAME, NAME@VERSION or NAME@LABEL [default: the app's, or rag-answer]")]
 
 
 def _sources(answer: Answer) -> None:
@@ -73,6 +74,8 @@ def _print_answer(stream: Any, live: bool, as_json: bool) -> Answer:
     _sources(answer)
     if answer.logprobs:
         _likelihood(answer.logprobs)
+    if answer.trace_id:
+        typer.echo(f"(trace {answer.trace_id})", err=True)
     return answer
 
 
@@ -80,7 +83,7 @@ def _print_answer(stream: Any, live: bool, as_json: bool) -> Answer:
 @with_decoding
 def ask(
     question: Annotated[str, typer.Argument(help="The question, in Portuguese or English.")],
-    collection: CollOpt = "default",
+    collection: AppOpt = "default",
     model: ModelOpt = None,
     stream: StreamOpt = False,
     k: KOpt = None,
@@ -88,7 +91,7 @@ def ask(
     filter_: FilterOpt = None,
     step_back: StepBackOpt = False,
     extractiveness: ExtractOpt = None,
-    prompt: PromptOpt = "rag-answer",
+    prompt: PromptOpt = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
     decoding: dict[str, Any] | None = None,
@@ -96,7 +99,7 @@ def ask(
     """Answer from a collection's documents, citing them as [n]; abstain when they don't say."""
     with open_home(home) as alc:
         options = dict(model=model, params=decoding, k=k, mode=mode,
-                       filters=parse_filters(filter_), step_back=step_back,
+                       filters=parse_filters(filter_), step_back=step_back or None,
                        extractiveness=extractiveness, prompt=prompt)
         out = alc.ask_stream(question, collection, **options)
         _print_answer(out, stream, as_json)
@@ -105,7 +108,7 @@ def ask(
 @app.command()
 @with_decoding
 def chat(
-    collection: CollOpt = "default",
+    collection: AppOpt = "default",
     conversation: Annotated[str | None, typer.Option(
         help="Conversation id to continue [default: a new one]")] = None,
     message: Annotated[str | None, typer.Option(

@@ -23,6 +23,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="ALICERCE_HOME",
                                               help="State directory [default: ./.alicerce]")]
 CollOpt = Annotated[str, typer.Option("--collection", "-c", help="Collection name.")]
+AppOpt = Annotated[str, typer.Option(
+    "--app", "-a", "--collection", "-c",
+    help="Deployed app (NAME, NAME@N, NAME@LABEL) or a collection answered with the defaults.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", "-m", help="Bundled model, [models.NAME] entry, or .gguf path "

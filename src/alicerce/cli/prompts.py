@@ -68,7 +68,7 @@ def create(name: Annotated[str, typer.Argument(help="Prompt name (new or existin
                                read_text(system_file) if system_file else "",
                                description)
         if label:
-            p = alc.prompts.label(p.ref, label)
+            p = alc.label_prompt(p.ref, label)
     typer.echo(f"{p.ref}  hash {p.hash}  variables: {', '.join(p.variables) or '-'}"
                + (f"  labels: {', '.join(p.labels)}" if p.labels else ""))
 
@@ -79,7 +79,7 @@ def label(ref: Annotated[str, typer.Argument(help="NAME@VERSION to point at")],
           home: HomeOpt = None) -> None:
     """Point a label at a version; rolling back is labelling the older version."""
     with open_home(home) as alc:
-        p = alc.prompts.label(ref, name)
+        p = alc.label_prompt(ref, name)
     typer.echo(f"{name} -> {p.ref}")
 
 

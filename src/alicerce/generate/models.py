@@ -8,6 +8,7 @@ moves it into place atomically, so a crash mid-copy never leaves a bad model beh
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -194,3 +195,24 @@ def list_models(settings: Settings) -> list[ModelInfo]:
             out.append(ModelInfo(name, "openai", f"{entry.model or name} at {entry.url}", True,
                                  None, None, "", None, f"key from ${entry.api_key_env}"))
     return out
+
+
+def model_identity(name: str, settings: Settings) -> str:
+    """What pins a model's weights in lineage: the GGUF file's sha256, or the remote
+    endpoint and model name (its weights are the provider's to tell)."""
+    ref = resolve(name, settings)
+    if ref.bundled is not None:
+        return f"sha256:{ref.bundled.sha256}"
+    if ref.path is not None:
+        st = ref.path.stat()
+        return f"sha256:{_file_sha256(str(ref.path.resolve()), st.st_size, st.st_mtime_ns)}"
+    return f"remote:{ref.url}#{ref.remote_model}"
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:  # size, mtime: cache key
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()

@@ -2,7 +2,9 @@
 
 Users change them the normal way (`alicerce prompts create rag-answer --file ...` then move
 the `production` label), so answers always name the exact prompt version they used.
-Small models follow short, concrete rules with an example better than long prose.
+Small models follow short, concrete rules with an example better than long prose. The
+user turn ends with the question: a rules reminder after it made qwen-0.5b (and sometimes
+qwen-1.5b) answer with bare citations such as "[1] [2]" (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -52,12 +54,8 @@ RAG_TEMPLATE = """\
 {% endfor %}
 {% if language == "pt" %}
 Pergunta: {{ question }}
-
-Responda só com base nas fontes acima e cite a fonte de cada frase com [n].
 {% else %}
 Question: {{ question }}
-
-Answer only from the sources above and cite the source of each sentence with [n].
 {% endif %}"""
 
 CONDENSE_TEMPLATE = """\

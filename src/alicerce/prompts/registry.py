@@ -17,7 +17,9 @@ from pathlib import Path
 
 from alicerce.errors import InputError, NotFoundError
 from alicerce.prompts.template import PromptTemplate
-from alicerce.store.db import connect, transaction
+from alicerce.store.db import add_columns, connect, transaction
+from alicerce.store.labels import Labels
+from alicerce.store.labels import schema as labels_schema
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompt_versions (
@@ -31,34 +33,21 @@ CREATE TABLE IF NOT EXISTS prompt_versions (
     PRIMARY KEY (name, version),
     UNIQUE (name, hash)
 );
-CREATE TABLE IF NOT EXISTS prompt_labels (
-    name TEXT NOT NULL,
-    label TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    PRIMARY KEY (name, label),
-    FOREIGN KEY (name, version) REFERENCES prompt_versions (name, version)
-);
 CREATE TABLE IF NOT EXISTS prompt_shipped (
     name TEXT NOT NULL,
     version INTEGER NOT NULL,
     PRIMARY KEY (name, version)
 );
-CREATE TABLE IF NOT EXISTS prompt_label_log (
-    name TEXT NOT NULL,
-    label TEXT NOT NULL,
-    old_version INTEGER,
-    new_version INTEGER NOT NULL,
-    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-)
-"""
+""" + labels_schema("prompt")
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-_LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
 class PromptRegistry:
     def __init__(self, path: Path, builtins: Iterable[PromptTemplate] = ()) -> None:
         self._db = connect(path, SCHEMA)
+        add_columns(self._db, "prompt_label_log", {"actor": "TEXT NOT NULL DEFAULT 'local'"})
+        self._labels = Labels(self._db, "prompt")
         for prompt in builtins:
             self._ship(prompt)
 
@@ -71,7 +60,7 @@ class PromptRegistry:
             return
         shipped = {int(r[0]) for r in self._db.execute(
             "SELECT version FROM prompt_shipped WHERE name=?", (prompt.name,))}
-        production = self._label_target(prompt.name, "production")
+        production = self._labels.target(prompt.name, "production")
         created = self.create(prompt.name, prompt.template, prompt.system, prompt.description)
         with transaction(self._db) as db:
             db.execute("INSERT OR IGNORE INTO prompt_shipped VALUES (?, ?)",
@@ -91,16 +80,10 @@ class PromptRegistry:
     def resolve(self, ref: str) -> tuple[str, int]:
         """(name, version) that `ref` points at now, without parsing the templates."""
         name, _, at = ref.strip().partition("@")
-        if at.isdigit():
-            version: int | None = int(at)
-        else:
-            version = self._label_target(name, at or "production")
-            if version is None and not at:
-                version = self._latest(name)
-        if version is None or self._db.execute(
-                "SELECT 1 FROM prompt_versions WHERE name=? AND version=?",
-                (name, version)).fetchone() is None:
-            raise NotFoundError(self._missing(name, at), hint=self._hint(name))
+        version = self._labels.resolve(name, at)
+        if version is None:
+            raise NotFoundError(f"no prompt {name}@{at}" if at else f"no prompt named {name!r}",
+                                hint=self._hint(name))
         return name, version
 
     def all(self) -> list[PromptTemplate]:
@@ -148,7 +131,7 @@ class PromptRegistry:
             row = db.execute("SELECT version FROM prompt_versions WHERE name=? AND hash=?",
                              (name, prompt.hash)).fetchone()
             if row is None:
-                version = (self._latest(name) or 0) + 1
+                version = (self._labels.latest(name) or 0) + 1
                 db.execute("INSERT INTO prompt_versions (name, version, hash, template, system, "
                            "description) VALUES (?, ?, ?, ?, ?, ?)",
                            (name, version, prompt.hash, template, system, description))
@@ -156,52 +139,24 @@ class PromptRegistry:
                 version = int(row[0])
         return self.get(f"{name}@{version}")
 
-    def label(self, ref: str, label: str) -> PromptTemplate:
+    def label(self, ref: str, label: str, actor: str = "local") -> PromptTemplate:
         """Point `label` at the version `ref` names (moving it if it pointed elsewhere)."""
-        if not _LABEL.match(label):
-            raise InputError(f"invalid label {label!r}",
-                             hint="start with a letter: production, staging, canary-2, ...")
         prompt = self.get(ref)
         with transaction(self._db) as db:
-            old = self._label_target(prompt.name, label)
-            db.execute("INSERT INTO prompt_labels (name, label, version) VALUES (?, ?, ?) "
-                       "ON CONFLICT (name, label) DO UPDATE SET version=excluded.version",
-                       (prompt.name, label, prompt.version))
-            db.execute("INSERT INTO prompt_label_log (name, label, old_version, new_version) "
-                       "VALUES (?, ?, ?, ?)", (prompt.name, label, old, prompt.version))
+            self._labels.move(db, prompt.name, label, prompt.version, actor)
         return self.get(prompt.ref)
 
     def close(self) -> None:
         self._db.close()
 
     # -- helpers -------------------------------------------------------------------------
-    def _latest(self, name: str) -> int | None:
-        row = self._db.execute("SELECT MAX(version) FROM prompt_versions WHERE name=?",
-                               (name,)).fetchone()
-        return None if row[0] is None else int(row[0])
-
-    def _label_target(self, name: str, label: str) -> int | None:
-        row = self._db.execute("SELECT version FROM prompt_labels WHERE name=? AND label=?",
-                               (name, label)).fetchone()
-        return None if row is None else int(row[0])
-
     def _build(self, row: sqlite3.Row | tuple[object, ...]) -> PromptTemplate:
         name, version = str(row[0]), int(str(row[1]))
-        labels = tuple(r[0] for r in self._db.execute(
-            "SELECT label FROM prompt_labels WHERE name=? AND version=? ORDER BY label",
-            (name, version)))
-        return PromptTemplate(name, str(row[2]), str(row[3]), str(row[4]), version, labels,
-                              str(row[5]))
-
-    def _missing(self, name: str, at: str) -> str:
-        return f"no prompt {name}@{at}" if at else f"no prompt named {name!r}"
+        return PromptTemplate(name, str(row[2]), str(row[3]), str(row[4]), version,
+                              self._labels.on(name, version), str(row[5]))
 
     def _hint(self, name: str) -> str:
-        if self._latest(name) is None:
-            names = [p.name for p in self.all()]
-            return "known prompts: " + (", ".join(names) or "none") + \
-                "; create one with: alicerce prompts create NAME --file t.j2"
-        labels = [r[0] for r in self._db.execute(
-            "SELECT label FROM prompt_labels WHERE name=?", (name,))]
-        return (f"{name} has versions 1..{self._latest(name)}"
-                + (f" and labels {', '.join(labels)}" if labels else ""))
+        names = [p.name for p in self.all()]
+        return self._labels.describe(name) or (
+            "known prompts: " + (", ".join(names) or "none")
+            + "; create one with: alicerce prompts create NAME --file t.j2")

@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 from alicerce.config import SearchMode
 from alicerce.embed.base import Embedder
 from alicerce.errors import InputError
+from alicerce.observe.spans import Recorder
 from alicerce.retrieve.rerank import FusionMethod, FusionReranker, Reranker
 from alicerce.store.base import BoostWeights, Filters, Store, StoredCollection
 from alicerce.types import Hit
@@ -56,7 +57,10 @@ class Searcher:
         self._store, self._encoder = store, encoder
 
     def search(self, coll: StoredCollection, query: str, params: SearchParams,
-               filters: Filters | None = None, reranker: Reranker | None = None) -> list[Hit]:
+               filters: Filters | None = None, reranker: Reranker | None = None,
+               spans: Recorder | None = None) -> list[Hit]:
+        """Best chunks; with `spans`, each retriever's candidates (chunk id, score) and the
+        fusion's result are recorded, so a trace shows why a chunk was or was not used."""
         params.check()
         query = query.strip()
         if not query:
@@ -64,26 +68,37 @@ class Searcher:
         if len(query) > MAX_QUERY_CHARS:
             raise InputError(f"the query has {len(query)} characters, over {MAX_QUERY_CHARS}",
                              hint="shorten it")
+        rec = spans or Recorder()
         n = max(params.candidates, params.k) if params.mode in ("hybrid", "rrf") else params.k
         scores: dict[int, dict[str, float]] = {}
+        where = {"collection": coll.name, "query": query, "filters": filters or {}}
         if params.mode != "dense":
-            found = self._store.sparse_search(coll, query, n, filters, params.boosts)
+            with rec.span("retrieve.sparse", **where, n=n) as out:
+                found = self._store.sparse_search(coll, query, n, filters, params.boosts)
+                out["candidates"] = [[cid, round(s, 4)] for cid, s in found]
             for rank, (cid, s) in enumerate(found, 1):
                 scores.setdefault(cid, {}).update(sparse=s, sparse_rank=rank)
         if params.mode != "sparse":
-            vec = self._encoder.encode(query)
-            for rank, (cid, s) in enumerate(self._store.dense_search(coll, vec, n, filters), 1):
+            with rec.span("retrieve.dense", **where, n=n) as out:
+                vec = self._encoder.encode(query)
+                found = self._store.dense_search(coll, vec, n, filters)
+                out["candidates"] = [[cid, round(s, 4)] for cid, s in found]
+            for rank, (cid, s) in enumerate(found, 1):
                 scores.setdefault(cid, {}).update(dense=s, dense_rank=rank)
-        rows = self._store.hits(list(scores))
-        hits = [replace(rows[c], scores=s) for c, s in scores.items() if c in rows]
-        if params.mode in ("sparse", "dense"):
-            key = params.mode
-            hits = sorted((replace(h, score=h.scores[key]) for h in hits),
-                          key=lambda h: -h.score)[: params.k]
-        else:
-            method: FusionMethod = "rrf" if params.mode == "rrf" else "weighted"
-            hits = FusionReranker(method, params.alpha, params.rrf_k).rerank(query, hits,
-                                                                               params.k)
+        with rec.span("fusion", mode=params.mode, alpha=params.alpha, k=params.k) as out:
+            rows = self._store.hits(list(scores))
+            hits = [replace(rows[c], scores=s) for c, s in scores.items() if c in rows]
+            if params.mode in ("sparse", "dense"):
+                key = params.mode
+                hits = sorted((replace(h, score=h.scores[key]) for h in hits),
+                              key=lambda h: -h.score)[: params.k]
+            else:
+                method: FusionMethod = "rrf" if params.mode == "rrf" else "weighted"
+                hits = FusionReranker(method, params.alpha, params.rrf_k).rerank(
+                    query, hits, params.k)
+            out["result"] = [[h.chunk_id, round(h.score, 4)] for h in hits]
         if reranker is not None:
-            hits = reranker.rerank(query, hits, params.k)
+            with rec.span("rerank", reranker=reranker.name) as out:
+                hits = reranker.rerank(query, hits, params.k)
+                out["result"] = [[h.chunk_id, round(h.score, 4)] for h in hits]
         return hits

@@ -31,7 +31,7 @@ class _Entry:
     context: str
     app: str
     value: dict[str, Any]
-    at: float
+    expires: float  # monotonic time
     vector: Vector | None
 
 
@@ -57,16 +57,16 @@ class AnswerCache:
         if not self.enabled:
             return None, ""
         key = _key(context, question)
-        cutoff = time.monotonic() - self.ttl_s
+        now = time.monotonic()
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and entry.at <= cutoff:
+            if entry is not None and entry.expires <= now:
                 del self._entries[key]
             elif entry is not None:
                 self._entries.move_to_end(key)
                 return entry.value, "exact"
             same = [(k, e) for k, e in self._entries.items()
-                    if e.context == context and e.vector is not None and e.at > cutoff]
+                    if e.context == context and e.vector is not None and e.expires > now]
         if self._embed is None or not same:
             return None, ""
         q = self._embed(question)
@@ -78,13 +78,16 @@ class AnswerCache:
             entry = self._entries.get(best_key)
             return (entry.value, "semantic") if entry is not None else (None, "")
 
-    def put(self, context: str, app: str, question: str, value: dict[str, Any]) -> None:
+    def put(self, context: str, app: str, question: str, value: dict[str, Any],
+            ttl_s: float | None = None) -> None:
+        """Keep an answer for `ttl_s` (an app's own cache.ttl_s) or the cache's default."""
         if not self.enabled:
             return
         vector = self._embed(question) if self._embed is not None else None
+        expires = time.monotonic() + (self.ttl_s if ttl_s is None else ttl_s)
         with self._lock:
-            self._entries[_key(context, question)] = _Entry(context, app, value,
-                                                            time.monotonic(), vector)
+            self._entries[_key(context, question)] = _Entry(context, app, value, expires,
+                                                            vector)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
 

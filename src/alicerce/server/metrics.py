@@ -34,8 +34,12 @@ class Metrics:
         self.rate_limited = Counter("alicerce_rate_limited_total",
                                     "Requests refused by a per-key limit or a full queue",
                                     ["reason"], registry=r)
-        self.feedback = Counter("alicerce_feedback_total", "Thumbs up/down", ["app", "score"],
-                                registry=r)
+        self.feedback = Counter("alicerce_feedback_total",
+                                "Feedback by kind: up, down, rating, comment",
+                                ["app", "score"], registry=r)
+        self.trace_failures = Counter("alicerce_trace_failures_total",
+                                      "Traces not stored (write error or full queue)",
+                                      registry=r)
 
     def depth(self, running: int, waiting: int) -> None:
         self.queue_running.set(running)

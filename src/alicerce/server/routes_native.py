@@ -4,15 +4,24 @@ health, readiness and metrics."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from alicerce.errors import InputError, NotFoundError
+from alicerce.apps.registry import AppVersion
+from alicerce.errors import AlicerceError, InputError, NotFoundError
+from alicerce.observe.traces import Trace
 from alicerce.server.deps import Key, Svc, no_cache
-from alicerce.server.wire import AskRequest, AskResponse, FeedbackRequest
+from alicerce.server.wire import (
+    AskRequest,
+    AskResponse,
+    DeployRequest,
+    FeedbackRequest,
+    LabelRequest,
+    RollbackRequest,
+)
 from alicerce.types import Message
 
 router = APIRouter()
@@ -30,7 +39,7 @@ async def ask(app: str, req: AskRequest, request: Request, svc: Svc,
         raise NotFoundError(f"no app named {app!r}", hint="GET /v1/models lists the apps")
     svc.admit(key, "ask", app)
     request.state.app = app
-    params = svc.decoding(req)
+    params = svc.decoding(req, app)
     if req.model is not None:
         svc.kind(req.model)
     if req.conversation_id is not None:
@@ -88,20 +97,93 @@ async def feedback(req: FeedbackRequest, svc: Svc,
                    key: Key) -> dict[str, Any]:
     key.require("ask")
     trace = svc.alc.traces.get(req.trace_id)
-    key.require_collection(trace.app)
-    fb = svc.alc.traces.feedback(req.trace_id, req.score, req.comment, key.id)
-    svc.metrics.feedback.labels(trace.app, "up" if req.score > 0 else "down").inc()
-    return {"trace_id": fb.trace_id, "score": fb.score, "recorded": True}
+    svc.may_see_trace(key, trace.app, key.id)
+    fb = svc.alc.traces.feedback(req.trace_id, req.score, req.comment, key.id, req.rating,
+                                 req.reference)
+    kind = {1: "up", -1: "down"}.get(req.score, "rating" if req.rating else "comment")
+    svc.metrics.feedback.labels(trace.app, kind).inc()
+    return {"trace_id": fb.trace_id, "score": fb.score, "rating": fb.rating, "recorded": True}
+
+
+@router.get("/v1/traces", tags=["traces"])
+async def traces(svc: Svc, key: Key, app: str | None = None, since_s: float | None = None,
+                 feedback: Literal["up", "down", "none", "any"] = "any",
+                 status: Literal["ok", "error"] | None = None,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
+    """Newest first; a key without the admin scope sees its own traces only."""
+    key.require("ask")
+    if app is not None:
+        svc.may_see_trace(key, app, key.id)
+    caller = None if "admin" in key.scopes else key.id
+    found = svc.alc.traces.find(app=app, since_s=since_s, feedback=feedback, status=status,
+                                caller=caller, limit=limit)
+    rows = []
+    for t in found:
+        try:
+            svc.may_see_trace(key, t.app, t.caller)
+        except AlicerceError:
+            continue
+        rows.append(_summary(t))
+    return {"object": "list", "data": rows}
 
 
 @router.get("/v1/traces/{trace_id}", tags=["traces"])
 async def trace(trace_id: str, svc: Svc,
                 key: Key) -> dict[str, Any]:
+    """Every step (spans), the lineage and the feedback of one request."""
     t = svc.alc.traces.get(trace_id)
-    key.require_collection(t.app)
-    if key.id != t.caller:
-        key.require("admin")
+    svc.may_see_trace(key, t.app, t.caller)
     return asdict(t) | {"feedback": [asdict(f) for f in svc.alc.traces.feedback_for(t.id)]}
+
+
+@router.get("/v1/apps", tags=["apps"])
+async def apps(svc: Svc, key: Key) -> dict[str, Any]:
+    """Deployed apps (newest version, labels) and collections served with the defaults."""
+    key.require("ask")
+    rows = []
+    for name in svc.apps(key):
+        spec = svc.alc.app(name)
+        rows.append({"name": name, "deployed": spec is not None,
+                     "version": spec.version if spec else None,
+                     "labels": list(spec.labels) if spec else [],
+                     "description": spec.spec["description"] if spec else ""})
+    return {"object": "list", "data": rows}
+
+
+@router.post("/v1/apps", status_code=201, tags=["apps"])
+async def deploy(req: DeployRequest, svc: Svc, key: Key) -> dict[str, Any]:
+    """Validate, resolve and store an app spec (admin)."""
+    key.require("admin")
+    version, created = svc.alc.deploy_app(req.spec, key.id)
+    return _version(version) | {"created": created}
+
+
+@router.get("/v1/apps/{app}", tags=["apps"])
+async def app_version(app: str, svc: Svc, key: Key) -> dict[str, Any]:
+    """The version `app` (`name`, `name@N`, `name@label`) names now, with its resolved spec."""
+    key.require("ask")
+    spec = svc.alc.app(app)
+    if spec is None:
+        raise NotFoundError(f"no deployed app named {app!r}", hint="GET /v1/apps lists them")
+    svc.require_app(key, app)
+    return _version(spec) | {"spec": spec.spec,
+                             "feedback": svc.alc.traces.summary(spec.name)}
+
+
+@router.post("/v1/apps/{app}/label", tags=["apps"])
+async def label(app: str, req: LabelRequest, svc: Svc, key: Key) -> dict[str, Any]:
+    """Point a label at a version; the server answers with it from the next request."""
+    key.require("admin")
+    version, _ = svc.alc.label_app(f"{app}@{req.version}", req.label, key.id)
+    return _version(version)
+
+
+@router.post("/v1/apps/{app}/rollback", tags=["apps"])
+async def rollback(app: str, req: RollbackRequest, svc: Svc, key: Key) -> dict[str, Any]:
+    """Move the label back to the version it pointed at before."""
+    key.require("admin")
+    version, left = svc.alc.rollback_app(app, req.label, key.id)
+    return _version(version) | {"from_version": left}
 
 
 @router.get("/healthz", tags=["ops"])
@@ -121,6 +203,17 @@ async def readyz(svc: Svc) -> JSONResponse:
 @router.get("/metrics", tags=["ops"])
 async def metrics(svc: Svc) -> Response:
     return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _version(v: AppVersion) -> dict[str, Any]:
+    return {"name": v.name, "version": v.version, "ref": v.ref, "hash": v.hash,
+            "labels": list(v.labels), "created_at": v.created_at, "created_by": v.created_by}
+
+
+def _summary(t: Trace) -> dict[str, Any]:
+    return {"id": t.id, "at": t.at, "app": t.app, "app_version": t.app_version,
+            "caller": t.caller, "question": t.question, "answer": t.answer,
+            "status": t.status, "error": t.error, "latency_ms": t.latency_ms}
 
 
 def _job(job: Any) -> dict[str, Any]:

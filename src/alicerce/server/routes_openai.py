@@ -35,7 +35,7 @@ async def chat_completions(req: ChatRequest, request: Request, svc: Svc, key: Ke
     messages = [Message("system" if m.role == "developer" else m.role, m.content)
                 for m in req.messages]
     return await _generate(svc, key, request, req, messages,
-                           lambda: svc.chat_decoding(req), "chat")
+                           lambda app: svc.chat_decoding(req, app), "chat")
 
 
 @router.post("/completions")
@@ -43,7 +43,8 @@ async def completions(req: CompletionRequest, request: Request, svc: Svc, key: K
     """The prompt goes through the model's chat template as one user message."""
     return await _generate(
         svc, key, request, req, [Message("user", req.prompt)],
-        lambda: svc.decoding(req, logprobs=bool(req.logprobs), top_logprobs=req.logprobs or 0),
+        lambda app: svc.decoding(req, app, logprobs=bool(req.logprobs),
+                                 top_logprobs=req.logprobs or 0),
         "text")
 
 
@@ -84,12 +85,12 @@ async def models(svc: Svc,
 # -- helpers -----------------------------------------------------------------------------
 async def _generate(svc: Service, key: ApiKey, request: Request,
                     req: ChatRequest | CompletionRequest, messages: list[Message],
-                    decoding: Callable[[], DecodingParams], shape: str) -> Any:
+                    decoding: Callable[[str | None], DecodingParams], shape: str) -> Any:
     """Both completion routes: check access, then answer from an app or a raw model."""
     kind = svc.kind(req.model)
     svc.admit(key, "ask", req.model if kind == "app" else None)
     request.state.app = req.model
-    params = decoding()
+    params = decoding(req.model if kind == "app" else None)
     usage_chunk = bool(req.stream_options and req.stream_options.include_usage)
     if kind == "app":
         return await _app(svc, key, req.model, messages, params, req, req.stream,

@@ -22,6 +22,7 @@ import anyio.to_thread
 import numpy as np
 
 from alicerce.access.keys import SCOPES, ApiKey, Scope
+from alicerce.apps.registry import split_ref
 from alicerce.embed import EMBEDDING_MODELS, get_embedder
 from alicerce.errors import AccessError, AlicerceError, InputError, NotFoundError
 from alicerce.generate.params import DecodingParams
@@ -52,6 +53,7 @@ class Service:
         s = self.settings = alc.settings
         self.alc = alc
         self.metrics = Metrics()
+        alc.traces.on_failure = self.metrics.trace_failures.inc
         self.work = WorkQueue(s.llm_parallel, s.queue_size, self.metrics.depth)
         self.limiter = RateLimiter()
         self.cache = AnswerCache(s.cache_size, s.cache_ttl_s,
@@ -100,10 +102,14 @@ class Service:
         return self.alc.keys.verify(token.strip())
 
     def admit(self, key: ApiKey, scope: Scope, app: str | None = None) -> None:
-        """Scope, collection and rate limit checks, in that order."""
+        """Scope, app/collection and rate limit checks, in that order. Ingest names a
+        collection (which may not exist yet); every other scope names an app."""
         key.require(scope)
         if app is not None:
-            key.require_collection(app)
+            if scope == "ingest":
+                key.require_collection(app)
+            else:
+                self.require_app(key, app)
         if key is not LOCAL:
             try:
                 self.limiter.admit(key)
@@ -117,10 +123,33 @@ class Service:
         if key is not LOCAL:
             self.limiter.spend(key, prompt_tokens + completion_tokens)
 
+    def require_app(self, key: ApiKey, app: str) -> None:
+        """A key restricted by name may use a deployed app it names (the app is the unit
+        of access: it answers from its own collections), or any app whose collections it
+        may all read."""
+        if key.collections is None:
+            return
+        name = split_ref(app)[0]
+        if name in key.collections and self.alc.apps.exists(name):
+            return
+        for coll in self.alc.app_collections(app):
+            key.require_collection(coll)
+
+    def may_see_trace(self, key: ApiKey, app: str, caller: str) -> None:
+        """Own traces with the ask scope; anyone's with admin; never an app's the key may
+        not use (an app deleted since falls back to its name as a collection)."""
+        try:
+            self.require_app(key, app)
+        except NotFoundError:
+            key.require_collection(app)
+        if key.id != caller:
+            key.require("admin")
+
     def kind(self, name: str) -> Literal["app", "model"]:
-        """Whether `model` in a request names an app (a collection, answered with RAG) or a
-        raw model; NotFoundError otherwise."""
-        if self.alc.store.collection(name) is not None:
+        """Whether `model` in a request names an app (deployed, or a collection answered with
+        the defaults) or a raw model; NotFoundError otherwise."""
+        base = split_ref(name)[0]
+        if self.alc.apps.exists(base) or self.alc.store.collection(name) is not None:
             return "app"
         if name in self.model_names or name in self.settings.models:
             return "model"
@@ -128,12 +157,20 @@ class Service:
                             hint="GET /v1/models lists the apps and models this key can use")
 
     def apps(self, key: ApiKey) -> list[str]:
-        return [n for n in self.alc.store.collection_names() if key.may_use(n)]
+        out = []
+        for name in self.alc.app_names():
+            try:
+                self.require_app(key, name)
+                out.append(name)
+            except AlicerceError:
+                continue
+        return out
 
     # -- decoding ------------------------------------------------------------------------
-    def decoding(self, req: Sampling, *, logprobs: bool = False, top_logprobs: int = 0,
-                 fmt: str | None = None, schema: dict[str, Any] | None = None
-                 ) -> DecodingParams:
+    def decoding(self, req: Sampling, app: str | None = None, *, logprobs: bool = False,
+                 top_logprobs: int = 0, fmt: str | None = None,
+                 schema: dict[str, Any] | None = None) -> DecodingParams:
+        """The request's parameters over `app`'s decoding (a deployed app) or the defaults."""
         values: dict[str, Any] = {k: v for k, v in {
             "max_tokens": req.max_completion_tokens or req.max_tokens,
             "temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k,
@@ -149,9 +186,9 @@ class Service:
         if values.get("max_tokens", 0) > cap:
             raise InputError(f"max_tokens {values['max_tokens']} is over this server's cap "
                              f"of {cap}", hint=f"ask for at most {cap} (setting max_tokens_cap)")
-        return self.alc.decoding(values)
+        return self.alc.decoding(values, app)
 
-    def chat_decoding(self, req: ChatRequest) -> DecodingParams:
+    def chat_decoding(self, req: ChatRequest, app: str | None = None) -> DecodingParams:
         fmt, schema = req.format, None
         if req.response_format is not None and req.response_format.type != "text":
             fmt = "json"
@@ -161,7 +198,8 @@ class Service:
                                      "object", hint='{"type": "json_schema", "json_schema": '
                                                     '{"name": "...", "schema": {...}}}')
                 schema = req.response_format.json_schema.schema_
-        return self.decoding(req, logprobs=req.logprobs, top_logprobs=req.top_logprobs or 0,
+        return self.decoding(req, app, logprobs=req.logprobs,
+                             top_logprobs=req.top_logprobs or 0,
                              fmt=fmt, schema=schema)
 
     # -- answers -------------------------------------------------------------------------
@@ -192,13 +230,22 @@ class Service:
         started = time.perf_counter()
         question, history = messages[-1].content, list(messages[:-1])
         context = ""
-        if use_cache and self.cache.enabled:
+        spec = await anyio.to_thread.run_sync(self.alc.app, app)
+        if use_cache and self.cache.enabled and (spec is None or spec.spec["cache"]["enabled"]):
             context, (hit, kind) = await anyio.to_thread.run_sync(
                 self._lookup, key, app, model, params, options, history, question)
             self.metrics.cache.labels(kind or "exact", "hit" if hit else "miss").inc()
             if hit is not None:
+                tid = self.alc.traces.record(
+                    app, key.id, question, answer=hit, spans=[{
+                        "name": "cache", "start_ms": 0.0,
+                        "ms": round((time.perf_counter() - started) * 1000, 3),
+                        "attrs": {"kind": kind, "first_trace": hit["trace_id"],
+                                  "answer": hit["answer"]}}],
+                    lineage=hit["versions"], latency_ms=(time.perf_counter() - started) * 1000,
+                    app_version=_app_version(hit["versions"]))
                 yield hit["answer"]
-                yield {**hit, "cached": True}
+                yield {**hit, "cached": True, "trace_id": tid}
                 return
         opts = {**options, "model": model, "params": params, "caller": key.id}
 
@@ -211,7 +258,9 @@ class Service:
                 out = answer_dict(item)
                 self.spend(key, app, item.usage.prompt_tokens, item.usage.completion_tokens)
                 if context and not item.abstained:
-                    await anyio.to_thread.run_sync(self.cache.put, context, app, question, out)
+                    ttl = spec.spec["cache"]["ttl_s"] if spec is not None else None
+                    await anyio.to_thread.run_sync(self.cache.put, context, app, question, out,
+                                                   ttl)
                 yield out
             else:
                 if first:
@@ -273,6 +322,11 @@ class Service:
                 job.state, job.error = "failed", f"unexpected error: {exc}"
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def _app_version(versions: dict[str, Any]) -> int | None:
+    ref = versions.get("app")
+    return int(ref.rpartition("@")[2]) if ref else None
 
 
 def answer_dict(a: Answer) -> dict[str, Any]:

@@ -106,9 +106,27 @@ class AskRequest(Sampling, AppOptions):
 
 
 class FeedbackRequest(Strict):
+    """At least one of: a thumbs (score 1 / -1), a 1-5 rating, a comment, the right answer."""
+
     trace_id: str = Field(min_length=1, max_length=64)
-    score: Literal[1, -1]
+    score: Literal[1, 0, -1] = 0
+    rating: int | None = Field(None, ge=1, le=5)
     comment: str = Field("", max_length=4000)
+    reference: str = Field("", max_length=20000,
+                           description="The answer that would have been right.")
+
+
+class DeployRequest(Strict):
+    spec: str = Field(min_length=1, max_length=200_000, description="The app spec, as YAML.")
+
+
+class LabelRequest(Strict):
+    version: int = Field(ge=1)
+    label: str = Field("production", min_length=1, max_length=32)
+
+
+class RollbackRequest(Strict):
+    label: str = Field("production", min_length=1, max_length=32)
 
 
 class CitationOut(BaseModel):

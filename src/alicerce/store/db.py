@@ -39,6 +39,15 @@ def connect(path: Path, schema: str = "") -> sqlite3.Connection:
     return db
 
 
+def add_columns(db: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+    """Add the columns a newer release needs to a table an older one created."""
+    have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+    with transaction(db):
+        for name, decl in columns.items():
+            if name not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+
+
 @contextmanager
 def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE ... COMMIT; any exception rolls everything back."""

@@ -1,4 +1,5 @@
-// Chat page: streams /v1/chat/completions (SSE), shows the cited sources, sends thumbs.
+// Chat page: streams /v1/chat/completions (SSE), shows the cited sources, sends thumbs,
+// ratings and comments to /v1/feedback.
 const $ = (id) => document.getElementById(id);
 const keyBox = $("key"), appBox = $("app"), log = $("log"), status = $("status");
 keyBox.value = localStorage.getItem("alicerce-key") || "";
@@ -53,6 +54,31 @@ function showSources(turn, extra) {
     thumbs.append(b);
   }
   turn.append(thumbs);
+  turn.append(ratingForm(extra.trace_id));
+}
+
+// A 1-5 rating and a comment (optionally the right answer) on one answer's trace.
+function ratingForm(traceId) {
+  const box = el("details", "rate");
+  box.append(el("summary", "", "Avaliar / rate"));
+  const stars = el("select", "stars");
+  stars.setAttribute("aria-label", "rating");
+  stars.append(new Option("—", ""), ...[5, 4, 3, 2, 1].map((n) => new Option("★".repeat(n), n)));
+  const comment = el("textarea", "comment");
+  comment.rows = 2;
+  comment.placeholder = "Comentário ou a resposta certa / comment or the right answer";
+  comment.setAttribute("aria-label", "comment");
+  const send = el("button", "send-rating", "Enviar avaliação");
+  send.type = "button";
+  send.addEventListener("click", async () => {
+    const body = { trace_id: traceId, score: 0, comment: comment.value.trim() };
+    if (stars.value) body.rating = Number(stars.value);
+    const resp = await fetch("/v1/feedback", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+    if (resp.ok) { send.classList.add("done"); send.textContent = "Obrigado / thanks"; }
+    else status.textContent = await failure(resp);
+  });
+  box.append(stars, comment, send, el("small", "trace", "trace " + traceId));
+  return box;
 }
 
 $("ask").addEventListener("submit", async (ev) => {

@@ -1,0 +1,74 @@
+"""Resolving an app spec against a home: every name checked, every reference pinned, every
+default filled, so the stored spec alone says exactly how the app answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alicerce.apps.registry import split_ref
+from alicerce.apps.spec import AppSpec
+from alicerce.config import Settings
+from alicerce.errors import InputError, NotFoundError
+from alicerce.generate.models import model_identity
+from alicerce.generate.params import DecodingParams
+from alicerce.prompts.registry import PromptRegistry
+from alicerce.store.base import Store
+
+
+def resolve(spec: AppSpec, store: Store, prompts: PromptRegistry,
+            settings: Settings, custom_models: set[str]) -> dict[str, Any]:
+    collections = []
+    for name in spec.collections:
+        coll = store.collection(name)
+        if coll is None:
+            known = ", ".join(store.collection_names()) or "none yet"
+            raise NotFoundError(f"app {spec.name!r}: no collection named {name!r}",
+                                hint=f"ingest into it first; existing: {known}")
+        collections.append({"name": name, "embedder": coll.embedder,
+                            "chunking": dict(coll.chunking)})
+    pname, at = split_ref(spec.prompt)
+    try:
+        pname, pversion = prompts.resolve(f"{pname}@{at}" if at else pname)
+    except NotFoundError as exc:
+        raise NotFoundError(f"app {spec.name!r}: {exc.message}", hint=exc.hint) from None
+    template = prompts.get(f"{pname}@{pversion}")
+    missing = {"question", "sources"} - set(template.variables)
+    if missing:
+        raise InputError(f"app {spec.name!r}: prompt {template.ref} does not use "
+                         f"{', '.join(sorted(missing))}",
+                         hint="an app's prompt renders the question and the numbered sources")
+    model = spec.model or settings.generator
+    identity = f"custom:{model}" if model in custom_models else model_identity(model, settings)
+    try:
+        decoding = DecodingParams.build(**{"max_tokens": settings.max_tokens,
+                                           "temperature": settings.temperature,
+                                           **spec.decoding})
+    except InputError as exc:
+        raise InputError(f"app {spec.name!r}: decoding: {exc.message}", hint=exc.hint) from None
+    if decoding.n != 1:
+        raise InputError(f"app {spec.name!r}: decoding n must be 1", hint="leave n out")
+    r = spec.retrieval
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "use_case": spec.use_case.model_dump(),
+        "collections": collections,
+        "retrieval": {
+            "mode": r.mode or settings.search_mode,
+            "alpha": settings.alpha if r.alpha is None else r.alpha,
+            "k": r.k or settings.answer_k,
+            "filters": r.filters,
+            "reranker": r.reranker,
+            "context_tokens": r.context_tokens or settings.answer_context_tokens,
+            "abstain_below": settings.abstain_below if r.abstain_below is None
+            else r.abstain_below,
+        },
+        "prompt": f"{pname}@{pversion}",
+        "model": {"name": model, "identity": identity},
+        "decoding": decoding.as_dict(),
+        "extractiveness": spec.extractiveness or settings.extractiveness,
+        "chain": list(spec.chain),
+        "guards": dict(spec.guards),
+        "cache": {"enabled": spec.cache.enabled,
+                  "ttl_s": spec.cache.ttl_s or settings.cache_ttl_s},
+    }

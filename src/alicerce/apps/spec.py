@@ -1,0 +1,133 @@
+"""The app spec: what a user writes in YAML to bind collections, retrieval, a prompt, a model
+and its decoding into one servable, versioned thing.
+
+Parsing only checks shape and ranges (pydantic, unknown fields refused); whether the names
+it mentions exist is checked when the registry resolves it against a home.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from alicerce.config import Extractiveness, SearchMode
+from alicerce.errors import InputError
+
+Step = Literal["input_guards", "condense", "step_back", "retrieve", "rerank", "generate",
+               "output_guards"]
+STEPS: tuple[Step, ...] = ("input_guards", "condense", "step_back", "retrieve", "rerank",
+                           "generate", "output_guards")
+DEFAULT_CHAIN: tuple[Step, ...] = ("condense", "retrieve", "generate")
+NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UseCase(_Strict):
+    """The business use case, in the seeds' terms: who uses it, how, within which limits."""
+
+    actors: list[str] = Field(default_factory=list)
+    main_flow: list[str] = Field(default_factory=list)
+    constraints: list[str] = Field(default_factory=list)
+    latency_budget_ms: int | None = Field(default=None, ge=1)
+    non_functional: dict[str, str] = Field(default_factory=dict)
+
+
+class Retrieval(_Strict):
+    """Unset fields take the home's settings when the spec is resolved."""
+
+    mode: SearchMode | None = None
+    alpha: float | None = Field(default=None, ge=0.0, le=1.0)
+    k: int | None = Field(default=None, ge=1, le=50)
+    filters: dict[str, str | list[str]] = Field(default_factory=dict)
+    reranker: Literal["none"] = "none"
+    context_tokens: int | None = Field(default=None, ge=128)
+    abstain_below: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class Cache(_Strict):
+    enabled: bool = True
+    ttl_s: float | None = Field(default=None, gt=0)
+
+
+class AppSpec(_Strict):
+    name: str
+    description: str = ""
+    use_case: UseCase = UseCase()
+    collections: list[str] = Field(min_length=1)
+    retrieval: Retrieval = Retrieval()
+    prompt: str = "rag-answer:production"
+    model: str | None = None
+    decoding: dict[str, Any] = Field(default_factory=dict)
+    extractiveness: Extractiveness | None = None
+    chain: list[Step] = Field(default_factory=lambda: list(DEFAULT_CHAIN))
+    guards: dict[str, Any] = Field(
+        default_factory=dict, description="Reserved for the guardrails; must be empty now.")
+    cache: Cache = Cache()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError("use lower-case letters, digits, '.', '_' or '-' (up to 64)")
+        return v
+
+    @field_validator("chain")
+    @classmethod
+    def _chain(cls, v: list[Step]) -> list[Step]:
+        if len(set(v)) != len(v):
+            raise ValueError("a step appears twice")
+        if "retrieve" not in v or "generate" not in v:
+            raise ValueError("a chain needs at least the retrieve and generate steps")
+        order = [STEPS.index(s) for s in v]
+        if order != sorted(order):
+            raise ValueError("steps must run in the order " + " → ".join(STEPS))
+        return v
+
+    @field_validator("guards")
+    @classmethod
+    def _guards(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if v:
+            raise ValueError("guard settings are not available yet; leave guards empty")
+        return v
+
+
+def parse(text: str, source: str = "app spec") -> AppSpec:
+    """An AppSpec from YAML text; every problem is named with its field path."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{source} is not valid YAML: {exc}",
+                         hint="check the indentation and quoting near the line named") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{source} must be a YAML mapping (name: ..., collections: [...])",
+                         hint="see docs/apps.md for a complete example")
+    try:
+        return AppSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {_message(e)}"
+            for e in exc.errors())
+        raise InputError(f"{source} is invalid: {problems}",
+                         hint="fix those fields; docs/apps.md lists every field") from None
+
+
+def load(path: Path) -> AppSpec:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}",
+                         hint="give the path of a UTF-8 YAML file") from None
+    return parse(text, str(path))
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    return str(err["msg"]).removeprefix("Value error, ")
