@@ -139,6 +139,15 @@ class Settings(BaseSettings):
     trace_keep_days: float = Field(30.0, ge=0.0, description="Drop older traces (0 = keep).")
     trace_keep_count: int = Field(1_000_000, ge=0,
                                   description="Keep at most this many traces (0 = no limit).")
+    otlp_endpoint: str = Field(
+        "", description="Also send traces over OTLP/HTTP to this URL, e.g. "
+                        "http://127.0.0.1:4318/v1/traces (needs alicerce[otel]); empty = off.")
+    mlflow: bool = Field(False, description="Log app deployments and evaluations as MLflow "
+                                            "runs (needs alicerce[mlflow]).")
+    mlflow_tracking_uri: str = Field(
+        "", description="MLflow tracking URI; empty = sqlite in the home (mlflow.db).")
+    otlp_headers: dict[str, str] = Field(
+        default_factory=dict, description="Headers for the OTLP endpoint (e.g. an API key).")
 
     @field_validator("chunk_overlap")
     @classmethod

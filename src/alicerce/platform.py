@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +34,8 @@ from alicerce.generate.models import model_identity as _identity
 from alicerce.generate.params import DecodingParams
 from alicerce.ingest.chunking import ChunkingConfig
 from alicerce.ingest.pipeline import Ingestor, Progress, max_bytes, parse_mapping
+from alicerce.observe.experiments import Experiments
+from alicerce.observe.otlp import OtlpExport
 from alicerce.observe.spans import Recorder
 from alicerce.observe.traces import FeedbackFilter, Traces, TraceSettings
 from alicerce.prompts.builtin import BUILTINS
@@ -43,6 +46,8 @@ from alicerce.retrieve.search import QueryEncoder, Searcher, SearchParams
 from alicerce.store.base import BoostWeights, Filters, StoredCollection
 from alicerce.store.sqlite import SQLiteStore
 from alicerce.types import Answer, CollectionInfo, Hit, IngestReport, Message
+
+log = logging.getLogger("alicerce")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -69,10 +74,17 @@ class Alicerce:
         self.conversations = Conversations(self.store.path)
         self.keys = KeyStore(self.store.path)
         self.traces = Traces(self.store.path, TraceSettings(
-            settings.trace_redact, settings.trace_keep_days, settings.trace_keep_count))
+            settings.trace_redact, settings.trace_keep_days, settings.trace_keep_count),
+            OtlpExport(settings.otlp_endpoint, settings.otlp_headers)
+            if settings.otlp_endpoint else None)
         self.apps = AppRegistry(self.store.path)
         self._app_cache: dict[tuple[str, int], AppVersion] = {}
         self._identities: dict[str, str] = {}
+        self.experiments: Experiments | None = None
+        if settings.mlflow:
+            self.experiments = (Experiments(settings.mlflow_tracking_uri, None)
+                                if settings.mlflow_tracking_uri
+                                else Experiments.default(settings.home))
 
     @classmethod
     def open(cls, home: str | Path | None = None, settings: Settings | None = None,
@@ -209,7 +221,27 @@ class Alicerce:
 
         started = time.perf_counter()
         results = evaluate(queries, rank, k)
-        return RetrievalReport(k, score(results, k), results, time.perf_counter() - started)
+        report = RetrievalReport(k, score(results, k), results, time.perf_counter() - started)
+        history = self.store.versions(coll)
+        self._track(lambda ex: ex.log_run(
+            f"alicerce/eval/{coll.name}", f"retrieval {coll.name}@{history[-1]['id']}",
+            params={"collection": coll.name, "collection_version": history[-1]["id"],
+                    "embedder": coll.embedder, "mode": params.mode, "alpha": params.alpha,
+                    "k": k, "queries": report.queries},
+            metrics=report.metrics,
+            tags={"alicerce.kind": "eval.retrieval", "alicerce.collection": coll.name}))
+        return report
+
+    def _track(self, log_run: Callable[[Experiments], str]) -> str | None:
+        """Log to MLflow when it is on; the run id. A tracking failure is logged, not raised:
+        what it records (a deploy, an evaluation) is already done and kept."""
+        if self.experiments is None:
+            return None
+        try:
+            return log_run(self.experiments)
+        except Exception as exc:  # MLflow raises many types (SQL, HTTP, filesystem)
+            log.warning("not logged to MLflow at %s: %s", self.experiments.uri, exc)
+            return None
 
 
     # -- generation ----------------------------------------------------------------------
@@ -334,7 +366,9 @@ class Alicerce:
                                 set(self._generators))
         version, created = self.apps.deploy(resolved, text, actor)
         if created:
-            self.keys.audit(actor, "app.deploy", version.ref, {"hash": version.hash})
+            detail = {"hash": version.hash, "mlflow_run": self._track(
+                lambda ex: ex.log_deploy(version))}
+            self.keys.audit(actor, "app.deploy", version.ref, detail)
         self._app_cache.clear()
         return version, created
 

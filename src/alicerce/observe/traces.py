@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from alicerce.errors import InputError, NotFoundError
+from alicerce.observe.otlp import OtlpExport
 from alicerce.store.db import add_columns, connect, transaction
 from alicerce.types import Answer
 
@@ -133,8 +134,10 @@ class _Pending:
 class Traces:
     PRUNE_EVERY = 10_000  # writes between retention passes
 
-    def __init__(self, path: Path, settings: TraceSettings | None = None) -> None:
+    def __init__(self, path: Path, settings: TraceSettings | None = None,
+                 export: OtlpExport | None = None) -> None:
         self.settings = settings or TraceSettings()
+        self.export_to = export  # OTLP, after each write (docs/apps.md)
         self._path = path
         self._db = connect(path, SCHEMA)
         add_columns(self._db, "traces", TRACE_COLUMNS)
@@ -219,16 +222,24 @@ class Traces:
             db.close()
 
     def _write(self, db: sqlite3.Connection, batch: list[_Pending]) -> None:
-        rows = []
+        rows, written = [], []
         for p in batch:
             try:
                 rows.append(self._row(p))
+                written.append(p)
             except (KeyError, TypeError, ValueError) as exc:  # one bad trace, not the batch
                 self._lost(1, f"trace {p.id} not serialisable: {exc!r}")
         try:
             self._insert(db, rows)
         except Exception as exc:  # logged and counted: tracing never fails a request
             self._lost(len(rows), f"trace write failed: {exc}")
+            return
+        if self.export_to is not None:
+            for p, row in zip(written, rows, strict=True):
+                try:
+                    self.export_to.export(self._exported(p, row))
+                except Exception as exc:  # the SQLite copy is kept; only the export is lost
+                    log.error("trace %s not exported over OTLP: %s", p.id, exc)
 
     def _insert(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         with transaction(db):
@@ -260,6 +271,14 @@ class Traces:
                 _json(p.lineage), _json(timings), _json(usage), p.app_version,
                 "error" if p.error else "ok", p.error, round(p.latency_ms, 3),
                 zlib.compress(_json(spans).encode(), 1), int(redact))
+
+    def _exported(self, p: _Pending, row: tuple[Any, ...]) -> dict[str, Any]:
+        """The trace as OTLP sends it: the stored (possibly redacted) texts and spans."""
+        spans = [_redact(s) for s in p.spans] if self.settings.redact else p.spans
+        return {"id": p.id, "at": p.at, "app": p.app, "app_version": p.app_version,
+                "caller": p.caller, "question": row[4], "answer": row[5], "status": row[12],
+                "error": p.error, "latency_ms": p.latency_ms, "lineage": p.lineage,
+                "spans": spans}
 
     def _lost(self, n: int, why: str) -> None:
         self.failed += n
@@ -399,6 +418,8 @@ class Traces:
         if self._writer is not None and self._writer.is_alive():
             self._queue.put(None)
             self._writer.join()
+        if self.export_to is not None:
+            self.export_to.close()  # sends what the batching exporter still holds
         self._db.close()
 
 
