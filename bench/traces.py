@@ -52,22 +52,28 @@ def sample(home: Path) -> Alicerce:
     return alc
 
 
-def overhead(alc: Alicerce, n: int = 20_000) -> tuple[float, float, int]:
+def overhead(alc: Alicerce, n: int = 20_000) -> dict[str, tuple[float, float]]:
+    """(request-thread, writer) seconds per trace for a generated answer's trace and for the
+    one-span trace a cache hit leaves (built as server/service.py builds it)."""
     a = alc.ask("Qual o prazo para enviar os comprovantes?", "handbook")
     t = alc.traces.get(a.trace_id)
     answer = {"answer": t.answer, "abstained": False, "citations": t.citations}
-    put = 0.0
-    start = time.perf_counter()
-    for i in range(n):
-        t0 = time.perf_counter()
-        alc.traces.record("handbook", "bench", f"{t.question} {i}", answer=answer,
-                          spans=t.spans, lineage=t.lineage, latency_ms=12.5)
-        put += time.perf_counter() - t0
-        if i % 5000 == 4999:
-            alc.traces.flush()  # stay under the queue's bound
-    alc.traces.flush()
-    wall = time.perf_counter() - start
-    return put / n, (wall - put) / n, len(str(t.spans))
+    cache_span = [{"name": "cache", "start_ms": 0.0, "ms": 0.4, "attrs": {
+        "kind": "exact", "first_trace": t.id, "answer": t.answer}}]
+    out = {}
+    for kind, spans in (("answer", t.spans), ("cache hit", cache_span)):
+        put = 0.0
+        start = time.perf_counter()
+        for i in range(n):
+            t0 = time.perf_counter()
+            alc.traces.record("handbook", "bench", f"{t.question} {i}", answer=answer,
+                              spans=spans, lineage=t.lineage, latency_ms=12.5)
+            put += time.perf_counter() - t0
+            if i % 5000 == 4999:
+                alc.traces.flush()  # stay under the queue's bound
+        alc.traces.flush()
+        out[kind] = (put / n, (time.perf_counter() - start - put) / n)
+    return out
 
 
 def growth(alc: Alicerce, db: Path) -> float:
@@ -181,16 +187,19 @@ def main() -> None:
     shutil.rmtree(home, ignore_errors=True)
     print(f"machine: {machine()}")
     alc = sample(home)
-    put, write, span_chars = overhead(alc)
+    costs = overhead(alc)
     db = home / "alicerce.db"
     grown = growth(alc, db)
     alc.close()
     cached = cached_p50(home)
-    total = put + write
-    print(f"overhead: record() {ms(put)} on the request thread + writer {ms(write)} per "
-          f"trace = {ms(total)} (target <= 2 ms: {total * 1000 / 2:.3f}x of it); "
-          f"cached answer p50 {ms(cached)}, so {100 * total / cached:.2f}% of it "
-          f"(target <= 3%: {total / cached / 0.03:.3f}x of it); spans {span_chars} chars")
+    print(f"cached answer p50 {ms(cached)} (live server, client side)")
+    for kind, (put, write) in costs.items():
+        total = put + write
+        print(f"overhead, {kind} trace: record() {ms(put)} on the request thread "
+              f"({100 * put / cached:.2f}% of a cached answer) + writer thread {ms(write)} = "
+              f"{ms(total)} (target <= 2 ms: {total * 1000 / 2:.3f}x of it; "
+              f"{100 * total / cached:.2f}% of a cached answer, target <= 3%: "
+              f"{total / cached / 0.03:.3f}x of it)")
     print(f"growth: {grown:.2f} MB per 10,000 traces")
     alc = Alicerce(Settings.load(home=home, embedder="hashing"))
     t0 = time.perf_counter()

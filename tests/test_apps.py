@@ -270,6 +270,36 @@ def test_server_deploys_labels_and_serves_the_new_version_at_once(
     alc.close()
 
 
+def test_raw_model_calls_and_techniques_are_traced_too(tmp_path: Path, docs: Path) -> None:
+    alc = home(tmp_path, docs)
+    with TestClient(create_app(alc.settings, alc)) as client:
+        _, key = alc.keys.create("dev", ["ask"])
+        r = client.post("/v1/chat/completions", headers=bearer(key), json={
+            "model": "fake", "max_tokens": 20,
+            "messages": [{"role": "system", "content": "Seja breve."},
+                         {"role": "user", "content": "Diga oi."}]})
+        assert r.status_code == 200, r.text
+        tid = r.json()["id"].removeprefix("chatcmpl-")
+        streamed = client.post("/v1/chat/completions", headers=bearer(key), json={
+            "model": "fake", "stream": True,
+            "messages": [{"role": "user", "content": "Diga tchau."}]})
+        assert streamed.status_code == 200 and "[DONE]" in streamed.text
+    t = alc.traces.get(tid)
+    assert (t.app, t.question, t.answer, t.caller) == ("fake", "Diga oi.", REPLY,
+                                                       key.split("-")[1])
+    [span] = t.spans
+    assert span["name"] == "generate" and span["attrs"]["params"]["max_tokens"] == 20
+    assert [m["role"] for m in span["attrs"]["messages"]] == ["system", "user"]
+    assert t.lineage["model_identity"] == "custom:fake"
+    [st] = alc.traces.find(app="fake", limit=1)
+    assert st.question == "Diga tchau." and st.answer == REPLY
+    assert st.spans[0]["attrs"]["time_to_first_token_ms"] is not None
+    g = alc.generate("Traduza: bom dia", technique="zero-shot", model="fake")
+    gt = alc.traces.get(g.trace_id)
+    assert gt.question == "Traduza: bom dia" and gt.spans[0]["attrs"]["technique"] == "zero-shot"
+    alc.close()
+
+
 def test_cli_apps_traces_and_feedback(tmp_path: Path, docs: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The commands' plumbing; the server and platform tests above cover what they call."""

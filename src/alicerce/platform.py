@@ -45,7 +45,7 @@ from alicerce.retrieve.rerank import Reranker
 from alicerce.retrieve.search import QueryEncoder, Searcher, SearchParams
 from alicerce.store.base import BoostWeights, Filters, StoredCollection
 from alicerce.store.sqlite import SQLiteStore
-from alicerce.types import Answer, CollectionInfo, Hit, IngestReport, Message
+from alicerce.types import Answer, CollectionInfo, Hit, IngestReport, Message, Usage
 
 log = logging.getLogger("alicerce")
 
@@ -280,9 +280,39 @@ class Alicerce:
         """Apply a prompting technique to `text` (docs/generation.md lists them)."""
         self._check_text(text)
         embedder = get_embedder(self.settings.embedder, self.settings) if k else None
-        return run(technique, text, self.generator(model), self.prompts.get,
-                   self.decoding(params), instructions=instructions, examples=examples, k=k,
-                   embedder=embedder)
+        gen, decoding = self.generator(model), self.decoding(params)
+        started = time.perf_counter()
+        out = run(technique, text, gen, self.prompts.get, decoding,
+                  instructions=instructions, examples=examples, k=k, embedder=embedder)
+        tid = self.trace_call(model or self.settings.generator, "local",
+                              [Message("user", p) for p in out.prompts], decoding,
+                              output=out.text, usage=out.usage,
+                              latency_ms=(time.perf_counter() - started) * 1000,
+                              question=text, technique=technique, steps=len(out.prompts))
+        return replace(out, trace_id=tid)
+
+    def trace_call(self, model: str, caller: str, messages: Sequence[Message],
+                   params: DecodingParams, *, output: str = "", usage: Usage | None = None,
+                   latency_ms: float = 0.0, ttft_ms: float | None = None, error: str = "",
+                   question: str | None = None, **attrs: Any) -> str:
+        """Trace a call to a model without retrieval (raw completions over HTTP, `generate`):
+        one `generate` span with the prompt as sent, so every request is traceable."""
+        gen = self.generator(model)
+        span = {"name": "generate", "start_ms": 0.0, "ms": round(latency_ms, 3), "attrs": {
+            "model": gen.name, "backend": gen.backend, "params": params.as_dict(),
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "output": output, "prompt_tokens": usage.prompt_tokens if usage else None,
+            "completion_tokens": usage.completion_tokens if usage else None,
+            "time_to_first_token_ms": ttft_ms, **attrs}}
+        if question is None:
+            question = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        lineage = {"model": gen.name, "backend": gen.backend,
+                   "model_identity": self._identity(gen), "adapter": None,
+                   "software": f"alicerce {__version__}"}
+        return self.traces.record(
+            gen.name, caller, question, error=error, spans=[span], lineage=lineage,
+            answer=None if error else {"answer": output, "abstained": False, "citations": []},
+            latency_ms=latency_ms)
 
     def ask(self, question: str, app: str, **options: Any) -> Answer:
         """A grounded answer with citations; options as for `ask_stream`."""
@@ -510,18 +540,21 @@ class Alicerce:
             # The newest version only: collections() would count every chunk.
             history = self.store.versions(coll)
             current.append(f"{coll.name}@{history[-1]['id'] if history else ''}")
-        if any(g is gen for g in self._generators.values()):
-            identity = f"custom:{gen.name}"  # registered in-process: no file to hash
-        else:
-            if gen.name not in self._identities:
-                self._identities[gen.name] = _identity(gen.name, self.settings)
-            identity = self._identities[gen.name]
+        identity = self._identity(gen)
         return {"app": app.ref if app else None, "collection": ",".join(current),
                 "embedder": ",".join(sorted({c.embedder for c in colls})),
                 "chunking": {c.name: dict(c.chunking) for c in colls},
                 "prompt": prompt_ref, "model": gen.name, "backend": gen.backend,
                 "model_identity": identity, "adapter": None,
                 "software": f"alicerce {__version__}"}
+
+    def _identity(self, gen: Generator) -> str:
+        """What pins a model's weights (memoised: hashing a GGUF file reads all of it)."""
+        if any(g is gen for g in self._generators.values()):
+            return f"custom:{gen.name}"  # registered in-process: no file to hash
+        if gen.name not in self._identities:
+            self._identities[gen.name] = _identity(gen.name, self.settings)
+        return self._identities[gen.name]
 
     def _traced(self, stream: Stream, app: str, caller: str, rec: Recorder,
                 version: AppVersion | None) -> Stream:

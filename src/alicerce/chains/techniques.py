@@ -53,6 +53,7 @@ class Generation:
     usage: Usage
     timings: dict[str, float]
     last: Completion
+    trace_id: str = ""  # set by Alicerce.generate once the call is traced
 
 
 class Runner:

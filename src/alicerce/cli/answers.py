@@ -173,6 +173,7 @@ def generate(
     with open_home(home) as alc:
         out = alc.generate(text, technique=technique, model=model, params=decoding,
                            instructions=instructions, examples=load_examples(rows), k=k)
+    typer.echo(f"(trace {out.trace_id})", err=True)
     if as_json:
         emit(asdict(out))
         return

@@ -71,7 +71,7 @@ CREATE INDEX IF NOT EXISTS feedback_score ON feedback (score, trace_id)
 """
 # Span attributes that hold user text; dropped when redaction is on.
 TEXT_ATTRS = frozenset({"query", "question", "messages", "output", "raw", "text", "history",
-                        "answer"})
+                        "answer", "input"})
 REDACTED = "[redacted]"
 FeedbackFilter = Literal["up", "down", "any", "none"]
 

@@ -8,24 +8,26 @@ trace id, timings and versions; streams carry it on their last chunk.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from alicerce.access.keys import ApiKey
 from alicerce.embed import EMBEDDING_MODELS
-from alicerce.errors import InputError
+from alicerce.errors import AlicerceError, InputError
 from alicerce.generate.params import DecodingParams
 from alicerce.server.deps import Key, Svc, no_cache
 from alicerce.server.errors import describe
 from alicerce.server.service import Service
 from alicerce.server.wire import AppOptions, ChatRequest, CompletionRequest, EmbeddingRequest
-from alicerce.types import Completion, Delta, Message, TokenLogprob
+from alicerce.types import Completion, Delta, Message, TokenLogprob, Usage
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -144,26 +146,46 @@ async def _app_chunks(rid: str, app: str, first: str | dict[str, Any],
 async def _raw(svc: Service, key: ApiKey, model: str, messages: list[Message],
                params: DecodingParams, stream: bool, usage_chunk: bool, shape: str) -> Any:
     gen = svc.alc.generator(model)
-    rid = _rid(shape)
+    started = time.perf_counter()
+
+    async def trace(output: str, usage: Usage | None, ttft: float | None = None,
+                    error: str = "") -> str:
+        """In a thread: the first trace of a GGUF path hashes the file for its lineage."""
+        return await anyio.to_thread.run_sync(functools.partial(
+            svc.alc.trace_call, model, key.id, messages, params, output=output, usage=usage,
+            latency_ms=(time.perf_counter() - started) * 1000, ttft_ms=ttft, error=error))
+
     if not stream:
-        done: Completion = await svc.work.call(gen.complete, messages, params)
+        try:
+            done: Completion = await svc.work.call(gen.complete, messages, params)
+        except AlicerceError as exc:
+            await trace("", None, error=str(exc))
+            raise
         svc.spend(key, model, done.usage.prompt_tokens, done.usage.completion_tokens)
-        return _completion(rid, gen.name, [(c.text, c.finish_reason, c.logprobs)
-                                           for c in done.choices],
+        tid = await trace(done.text, done.usage)
+        return _completion(_rid(shape, tid), gen.name,
+                           [(c.text, c.finish_reason, c.logprobs) for c in done.choices],
                            {"prompt_tokens": done.usage.prompt_tokens,
                             "completion_tokens": done.usage.completion_tokens}, shape)
+    rid = _rid(shape)
     deltas = svc.work.iterate(lambda: gen.stream(messages, params))
     first = await anext(deltas)
-    started = time.perf_counter()
 
     async def chunks() -> AsyncIterator[dict[str, Any]]:
         yield _chunk(rid, gen.name, "", shape, role=True)
         delta: Delta | None = first
-        ttft = False
-        while delta is not None:
-            if delta.text and not ttft:
-                svc.metrics.ttft.labels(model).observe(time.perf_counter() - started)
-                ttft = True
+        ttft: float | None = None
+        text: list[str] = []
+        usage: Usage | None = None
+        while True:
+            if delta is None:
+                await trace("".join(text), usage, ttft)
+                return
+            text.append(delta.text or "")
+            usage = delta.usage or usage
+            if delta.text and ttft is None:
+                ttft = (time.perf_counter() - started) * 1000
+                svc.metrics.ttft.labels(model).observe(ttft / 1000)
             if delta.text or delta.finish_reason:
                 yield _chunk(rid, gen.name, delta.text or None, shape,
                              finish=delta.finish_reason, logprobs=delta.logprobs or None)
@@ -173,7 +195,11 @@ async def _raw(svc: Service, key: ApiKey, model: str, messages: list[Message],
                     yield _usage_chunk(rid, gen.name, {
                         "prompt_tokens": delta.usage.prompt_tokens,
                         "completion_tokens": delta.usage.completion_tokens}, shape)
-            delta = await anext(deltas, None)
+            try:
+                delta = await anext(deltas, None)
+            except AlicerceError as exc:
+                await trace("".join(text), usage, ttft, error=str(exc))
+                raise
     return _sse(chunks())
 
 
