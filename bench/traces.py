@@ -20,7 +20,6 @@ import argparse
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from common import machine
 from alicerce import Alicerce, Settings
 from alicerce.store.db import transaction
 from alicerce.testing.fakes import ScriptedGenerator
+from alicerce.testing.procs import free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLY = "Os comprovantes devem ser enviados em até 30 dias corridos após a despesa [1]."
@@ -94,9 +94,7 @@ def growth(alc: Alicerce, db: Path) -> float:
 
 
 def cached_p50(home: Path, requests: int = 300) -> float:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "ALICERCE_HOME": str(home), "ALICERCE_EMBEDDER": "hashing",
            "ALICERCE_GENERATOR": "smollm2-135m", "ALICERCE_ABSTAIN_BELOW": "0",
            "ALICERCE_MAX_TOKENS": "16", "ALICERCE_LLM_CONTEXT": "2048"}
@@ -105,16 +103,8 @@ def cached_p50(home: Path, requests: int = 300) -> float:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
+        wait_until_up(base + "/readyz", proc)
         with httpx.Client(base_url=base, timeout=120) as c:
-            deadline = time.time() + 180
-            while True:
-                try:
-                    if c.get("/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.time() < deadline and proc.poll() is None, "server did not start"
-                time.sleep(0.5)
             body = {"model": "handbook", "messages": [
                 {"role": "user", "content": "Qual o prazo para enviar os comprovantes?"}]}
             c.post("/v1/chat/completions", json=body).raise_for_status()  # fills the cache

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from mlflow import MlflowClient
 from alicerce import Alicerce, Settings
 from alicerce.evaluate.retrieval import EvalQuery
 from alicerce.testing.fakes import ScriptedGenerator
+from alicerce.testing.procs import free_port, wait_until_up
 
 SPEC = "name: reembolso\ncollections: [kb]\nretrieval: {k: 3}\n"
 
@@ -62,10 +61,7 @@ def test_deploys_and_evaluations_become_runs(tmp_path: Path, docs: Path) -> None
 
 def test_an_unreachable_tracking_server_does_not_undo_the_deploy(
         tmp_path: Path, docs: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    alc = make(tmp_path, docs, mlflow_tracking_uri=f"http://127.0.0.1:{port}")
+    alc = make(tmp_path, docs, mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}")
     try:
         import os
 
@@ -87,9 +83,7 @@ def test_the_mlflow_ui_shows_the_runs(tmp_path: Path, docs: Path) -> None:
         alc.deploy_app(SPEC)
     finally:
         alc.close()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
     db = (tmp_path / "h" / "mlflow.db").resolve()
     proc = subprocess.Popen([mlflow, "server", "--backend-store-uri", f"sqlite:///{db}",
@@ -97,17 +91,7 @@ def test_the_mlflow_ui_shows_the_runs(tmp_path: Path, docs: Path) -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, "mlflow server exited"
-            assert time.time() < deadline, "mlflow server not up in 120 s"
-            time.sleep(0.5)
+        wait_until_up(base + "/health", proc, timeout_s=120)
         with urllib.request.urlopen(base + "/", timeout=10) as r:
             assert "<html" in r.read().decode(errors="replace").lower()  # the UI itself
 

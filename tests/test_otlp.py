@@ -3,7 +3,6 @@ the way a collector does."""
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from alicerce import Alicerce, Settings
 from alicerce.testing.fakes import ScriptedGenerator
+from alicerce.testing.procs import free_port
 
 REPLY = "Envie os comprovantes em até 30 dias [1]."
 
@@ -129,10 +129,7 @@ def test_redaction_applies_to_the_export(tmp_path: Path, docs: Path,
 
 
 def test_an_unreachable_collector_never_fails_a_request(tmp_path: Path, docs: Path) -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    alc = make(tmp_path, docs, f"http://127.0.0.1:{port}/v1/traces")
+    alc = make(tmp_path, docs, f"http://127.0.0.1:{free_port()}/v1/traces")
     try:
         answer = alc.ask("Em quantos dias envio os comprovantes?", "kb")
         assert answer.text == REPLY

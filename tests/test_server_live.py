@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,10 @@ from pathlib import Path
 import openai
 import pytest
 
+from alicerce.testing.procs import free_port, wait_until_up
+
 pytestmark = pytest.mark.real
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def env_for(home: Path) -> dict[str, str]:
@@ -63,17 +58,10 @@ def live(home: Path) -> Iterator[tuple[str, str, str]]:
                             stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:  # not listening yet, or busy loading
-                pass
-            assert proc.poll() is None, (home.parent / "server.log").read_text()
-            assert time.time() < deadline, "server not ready in 180 s"
-            time.sleep(0.5)
+        try:
+            wait_until_up(base + "/readyz", proc)
+        except (RuntimeError, TimeoutError) as exc:
+            raise AssertionError((home.parent / "server.log").read_text()) from exc
         yield base, admin.stdout.strip(), limited.stdout.strip()
     finally:
         proc.terminate()
