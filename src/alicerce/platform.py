@@ -17,8 +17,8 @@ from alicerce import __version__
 from alicerce.access.keys import KeyStore
 from alicerce.apps.registry import AppRegistry, AppVersion, split_ref
 from alicerce.apps.resolve import resolve as resolve_spec
-from alicerce.apps.spec import load as load_spec
 from alicerce.apps.spec import parse as parse_spec
+from alicerce.apps.spec import read as read_spec
 from alicerce.chains.chat import Conversations, condense, recent
 from alicerce.chains.language import detect
 from alicerce.chains.rag import RagChain, RagRequest, Stream, interleave
@@ -268,7 +268,12 @@ class Alicerce:
         settings' max_tokens and temperature."""
         if isinstance(params, DecodingParams):
             return params
-        version = self.app(app) if app else None
+        return self._decoding(params, self.app(app) if app else None)
+
+    def _decoding(self, params: DecodingParams | dict[str, Any] | None,
+                  version: AppVersion | None) -> DecodingParams:
+        if isinstance(params, DecodingParams):
+            return params
         base = version.spec["decoding"] if version else {
             "max_tokens": self.settings.max_tokens, "temperature": self.settings.temperature}
         return DecodingParams.build(**{**base, **(params or {})})
@@ -390,8 +395,8 @@ class Alicerce:
     def deploy_app(self, source: str | Path, actor: str = "local") -> tuple[AppVersion, bool]:
         """Validate and resolve an app spec (YAML text or file), store it as a version:
         (the version, whether it is new). The first version of a name becomes production."""
-        spec = load_spec(source) if isinstance(source, Path) else parse_spec(source)
-        text = source.read_text(encoding="utf-8") if isinstance(source, Path) else source
+        text = read_spec(source) if isinstance(source, Path) else source
+        spec = parse_spec(text, str(source) if isinstance(source, Path) else "app spec")
         resolved = resolve_spec(spec, self.store, self.prompts, self.settings,
                                 set(self._generators))
         version, created = self.apps.deploy(resolved, text, actor)
@@ -399,7 +404,6 @@ class Alicerce:
             detail = {"hash": version.hash, "mlflow_run": self._track(
                 lambda ex: ex.log_deploy(version))}
             self.keys.audit(actor, "app.deploy", version.ref, detail)
-        self._app_cache.clear()
         return version, created
 
     def label_prompt(self, ref: str, label: str, actor: str = "local") -> PromptTemplate:
@@ -486,7 +490,7 @@ class Alicerce:
             colls = ([self._collection(c["name"]) for c in spec["collections"]] if spec
                      else [self._collection(app)])
             template = self.prompts.get(prompt or (spec["prompt"] if spec else "rag-answer"))
-            decoding = self.decoding(params, app)
+            decoding = self._decoding(params, version)
             if decoding.n > 1:
                 raise InputError("an answer is one candidate (n=1)",
                                  hint="use `alicerce generate --n N` for several candidates")

@@ -118,13 +118,13 @@ def parse(text: str, source: str = "app spec") -> AppSpec:
                          hint="fix those fields; docs/apps.md lists every field") from None
 
 
-def load(path: Path) -> AppSpec:
+def read(path: Path) -> str:
+    """A spec file's text (kept as written beside the resolved spec)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {path}: {exc}",
                          hint="give the path of a UTF-8 YAML file") from None
-    return parse(text, str(path))
 
 
 def _message(err: Any) -> str:

@@ -237,13 +237,13 @@ class Service:
             self.metrics.cache.labels(kind or "exact", "hit" if hit else "miss").inc()
             if hit is not None:
                 tid = self.alc.traces.record(
-                    app, key.id, question, answer=hit, spans=[{
+                    spec.name if spec else app, key.id, question, answer=hit, spans=[{
                         "name": "cache", "start_ms": 0.0,
                         "ms": round((time.perf_counter() - started) * 1000, 3),
                         "attrs": {"kind": kind, "first_trace": hit["trace_id"],
                                   "answer": hit["answer"]}}],
                     lineage=hit["versions"], latency_ms=(time.perf_counter() - started) * 1000,
-                    app_version=_app_version(hit["versions"]))
+                    app_version=spec.version if spec else None)
                 yield hit["answer"]
                 yield {**hit, "cached": True, "trace_id": tid}
                 return
@@ -322,11 +322,6 @@ class Service:
                 job.state, job.error = "failed", f"unexpected error: {exc}"
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
-
-
-def _app_version(versions: dict[str, Any]) -> int | None:
-    ref = versions.get("app")
-    return int(ref.rpartition("@")[2]) if ref else None
 
 
 def answer_dict(a: Answer) -> dict[str, Any]:
