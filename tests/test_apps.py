@@ -89,6 +89,8 @@ def test_deploy_label_rollback_and_diff(alc: Alicerce) -> None:
         alc.rollback_app("reembolso")
     with pytest.raises(NotFoundError):
         alc.label_app("reembolso@9", "production")
+    with pytest.raises(NotFoundError):  # beyond SQLite's INTEGER: not found, not a crash
+        alc.label_app("reembolso@9223372036854775808", "production")
     with pytest.raises(InputError, match="label"):
         alc.label_app("reembolso@1", "Not A Label")
     assert [h["to"] for h in alc.apps.history("reembolso")] == [1, 2, 1, 1]

@@ -121,7 +121,7 @@ class DeployRequest(Strict):
 
 
 class LabelRequest(Strict):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**31)
     label: str = Field("production", min_length=1, max_length=32)
 
 

@@ -62,7 +62,7 @@ class Labels:
         """The version `at` names: digits, a label, or '' (production, else the newest);
         None when there is no such version."""
         if at.isdigit():
-            version: int | None = int(at)
+            version: int | None = int(at) if len(at) <= 18 else None  # beyond SQLite INTEGER
         else:
             version = self.target(name, at or "production")
             if version is None and not at:
