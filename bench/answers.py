@@ -25,39 +25,17 @@ import csv
 import json
 import random
 import statistics
-import string
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import data_dir, machine
 
 from alicerce import Alicerce
+from alicerce.evaluate.text import contains, f1
 from alicerce.prompts.builtin import BUILTINS
 from alicerce.types import Answer
-
-ARTICLES = {"o", "a", "os", "as", "um", "uma", "the", "an", "de", "do", "da", "dos", "das"}
-
-
-def normalise(text: str) -> list[str]:
-    text = text.lower()
-    text = "".join(" " if ch in string.punctuation else ch for ch in text)
-    return [w for w in text.split() if w not in ARTICLES]
-
-
-def f1(pred: str, gold: str) -> float:
-    p, g = normalise(pred), normalise(gold)
-    common = sum((Counter(p) & Counter(g)).values())
-    if not common:
-        return 0.0
-    precision, recall = common / len(p), common / len(g)
-    return 2 * precision * recall / (precision + recall)
-
-
-def contains(pred: str, gold: str) -> bool:
-    return " ".join(normalise(gold)) in " ".join(normalise(pred))
 
 
 @dataclass

@@ -38,6 +38,10 @@ class ModelEntry(BaseModel):
     url: str = Field("", description="Base URL of an OpenAI-compatible /v1 API.")
     model: str = Field("", description="Model name the endpoint serves (default: NAME).")
     api_key_env: str = Field("OPENAI_API_KEY", description="Variable holding the API key.")
+    price_input_per_mtok: float | None = Field(
+        None, ge=0, description="Price per million prompt tokens (`models compare` cost).")
+    price_output_per_mtok: float | None = Field(
+        None, ge=0, description="Price per million completion tokens.")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelEntry:
@@ -93,6 +97,10 @@ class Settings(BaseSettings):
     model_cache: Path = Field(Path("~/.cache/alicerce/models"),
                               description="Where bundled models split in parts are joined.")
     models: dict[str, ModelEntry] = Field(default_factory=dict)
+    judge_model: str | None = Field(
+        None, description="Model for evaluation judges and synthetic questions (default: "
+        "`generator`): bundled name, [models.NAME] entry (any OpenAI-compatible server), "
+        "or .gguf path.")
     llm_threads: int = Field(0, ge=0, le=256, description="0 = all cores.")
     llm_context: int = Field(4096, ge=512, le=131072, description="Context window in tokens.")
     llm_parallel: int = Field(4, ge=1, le=64,

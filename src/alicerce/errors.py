@@ -9,6 +9,8 @@
     │                          by ingestion: the run goes on with the other files)
     ├── EmbedderError          the embedding backend failed or is not installed
     ├── GeneratorError         the LLM backend failed, or its model file is missing or corrupt
+    │   └── JudgeError         a judge gave no usable verdict for one row (recorded on the
+    │                          row; the evaluation run goes on)
     ├── StoreError             the store cannot be opened or is incompatible
     ├── AccessError            missing, invalid or revoked API key (HTTP 401)
     │   └── ForbiddenError     the key lacks the scope or the collection (HTTP 403)
@@ -54,6 +56,10 @@ class EmbedderError(AlicerceError):
 
 class GeneratorError(AlicerceError):
     """The generation backend is missing, its model cannot be loaded, or a call failed."""
+
+
+class JudgeError(GeneratorError):
+    """A judge gave no usable verdict (a cut-off reply, a timeout) for one row."""
 
 
 class StoreError(AlicerceError):

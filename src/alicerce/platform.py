@@ -28,6 +28,7 @@ from alicerce.embed import EMBEDDING_MODELS, family, get_embedder
 from alicerce.embed.base import Embedder
 from alicerce.errors import AlicerceError, ConfigError, InputError, NotFoundError
 from alicerce.evaluate.retrieval import EvalQuery, RetrievalReport, evaluate, score
+from alicerce.evaluate.runner import Evaluator
 from alicerce.generate import Generator, get_generator
 from alicerce.generate.models import ModelInfo, list_models
 from alicerce.generate.models import model_identity as _identity
@@ -78,6 +79,7 @@ class Alicerce:
             OtlpExport(settings.otlp_endpoint, settings.otlp_headers)
             if settings.otlp_endpoint else None)
         self.apps = AppRegistry(self.store.path)
+        self._evals: Evaluator | None = None
         self._app_cache: dict[tuple[str, int], AppVersion] = {}
         self._identities: dict[str, str] = {}
         self.experiments: Experiments | None = None
@@ -109,6 +111,8 @@ class Alicerce:
         self.keys.close()
         self.traces.close()
         self.apps.close()
+        if self._evals is not None:
+            self._evals.runs.close()
         self.store.close()
 
     # -- collections ---------------------------------------------------------------------
@@ -223,7 +227,7 @@ class Alicerce:
         results = evaluate(queries, rank, k)
         report = RetrievalReport(k, score(results, k), results, time.perf_counter() - started)
         history = self.store.versions(coll)
-        self._track(lambda ex: ex.log_run(
+        self.track(lambda ex: ex.log_run(
             f"alicerce/eval/{coll.name}", f"retrieval {coll.name}@{history[-1]['id']}",
             params={"collection": coll.name, "collection_version": history[-1]["id"],
                     "embedder": coll.embedder, "mode": params.mode, "alpha": params.alpha,
@@ -232,7 +236,15 @@ class Alicerce:
             tags={"alicerce.kind": "eval.retrieval", "alicerce.collection": coll.name}))
         return report
 
-    def _track(self, log_run: Callable[[Experiments], str]) -> str | None:
+    @property
+    def evals(self) -> Evaluator:
+        """Evaluation runs, comparisons, gates, pairwise judgements, synthetic datasets
+        (docs/evaluation.md)."""
+        if self._evals is None:
+            self._evals = Evaluator(self)
+        return self._evals
+
+    def track(self, log_run: Callable[[Experiments], str]) -> str | None:
         """Log to MLflow when it is on; the run id. A tracking failure is logged, not raised:
         what it records (a deploy, an evaluation) is already done and kept."""
         if self.experiments is None:
@@ -312,7 +324,7 @@ class Alicerce:
         if question is None:
             question = next((m.content for m in reversed(messages) if m.role == "user"), "")
         lineage = {"model": gen.name, "backend": gen.backend,
-                   "model_identity": self._identity(gen), "adapter": None,
+                   "model_identity": self.model_identity(gen), "adapter": None,
                    "software": f"alicerce {__version__}"}
         return self.traces.record(
             gen.name, caller, question, error=error, spans=[span], lineage=lineage,
@@ -401,7 +413,7 @@ class Alicerce:
                                 set(self._generators))
         version, created = self.apps.deploy(resolved, text, actor)
         if created:
-            detail = {"hash": version.hash, "mlflow_run": self._track(
+            detail = {"hash": version.hash, "mlflow_run": self.track(
                 lambda ex: ex.log_deploy(version))}
             self.keys.audit(actor, "app.deploy", version.ref, detail)
         return version, created
@@ -495,16 +507,7 @@ class Alicerce:
                 raise InputError("an answer is one candidate (n=1)",
                                  hint="use `alicerce generate --n N` for several candidates")
             gen = self.generator(model or (spec["model"]["name"] if spec else None))
-            search = self._params(mode or retrieval.get("mode"),
-                                  k or retrieval.get("k") or self.settings.answer_k,
-                                  retrieval.get("alpha"))
-            where = {**(filters or {}), **retrieval.get("filters", {})} or None
-            searchers = [(c, self._searcher(c)) for c in colls]
-
-            def retrieve(q: str, r: Recorder) -> list[Hit]:
-                return interleave([s.search(c, q, search, where, spans=r)
-                                   for c, s in searchers])[:search.k]
-
+            retrieve = self._retriever(colls, retrieval, mode, k, filters)
             chain = RagChain(retrieve, gen, template,
                              retrieval.get("context_tokens", self.settings.answer_context_tokens),
                              retrieval.get("abstain_below", self.settings.abstain_below),
@@ -522,6 +525,32 @@ class Alicerce:
                                latency_ms=rec.elapsed_ms())
             raise
         return self._traced(chain.stream(req, stream=stream), name, caller, rec, version)
+
+    def _retriever(self, colls: Sequence[StoredCollection], retrieval: dict[str, Any],
+                   mode: SearchMode | None, k: int | None,
+                   filters: Filters | None) -> Callable[[str, Recorder], list[Hit]]:
+        """Search over an app's collections with its retrieval settings, options first."""
+        search = self._params(mode or retrieval.get("mode"),
+                              k or retrieval.get("k") or self.settings.answer_k,
+                              retrieval.get("alpha"))
+        where = {**(filters or {}), **retrieval.get("filters", {})} or None
+        searchers = [(c, self._searcher(c)) for c in colls]
+
+        def retrieve(q: str, r: Recorder) -> list[Hit]:
+            return interleave([s.search(c, q, search, where, spans=r)
+                               for c, s in searchers])[:search.k]
+        return retrieve
+
+    def retrieve(self, question: str, app: str, *, k: int | None = None,
+                 filters: Filters | None = None) -> list[Hit]:
+        """What `app` retrieves for `question` (its collections, mode, alpha and filters),
+        without generating: retrieval evaluation scores this."""
+        version = self.app(app)
+        spec = version.spec if version else None
+        colls = ([self._collection(c["name"]) for c in spec["collections"]] if spec
+                 else [self._collection(app)])
+        return self._retriever(colls, spec["retrieval"] if spec else {}, None, k,
+                               filters)(question, Recorder())
 
     def answer_versions(self, app: str, model: str | None = None,
                         prompt: str | None = None) -> dict[str, str]:
@@ -544,7 +573,7 @@ class Alicerce:
             # The newest version only: collections() would count every chunk.
             history = self.store.versions(coll)
             current.append(f"{coll.name}@{history[-1]['id'] if history else ''}")
-        identity = self._identity(gen)
+        identity = self.model_identity(gen)
         return {"app": app.ref if app else None, "collection": ",".join(current),
                 "embedder": ",".join(sorted({c.embedder for c in colls})),
                 "chunking": {c.name: dict(c.chunking) for c in colls},
@@ -552,7 +581,7 @@ class Alicerce:
                 "model_identity": identity, "adapter": None,
                 "software": f"alicerce {__version__}"}
 
-    def _identity(self, gen: Generator) -> str:
+    def model_identity(self, gen: Generator) -> str:
         """What pins a model's weights (memoised: hashing a GGUF file reads all of it)."""
         if any(g is gen for g in self._generators.values()):
             return f"custom:{gen.name}"  # registered in-process: no file to hash

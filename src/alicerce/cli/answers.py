@@ -187,9 +187,16 @@ def generate(
         _likelihood(out.last.choices[0].logprobs)
 
 
-@app.command()
-def models(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+models_app = typer.Typer(invoke_without_command=True,
+                         help="Bundled and configured models; `models compare` on a dataset.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
+def models(ctx: typer.Context, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Bundled and configured models: size, context, languages, measured speed."""
+    if ctx.invoked_subcommand is not None:
+        return
     with open_home(home) as alc:
         rows = alc.models()
         default = alc.settings.generator

@@ -1,4 +1,4 @@
-"""Knowledge-base commands: ingest, search, collections, versions, eval retrieval."""
+"""Knowledge-base commands: ingest, search, collections, versions."""
 
 from __future__ import annotations
 
@@ -11,9 +11,6 @@ import typer
 from alicerce.cli.common import CollOpt, HomeOpt, JsonOpt, app, emit, open_home
 from alicerce.errors import InputError
 from alicerce.types import IngestReport
-
-eval_app = typer.Typer(no_args_is_help=True, help="Evaluate retrieval (and later answers).")
-app.add_typer(eval_app, name="eval")
 
 
 def _progress(report: IngestReport) -> None:
@@ -125,37 +122,6 @@ def collections(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     typer.echo(f"{'name':<20}{'documents':>10}{'chunks':>9}  {'version':<18}embedder")
     for r in rows:
         typer.echo(f"{r.name:<20}{r.documents:>10}{r.chunks:>9}  {r.version:<18}{r.embedder}")
-
-
-@eval_app.command("retrieval")
-def eval_retrieval(
-    dataset: Annotated[Path, typer.Option(help="CSV or JSONL with questions and doc ids.")],
-    collection: CollOpt = "default",
-    k: Annotated[int, typer.Option("-k", "--k", help="Cut-off for hit rate, MRR, recall.")] = 5,
-    mode: Annotated[str | None, typer.Option(help="sparse | dense | hybrid | rrf")] = None,
-    alpha: Annotated[float | None, typer.Option(help="Dense weight in hybrid (0-1).")] = None,
-    question_field: str = "question",
-    id_field: Annotated[str, typer.Option(help="Column with the relevant document id(s).")
-                        ] = "document",
-    filter_field: Annotated[list[str] | None, typer.Option(
-        help="Dataset column applied as a metadata filter (repeat).")] = None,
-    home: HomeOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Hit rate, MRR, recall@k and nDCG@10 of a collection on a labelled question set."""
-    from alicerce.evaluate.retrieval import load_dataset
-
-    queries = load_dataset(dataset, question_field, id_field, filter_field or [])
-    with open_home(home) as alc:
-        rep = alc.evaluate_retrieval(collection, queries, k=k, mode=mode,  # type: ignore[arg-type]
-                                     alpha=alpha)
-    if as_json:
-        emit({"k": rep.k, "queries": rep.queries, "metrics": rep.metrics,
-               "seconds": rep.seconds})
-        return
-    typer.echo(f"{rep.queries} questions, k={rep.k}, {rep.seconds:.1f}s")
-    for name, value in rep.metrics.items():
-        typer.echo(f"{name:<12}{value:.4f}")
 
 
 @app.command()

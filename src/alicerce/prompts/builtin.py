@@ -9,6 +9,7 @@ qwen-1.5b) answer with bare citations such as "[1] [2]" (docs/benchmarks.md).
 
 from __future__ import annotations
 
+from alicerce.evaluate.prompts import EVAL_PROMPTS
 from alicerce.prompts.template import PromptTemplate
 
 ABSTAIN = {"pt": "Não encontrei isso nos documentos.",
@@ -169,4 +170,5 @@ BUILTINS: tuple[PromptTemplate, ...] = (
     PromptTemplate("least-to-most-solve", SOLVE_STEP, "", "Least-to-most: one sub-question."),
     PromptTemplate("step-back", STEP_BACK, "", "Step-back: the more general question."),
     PromptTemplate("step-back-answer", STEP_BACK_ANSWER, "", "Step-back: the final answer."),
+    *EVAL_PROMPTS,
 )

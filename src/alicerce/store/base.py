@@ -7,7 +7,7 @@ SQLite store and later server stores behave the same to the core.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -65,6 +65,10 @@ class Store(Protocol):
 
     def document_hashes(self, coll: StoredCollection) -> dict[str, tuple[str, str]]:
         """key -> (content hash, source) for every document in the collection."""
+        ...
+
+    def document_chunks(self, coll: StoredCollection) -> Iterator[tuple[str, str, list[str]]]:
+        """(key, title, chunk texts in order) for every document, in key order."""
         ...
 
     def vectors_by_hash(self, coll: StoredCollection,

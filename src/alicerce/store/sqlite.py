@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,21 @@ class SQLiteStore:
         rows = self._db.execute("SELECT key, content_hash, source FROM documents "
                                 "WHERE collection_id=?", (coll.id,))
         return {k: (h, s) for k, h, s in rows}
+
+    def document_chunks(self, coll: StoredCollection) -> Iterator[tuple[str, str, list[str]]]:
+        """(key, title, chunk texts in order) for every document, in key order."""
+        doc: tuple[str, str, list[str]] | None = None
+        for key, title, text in self._db.execute(
+                "SELECT d.key, d.title, c.text FROM chunks c JOIN documents d "
+                "ON d.id = c.document_id WHERE c.collection_id=? ORDER BY d.key, c.ordinal",
+                (coll.id,)):
+            if doc is None or doc[0] != key:
+                if doc is not None:
+                    yield doc
+                doc = (key, title, [])
+            doc[2].append(text)
+        if doc is not None:
+            yield doc
 
     def vectors_by_hash(self, coll: StoredCollection,
                         hashes: Sequence[str]) -> dict[str, NDArray[np.float32]]:

@@ -1,0 +1,189 @@
+"""Evaluation runs in the home's SQLite: one row per run (what was scored, on what, the
+aggregates with their intervals), one per question (scores, answer, trace, error), and a
+memo of the expensive calls (answers, judge verdicts) keyed by everything they depend on,
+so a rerun of an unchanged app on an unchanged dataset costs no model call.
+
+A run is written in one transaction when it finishes: a run cut off halfway leaves no
+half-run behind, and the memo keeps what it had already computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alicerce.errors import NotFoundError
+from alicerce.evaluate.stats import Estimate
+from alicerce.store.db import connect, transaction
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS eval_runs (
+    id TEXT PRIMARY KEY,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    app TEXT NOT NULL,
+    app_version INTEGER,
+    target TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    dataset_version TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    judge TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    lineage TEXT NOT NULL,
+    mlflow_run TEXT
+);
+CREATE TABLE IF NOT EXISTS eval_results (
+    run_id TEXT NOT NULL REFERENCES eval_runs(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    row_id TEXT NOT NULL,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    trace_id TEXT NOT NULL,
+    scores TEXT NOT NULL,
+    details TEXT NOT NULL,
+    errors TEXT NOT NULL,
+    PRIMARY KEY (run_id, row_id)
+);
+CREATE TABLE IF NOT EXISTS eval_memo (
+    key TEXT PRIMARY KEY,
+    at REAL NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS eval_runs_app ON eval_runs (app, dataset_version, at)
+"""
+T = TypeVar("T")
+
+
+@dataclass
+class RowResult:
+    """One question's scores (`metric -> value`, absent when not computable) and why any
+    metric is missing."""
+
+    row_id: str
+    question: str
+    answer: str = ""
+    trace_id: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    id: str
+    at: float
+    kind: str  # "run" or "pairwise"
+    app: str
+    app_version: int | None
+    target: str
+    dataset: str
+    dataset_version: str
+    metrics: list[str]
+    judge: str
+    summary: dict[str, Estimate]
+    results: list[RowResult]
+    seconds: float
+    lineage: dict[str, Any]
+    mlflow_run: str | None = None
+    rows: int = 0
+    failed: int = 0  # rows with at least one metric that could not be computed
+
+    def count(self) -> None:
+        self.rows, self.failed = len(self.results), sum(1 for r in self.results if r.errors)
+
+    @property
+    def label(self) -> str:
+        where = f"{self.app}@{self.app_version}" if self.app_version else self.app
+        return f"{self.id} ({where} on {self.dataset}@{self.dataset_version})"
+
+
+def memo_key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False,
+                                     default=str).encode()).hexdigest()
+
+
+class RunStore:
+    def __init__(self, path: Path) -> None:
+        self._db = connect(path, SCHEMA)
+
+    def new_id(self) -> str:
+        return "ev-" + secrets.token_hex(4)
+
+    def memo(self, key: str, compute: Callable[[], T], encode: Callable[[T], Any],
+             decode: Callable[[Any], T], use: bool = True) -> tuple[T, bool]:
+        """The stored value for `key`, or compute and store it; says whether it was stored.
+        Each value commits on its own, so an interrupted run keeps what it computed."""
+        if use:
+            row = self._db.execute("SELECT value FROM eval_memo WHERE key=?", (key,)).fetchone()
+            if row is not None:
+                return decode(json.loads(row[0])), True
+        value = compute()
+        with transaction(self._db) as db:
+            db.execute("INSERT OR REPLACE INTO eval_memo VALUES (?, ?, ?)",
+                       (key, time.time(), json.dumps(encode(value), ensure_ascii=False)))
+        return value, False
+
+    def save(self, run: Run) -> None:
+        with transaction(self._db) as db:
+            db.execute("INSERT INTO eval_runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
+                run.id, run.at, run.kind, run.app, run.app_version, run.target, run.dataset,
+                run.dataset_version, json.dumps(run.metrics), run.judge,
+                json.dumps({k: v.as_dict() for k, v in run.summary.items()}),
+                run.rows, run.failed, run.seconds, json.dumps(run.lineage),
+                run.mlflow_run))
+            db.executemany("INSERT INTO eval_results VALUES (?,?,?,?,?,?,?,?,?)", [
+                (run.id, i, r.row_id, r.question, r.answer, r.trace_id, json.dumps(r.scores),
+                 json.dumps(r.details, ensure_ascii=False), json.dumps(r.errors))
+                for i, r in enumerate(run.results)])
+
+    def set_mlflow(self, run_id: str, mlflow_run: str) -> None:
+        with transaction(self._db) as db:
+            db.execute("UPDATE eval_runs SET mlflow_run=? WHERE id=?", (mlflow_run, run_id))
+
+    def get(self, run_id: str) -> Run:
+        row = self._db.execute("SELECT * FROM eval_runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no evaluation run {run_id!r}",
+                                hint="`alicerce eval list` shows the runs")
+        return self._run(row, with_results=True)
+
+    def list(self, app: str | None = None, dataset_version: str | None = None,
+             app_version: int | None = None, limit: int = 50) -> list[Run]:
+        """Runs, newest first, without their per-question results."""
+        where, args = ["1=1"], []
+        for col, val in (("app", app), ("dataset_version", dataset_version),
+                         ("app_version", app_version)):
+            if val is not None:
+                where.append(f"{col}=?")
+                args.append(val)
+        sql = (f"SELECT * FROM eval_runs WHERE {' AND '.join(where)} "
+               f"ORDER BY at DESC LIMIT {int(limit)}")
+        return [self._run(r, with_results=False) for r in self._db.execute(sql, args)]
+
+    def _run(self, row: sqlite3.Row | tuple[Any, ...], with_results: bool) -> Run:
+        (rid, at, kind, app, app_version, target, dataset, dversion, metrics, judge, summary,
+         rows, failed, seconds, lineage, mlflow_run) = row
+        results = []
+        if with_results:
+            results = [RowResult(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]),
+                                 json.loads(r[6])) for r in self._db.execute(
+                "SELECT row_id, question, answer, trace_id, scores, details, errors "
+                "FROM eval_results WHERE run_id=? ORDER BY seq", (rid,))]
+        return Run(rid, at, kind, app, app_version, target, dataset, dversion,
+                   json.loads(metrics), judge,
+                   {k: Estimate(v["mean"], v["low"], v["high"], v["n"])
+                    for k, v in json.loads(summary).items()},
+                   results, seconds, json.loads(lineage), mlflow_run, rows, failed)
+
+    def close(self) -> None:
+        self._db.close()
