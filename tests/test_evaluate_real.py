@@ -109,7 +109,7 @@ def test_run_rerun_compare_gate_report(home: Path) -> None:
     ok = run("eval", "gate", b["id"], "--baseline", "production", "--max-drop",
              "retrieval.mrr=0.0,answer.rougeL=1", home=home)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert f"against {a['id']}" in ok.stdout  # production is hr@1: its newest run
+    assert f"against {again['id']}" in ok.stdout  # production is hr@1: its newest run
     bad = run("eval", "gate", b["id"], "--baseline", "production", "--max-drop",
               "answer.rougeL=1", "--min", "answer.rougeL=1.01", home=home)
     assert bad.returncode == 1 and "FAIL answer.rougeL is" in bad.stdout, bad.stdout
