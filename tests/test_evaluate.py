@@ -301,3 +301,13 @@ def test_synthetic_question_filters() -> None:
     assert leaks("Os comprovantes de despesas devem ser enviados ao RH em quanto tempo?",
                  passage)
     assert not leaks("Qual o prazo para mandar recibos de despesas?", passage)
+
+
+def test_the_shipped_golden_set_matches_the_sample_handbook(tmp_path: Path) -> None:
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    with Alicerce(Settings.load(home=tmp_path / "h", embedder="hashing")) as a:
+        a.ingest([examples / "handbook"], "handbook")
+        run = a.evals.run("handbook", datasets.load(examples / "handbook-golden.jsonl"),
+                          ["retrieval"])
+    assert run.rows == 5 and run.failed == 0  # every source id names a handbook document
+    assert run.summary["retrieval.hit_rate"].n == 5
