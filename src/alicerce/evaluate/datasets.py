@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,7 +98,6 @@ def load(path: str | Path, *, filter_fields: Sequence[str] = (), limit: int | No
     if limit is not None and limit < len(ds.rows):
         rows = list(ds.rows)
         if sample_seed is not None:
-            import random
             rows = random.Random(sample_seed).sample(rows, limit)
         ds = build(ds.name, rows[:limit], ds.problems, ds.source)
     return ds

@@ -101,11 +101,12 @@ class Evaluator:
         groups = parse_metrics(metrics)
         target = self.target(app, model)
         judge = self.judge(judge_model) if {"triad", "judge"} & set(groups) else None
+        jid = self.judge_identity(judge) if judge else ""  # once: it reads five prompts
         known = self._known_ids(target)
         started = time.perf_counter()
         results: list[RowResult] = []
         for i, row in enumerate(dataset.rows):
-            results.append(self._score(target, row, groups, judge, known, k, cache))
+            results.append(self._score(target, row, groups, judge, jid, known, k, cache))
             if progress:
                 progress(i + 1, len(dataset.rows))
         if "answer" in groups:
@@ -114,7 +115,7 @@ class Evaluator:
         run = Run(self.runs.new_id(), time.time(), "run", target.app, target.version,
                   target.identity, dataset.name, dataset.version, groups,
                   judge.name if judge else "", summarise(results), results, seconds,
-                  {**target.lineage, "judge": self.judge_identity(judge) if judge else None,
+                  {**target.lineage, "judge": jid or None,
                    "k": k, "dataset_source": dataset.source,
                    "cosine_embedder": self.alc.settings.embedder,
                    "dataset_problems": [asdict(p) for p in dataset.problems]})
@@ -215,7 +216,7 @@ class Evaluator:
         return known
 
     def _score(self, target: Target, row: Row, groups: Sequence[str], judge: Judge | None,
-               known: set[str], k: int, cache: bool) -> RowResult:
+               jid: str, known: set[str], k: int, cache: bool) -> RowResult:
         res = RowResult(row.id, row.question)
         if "retrieval" in groups:
             self._retrieval(target, row, known, k, res)
@@ -239,7 +240,7 @@ class Evaluator:
             else:
                 res.errors.append("no reference answer: answer metrics skipped")
         if judge is not None:
-            self._judged(row, ans, groups, judge, res, cache)
+            self._judged(row, ans, groups, judge, jid, res, cache)
         return res
 
     def _retrieval(self, target: Target, row: Row, known: set[str], k: int,
@@ -285,9 +286,7 @@ class Evaluator:
         return value
 
     def _judged(self, row: Row, ans: dict[str, Any], groups: Sequence[str], judge: Judge,
-                res: RowResult, cache: bool) -> None:
-        jid = self.judge_identity(judge)
-
+                jid: str, res: RowResult, cache: bool) -> None:
         def verdict(kind: str, fn: Callable[[], Verdict], *inputs: Any) -> Verdict | None:
             try:
                 v, _ = self.runs.memo(memo_key(kind, jid, *inputs), fn, asdict,
