@@ -24,7 +24,6 @@ SOURCES = ("sources", "expected_sources", "source_ids", "relevant", "documents",
            "doc_id", "doc_key")
 REFERENCE = ("reference", "reference_answer", "expected_answer", "answer_orig", "resposta",
              "answer_pt_origin")
-TAGS = ("tags",)
 
 
 @dataclass(frozen=True)
