@@ -56,7 +56,13 @@ def alc(tmp_path: Path, docs: Path) -> Iterator[Alicerce]:
     ("name: x\ncollections: [kb]\nretrieval: {k: 0}\n", "retrieval.k:"),
     ("name: x\ncollections: [kb]\nchain: [generate, retrieve]\n", "steps must run in the order"),
     ("name: x\ncollections: [kb]\nchain: [retrieve]\n", "needs at least the retrieve and "),
-    ("name: x\ncollections: [kb]\nguards: {pii: true}\n", "not available yet"),
+    ("name: x\ncollections: [kb]\nguards: {pii: true}\n", "unknown key(s) ['pii']"),
+    ("name: x\ncollections: [kb]\nguards: {input: [pii: erase]}\n", "action must be one of"),
+    ("name: x\ncollections: [kb]\nguards: {output: [injection]}\n", "runs on input, context"),
+    ("name: x\ncollections: [kb]\nguards: {input: [topics: {deny: politics}]}\n",
+     "deny must be a list"),
+    ("name: x\ncollections: [kb]\nchain: [input_guards, retrieve, generate]\n",
+     "input_guards has no rails"),
     ("- just\n- a list\n", "must be a YAML mapping"),
     ("name: [unclosed\n", "not valid YAML"),
 ])
@@ -358,7 +364,13 @@ def test_the_shipped_example_app_deploys(tmp_path: Path, docs: Path) -> None:
         alc.ingest([docs], "handbook")
         example = Path(__file__).resolve().parents[1] / "examples" / "handbook-app.yaml"
         version, created = alc.deploy_app(example)
-        assert created and version.ref == "rh@1" and version.spec["chain"][0] == "condense"
-        assert alc.ask("Quantos dias de férias?", "rh").versions["app"] == "rh@1"
+        assert created and version.ref == "rh@1"
+        assert version.spec["chain"] == ["input_guards", "condense", "retrieve", "generate",
+                                         "output_guards"]
+        assert [r["rail"] for r in version.spec["guards"]["output"]] == [
+            "pii", "toxicity", "grounding", "canary"]
+        answer = alc.ask("Quantos dias de férias?", "rh")
+        assert answer.versions["app"] == "rh@1"
+        assert {v["stage"] for v in answer.guards} >= {"input", "output"}
     finally:
         alc.close()

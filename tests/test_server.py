@@ -20,8 +20,10 @@ REPLY = "Envie os comprovantes em até 30 dias [1]."
 
 
 def make(tmp_path: Path, docs: Path, **overrides: object) -> tuple[Alicerce, TestClient]:
-    settings = Settings.load(home=tmp_path / "srv", embedder="hashing", abstain_below=0.0,
-                             generator="fake", **overrides)
+    # Rails off unless a test asks: their models (spaCy, e5) would hold readiness back.
+    settings = Settings.load(**{"home": tmp_path / "srv", "embedder": "hashing",
+                                "abstain_below": 0.0, "generator": "fake", "guards": {},
+                                **overrides})
     alc = Alicerce(settings)
     alc.use_generator("fake", ScriptedGenerator(REPLY, name="fake"))
     alc.ingest([docs], "kb")
@@ -402,4 +404,20 @@ def test_readyz_waits_for_the_models(tmp_path: Path, docs: Path) -> None:
             time.sleep(0.02)
         assert client.get("/readyz").json() == {"status": "ready", "models": "loaded",
                                                 "store": "ok"}
+    alc.close()
+
+
+def test_a_rail_that_blocks_is_a_content_filter_finish_and_counted(tmp_path: Path,
+                                                                  docs: Path) -> None:
+    alc, client = make(tmp_path, docs, guards={"input": [{"size": {"max_chars": 20}}]})
+    with client:
+        _, key = alc.keys.create("a", ["ask"], ["kb"])
+        r = chat(client, key)
+        body = r.json()  # type: ignore[attr-defined]
+        assert body["choices"][0]["finish_reason"] == "content_filter"
+        assert body["alicerce"]["blocked"] == "input:size"
+        assert body["choices"][0]["message"]["content"] == "Não posso ajudar com esse pedido."
+        metrics = client.get("/metrics").text
+        assert 'alicerce_guard_verdicts_total{action="block",app="kb",rail="size",' \
+               'stage="input"} 1.0' in metrics
     alc.close()

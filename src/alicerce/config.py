@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from alicerce.errors import ConfigError
+from alicerce.guard.config import normalise as normalise_guards
 
 SearchMode = Literal["sparse", "dense", "hybrid", "rrf"]
 EmbedderName = Literal["e5-small", "minilm", "remote", "hashing"]
@@ -27,6 +28,21 @@ EmbedderName = Literal["e5-small", "minilm", "remote", "hashing"]
 Extractiveness = Literal["quote", "balanced", "paraphrase"]
 
 CONFIG_ENV = "ALICERCE_CONFIG"
+
+# Identifiers nobody needs in an answer are redacted on the way out; on the way in, every
+# kind but person names (English NER on Portuguese questions about people in the documents
+# would redact the very name asked about).
+_ANSWER_PII = ["CPF", "CREDIT_CARD", "IBAN_CODE"]
+_QUESTION_PII = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CPF", "CNPJ", "CREDIT_CARD", "IBAN_CODE",
+                 "IP_ADDRESS"]
+DEFAULT_GUARDS: dict[str, Any] = {
+    "input": ["size", {"pii": {"entities": _QUESTION_PII}}, "injection"],
+    # Passages are not what the head mostly learned from, and dropping one costs an answer:
+    # a higher bar than for questions (docs/guardrails.md).
+    "context": [{"injection": {"threshold": 0.8}}],
+    "output": [{"pii": {"entities": _ANSWER_PII}}, "toxicity", "canary",
+               {"grounding": {"min": 0.5, "on_fail": "flag"}}],
+}
 
 
 class ModelEntry(BaseModel):
@@ -156,6 +172,17 @@ class Settings(BaseSettings):
         "", description="MLflow tracking URI; empty = sqlite in the home (mlflow.db).")
     otlp_headers: dict[str, str] = Field(
         default_factory=dict, description="Headers for the OTLP endpoint (e.g. an API key).")
+
+    # Guardrails (docs/guardrails.md)
+    guards: dict[str, Any] = Field(
+        default_factory=lambda: dict(DEFAULT_GUARDS),
+        description="Rails for answers from a bare collection (an app spec sets its own); "
+                    "same form as an app spec's guards section; {} turns them off.")
+
+    @field_validator("guards")
+    @classmethod
+    def _guards(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return normalise_guards(v) if v else {}
 
     @field_validator("chunk_overlap")
     @classmethod

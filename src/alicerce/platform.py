@@ -33,6 +33,12 @@ from alicerce.generate import Generator, get_generator
 from alicerce.generate.models import ModelInfo, list_models
 from alicerce.generate.models import model_identity as _identity
 from alicerce.generate.params import DecodingParams
+from alicerce.guard.base import Context, Stage
+from alicerce.guard.canary import new_canary
+from alicerce.guard.config import Guards
+from alicerce.guard.config import build as build_guards
+from alicerce.guard.config import normalise as normalise_guards
+from alicerce.guard.rails import Outcome, Rails
 from alicerce.ingest.chunking import ChunkingConfig
 from alicerce.ingest.pipeline import Ingestor, Progress, max_bytes, parse_mapping
 from alicerce.observe.experiments import Experiments
@@ -82,6 +88,11 @@ class Alicerce:
         self._evals: Evaluator | None = None
         self._app_cache: dict[tuple[str, int], AppVersion] = {}
         self._identities: dict[str, str] = {}
+        self._guards: dict[str, Guards] = {}
+        # Appended to system prompts when an app has the canary rail; random per process,
+        # so no document or user can know it in advance.
+        self.canary = new_canary()
+        self.on_guards: Callable[[str, Answer], None] | None = None
         self.experiments: Experiments | None = None
         if settings.mlflow:
             self.experiments = (Experiments(settings.mlflow_tracking_uri, None)
@@ -346,7 +357,9 @@ class Alicerce:
         `app` is a deployed app (its labelled version: `name`, `name@N`, `name@label`) or a
         collection answered with the settings' defaults. Options override the app's: model,
         params (DecodingParams or dict), k, mode, filters (added to the app's), step_back,
-        extractiveness, prompt (name[@version|label]), language, history, standalone.
+        extractiveness, prompt (name[@version|label]), language, history, standalone,
+        guards (False: the app's rails off, for red-team baselines), extra_collections
+        (searched too: the red-team's planted documents).
         """
         return self._rag(question, app, stream=True, **options)
 
@@ -392,6 +405,12 @@ class Alicerce:
                                                       else None))
         lang = options.pop("language", None) or detect(message)
         kept = recent(history, self.settings.chat_history_tokens, gen.count_tokens)
+        guards = self.guards(spec) if options.get("guards", True) else Guards()
+        if kept and guards.input:
+            # The condenser is a model call and a span: it must see the redacted message.
+            # A blocked message is left as it is; the chain refuses it before retrieval.
+            screened = guards.input.run(message, Context(message, lang))
+            message = message if screened.blocked else screened.text
         standalone = message
         if kept:
             with rec.span("condense", question=message,
@@ -491,7 +510,8 @@ class Alicerce:
              step_back: bool | None = None, extractiveness: Extractiveness | None = None,
              prompt: str | None = None, language: str | None = None,
              standalone: str = "", caller: str = "local",
-             spans: Recorder | None = None) -> Stream:
+             spans: Recorder | None = None, guards: bool = True,
+             extra_collections: Sequence[str] = ()) -> Stream:
         rec = spans or Recorder()
         version = self.app(app)
         name = version.name if version else app
@@ -501,6 +521,7 @@ class Alicerce:
             retrieval: dict[str, Any] = spec["retrieval"] if spec else {}
             colls = ([self._collection(c["name"]) for c in spec["collections"]] if spec
                      else [self._collection(app)])
+            colls += [self._collection(c) for c in extra_collections]
             template = self.prompts.get(prompt or (spec["prompt"] if spec else "rag-answer"))
             decoding = self._decoding(params, version)
             if decoding.n > 1:
@@ -511,7 +532,8 @@ class Alicerce:
             chain = RagChain(retrieve, gen, template,
                              retrieval.get("context_tokens", self.settings.answer_context_tokens),
                              retrieval.get("abstain_below", self.settings.abstain_below),
-                             self.prompts.get("step-back"))
+                             self.prompts.get("step-back"),
+                             self.guards(version) if guards else Guards(), self.canary)
             if step_back is None:
                 step_back = bool(spec and "step_back" in spec["chain"])
             versions = self._versions(colls, template.ref, gen, version)
@@ -525,6 +547,42 @@ class Alicerce:
                                latency_ms=rec.elapsed_ms())
             raise
         return self._traced(chain.stream(req, stream=stream), name, caller, rec, version)
+
+    def guards(self, version: AppVersion | None = None) -> Guards:
+        """The rails of an app version, or the settings' for a bare collection (built once;
+        their models load on first use)."""
+        key = version.ref if version else ""
+        if key not in self._guards:
+            self._guards[key] = build_guards(
+                version.spec.get("guards", {}) if version else self.settings.guards,
+                self.settings)
+        return self._guards[key]
+
+    def warm_guards(self, app: str | None = None) -> None:
+        """Load the models behind an app's rails (spaCy, the embedder, the heads) now, so
+        the first request does not pay for it."""
+        guards = self.guards(self.app(app) if app else None)
+        ctx = Context(question="warm up", sources=("warm up",))
+        for rails in (guards.input, guards.context, guards.output):
+            rails.run("warm up", ctx, stop=False)
+
+    def check(self, text: str, *, app: str | None = None, stage: Stage = "input",
+              rails: Sequence[str] = ()) -> Outcome:
+        """Every rail's verdict on `text` (not stopping at a block): the app's rails for
+        `stage`, the settings' for a bare collection or none, or the named `rails` with
+        their default options. Output rails that need sources (grounding) see none."""
+        if not text.strip():
+            raise InputError("nothing to check", hint="give a non-empty text")
+        if rails:
+            try:
+                guards = build_guards(normalise_guards({stage: list(rails)}), self.settings)
+            except ValueError as exc:
+                raise InputError(f"bad rails: {exc}", hint="see docs/guardrails.md") from None
+        else:
+            guards = self.guards(self.app(app) if app else None)
+        ctx = Context(question=text, language=detect(text), canary=self.canary)
+        rails_of: Rails = getattr(guards, stage)
+        return rails_of.run(text, ctx, stop=False)
 
     def _retriever(self, colls: Sequence[StoredCollection], retrieval: dict[str, Any],
                    mode: SearchMode | None, k: int | None,
@@ -597,6 +655,8 @@ class Alicerce:
             for item in stream:
                 if isinstance(item, Answer):
                     question = item.question
+                    if item.guards and self.on_guards is not None:
+                        self.on_guards(app, item)
                     item = replace(item, trace_id=self.traces.record(
                         app, caller, item.question, answer=item, spans=rec.spans,
                         lineage=item.versions, app_version=version.version if version else None,

@@ -189,7 +189,10 @@ class Answer:
     """A grounded answer and everything needed to trace it back.
 
     `versions` names the collection version, prompt name@version, model id and the decoding
-    parameters; `timings` is milliseconds per stage.
+    parameters; `timings` is milliseconds per stage. `guards` holds every rail's verdict
+    (as dicts), `blocked` names the rail that replaced the answer ("output:grounding"), and
+    `redactions` maps reversible placeholders back to what the user wrote: it is for the
+    user's own display and is never stored.
     """
 
     question: str
@@ -204,3 +207,6 @@ class Answer:
     standalone_question: str = ""
     logprobs: tuple[TokenLogprob, ...] = ()
     trace_id: str = ""
+    guards: tuple[dict[str, Any], ...] = ()
+    blocked: str = ""
+    redactions: dict[str, str] = field(default_factory=dict)

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alicerce.config import Extractiveness, SearchMode
 from alicerce.errors import InputError
+from alicerce.guard.config import normalise
 
 Step = Literal["input_guards", "condense", "step_back", "retrieve", "rerank", "generate",
                "output_guards"]
@@ -68,7 +69,8 @@ class AppSpec(_Strict):
     extractiveness: Extractiveness | None = None
     chain: list[Step] = Field(default_factory=lambda: list(DEFAULT_CHAIN))
     guards: dict[str, Any] = Field(
-        default_factory=dict, description="Reserved for the guardrails; must be empty now.")
+        default_factory=dict, description="Rails on input, retrieved context and output "
+        "(docs/guardrails.md).")
     cache: Cache = Cache()
 
     @field_validator("name")
@@ -93,9 +95,21 @@ class AppSpec(_Strict):
     @field_validator("guards")
     @classmethod
     def _guards(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if v:
-            raise ValueError("guard settings are not available yet; leave guards empty")
-        return v
+        return normalise(v) if v else {}
+
+    @model_validator(mode="after")
+    def _guard_steps(self) -> AppSpec:
+        """The chain names the guard steps exactly when the guards section has rails for
+        them, so a stored chain always says what runs."""
+        wanted = {"input_guards": bool(self.guards.get("input") or self.guards.get("context")),
+                  "output_guards": bool(self.guards.get("output"))}
+        for step, on in wanted.items():
+            if step in self.chain and not on:
+                raise ValueError(f"chain: {step} has no rails; add them under guards "
+                                 "(docs/guardrails.md) or drop the step")
+        steps = [s for s in STEPS if s in self.chain or wanted.get(s, False)]
+        object.__setattr__(self, "chain", steps)
+        return self
 
 
 def parse(text: str, source: str = "app spec") -> AppSpec:

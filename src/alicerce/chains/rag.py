@@ -6,6 +6,11 @@ Abstention happens twice: before the model, when even the best chunk is a weak m
 queries); and after it, when the model says the sources do not hold the answer. Citations
 `[n]` that do not name a source given to the model are removed from the text, never
 reported: an answer can only cite what it was shown.
+
+Guard rails (docs/guardrails.md) wrap the chain: input rails before retrieval (a redacted
+question is what retrieval and the model see), context rails on the retrieved passages
+(flagged ones are dropped), output rails on the answer, and on a stream a sentence at a
+time, cutting the generation when one blocks.
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ from typing import Any
 from alicerce.chains.language import detect
 from alicerce.generate.base import Generator
 from alicerce.generate.params import DecodingParams
+from alicerce.guard.base import REFUSE, Context
+from alicerce.guard.canary import with_canary
+from alicerce.guard.config import Guards
+from alicerce.guard.rails import Outcome
+from alicerce.guard.watch import StreamWatch
 from alicerce.observe.spans import Recorder
 from alicerce.prompts.builtin import ABSTAIN
 from alicerce.prompts.template import PromptTemplate
@@ -47,6 +57,18 @@ class RagRequest:
     standalone: str = ""
     versions: dict[str, Any] = field(default_factory=dict)
     spans: Recorder = field(default_factory=Recorder)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    redactions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Run:
+    """What one generation produced, filled while it streams."""
+
+    pieces: list[str] = field(default_factory=list)
+    probs: list[TokenLogprob] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    first: float | None = None
 
 
 @dataclass(frozen=True)
@@ -66,9 +88,12 @@ class Prepared:
 class RagChain:
     def __init__(self, retrieve: Retrieve, generator: Generator, prompt: PromptTemplate,
                  context_tokens: int, abstain_below: float,
-                 step_back: PromptTemplate | None = None) -> None:
+                 step_back: PromptTemplate | None = None, guards: Guards | None = None,
+                 canary: str = "") -> None:
         self._retrieve, self._gen, self._prompt = retrieve, generator, prompt
         self._budget, self._floor, self._step_back = context_tokens, abstain_below, step_back
+        self._guards = guards or Guards()
+        self._canary = canary if self._guards.uses_canary() else ""
 
     # -- stages --------------------------------------------------------------------------
     def prepare(self, req: RagRequest) -> Prepared:
@@ -86,6 +111,8 @@ class RagChain:
                            completion_tokens=usage.completion_tokens)
             hits = interleave([hits, self._retrieve(general, rec)])
             timings["step_back_ms"] = _ms(t0)
+        if self._guards.context:
+            hits = self._screen(hits, req, language)
         timings["retrieve_ms"] = _ms(t0)
         with rec.span("context", budget_tokens=self._budget, floor=self._floor) as out:
             best = max((h.scores.get("dense", 0.0) for h in hits), default=0.0)
@@ -101,6 +128,9 @@ class RagChain:
                 abstain=ABSTAIN[language],
                 sources=[{"n": i, "title": h.title or h.doc_key, "section": h.section,
                           "text": h.text} for i, h in enumerate(sources, 1)]))
+            if self._canary and messages and messages[0].role == "system":
+                messages = (Message("system", with_canary(messages[0].content, self._canary)),
+                            *messages[1:])
             out["messages"] = [{"role": m.role, "content": m.content} for m in messages]
         return Prepared(req, language, query, sources, messages, weak, timings, usage)
 
@@ -122,6 +152,13 @@ class RagChain:
     def stream(self, req: RagRequest, stream: bool = True) -> Stream:
         """Text pieces as they are generated, then the finished Answer."""
         t0 = time.perf_counter()
+        if self._guards.input:
+            refused = self._check_input(req)
+            if refused is not None:
+                language = req.language or detect(req.question)
+                yield REFUSE[language]
+                yield self._refusal(req, language, refused, t0)
+                return
         prep = self.prepare(req)
         if prep.weak:
             text = ABSTAIN[prep.language]
@@ -129,34 +166,132 @@ class RagChain:
             yield self._finish(prep, text, Usage(), t0, abstained=True)
             return
         g0 = time.perf_counter()
-        pieces: list[str] = []
-        probs: list[TokenLogprob] = []
-        usage = Usage()
-        first: float | None = None
+        run = _Run()
+        watch = StreamWatch(self._guards.streamable(), self._context(prep)) \
+            if stream and self._guards.output else None
         if stream:
-            for delta in self._gen.stream(prep.messages, req.params):
-                if delta.text:
-                    first = first or time.perf_counter()
-                    pieces.append(delta.text)
-                    yield delta.text
-                usage = delta.usage or usage
-                probs += delta.logprobs
+            yield from self._stream(prep, run, watch)
         else:
             done = self._gen.complete(prep.messages, req.params)
-            pieces, usage, first = [done.text], done.usage, time.perf_counter()
-            probs = list(done.choices[0].logprobs)
+            run.pieces, run.usage, run.first = [done.text], done.usage, time.perf_counter()
+            run.probs = list(done.choices[0].logprobs)
             yield done.text
-        prep.timings["first_token_ms"] = ((first or time.perf_counter()) - t0) * 1000
-        text = "".join(pieces).strip()
+        prep.timings["first_token_ms"] = ((run.first or time.perf_counter()) - t0) * 1000
+        text = "".join(run.pieces).strip()
         req.spans.add("generate", _ms(g0), model=self._gen.name, backend=self._gen.backend,
                       params=req.params.as_dict(), stream=stream,
-                      prompt_tokens=usage.prompt_tokens,
-                      completion_tokens=usage.completion_tokens,
-                      cached_tokens=usage.cached_tokens,
-                      time_to_first_token_ms=round(((first or g0) - g0) * 1000, 3),
+                      prompt_tokens=run.usage.prompt_tokens,
+                      completion_tokens=run.usage.completion_tokens,
+                      cached_tokens=run.usage.cached_tokens,
+                      time_to_first_token_ms=round(((run.first or g0) - g0) * 1000, 3),
                       output=text)
-        answer = self._finish(prep, text, usage, t0, abstained=is_abstention(text))
-        yield replace(answer, logprobs=tuple(probs))
+        if watch and watch.blocked:
+            self._record(req, watch.blocked, "output_guards")
+            yield self._refusal(req, prep.language, watch.blocked, t0, prep, run.usage)
+            return
+        answer = self._finish(prep, text, run.usage, t0, abstained=is_abstention(text))
+        if self._guards.output:
+            answer = self._check_output(answer, prep)
+        yield replace(answer, logprobs=tuple(run.probs))
+
+    def _stream(self, prep: Prepared, run: _Run, watch: StreamWatch | None) -> Iterator[str]:
+        """The model's text as it comes (a sentence at a time when output rails watch),
+        stopping the generation when a rail blocks."""
+        deltas = self._gen.stream(prep.messages, prep.request.params)
+        try:
+            for delta in deltas:
+                if delta.text:
+                    run.first = run.first or time.perf_counter()
+                    run.pieces.append(delta.text)
+                    shown = watch.feed(delta.text) if watch else delta.text
+                    if shown:
+                        yield shown
+                run.usage = delta.usage or run.usage
+                run.probs += delta.logprobs
+                if watch and watch.blocked:
+                    break  # cut the generation: closing the stream frees its slot
+        finally:
+            close = getattr(deltas, "close", None)
+            if close is not None:
+                close()
+        if watch and (rest := watch.finish()):
+            yield rest
+
+    # -- guards --------------------------------------------------------------------------
+    def _check_input(self, req: RagRequest) -> Outcome | None:
+        """Input rails on the question (and the condensed question of a chat turn); the
+        redacted text replaces it. The blocking outcome, if any."""
+        ctx = Context(question=req.question, language=req.language or detect(req.question))
+        texts = [req.question] + ([req.standalone] if req.standalone
+                                  and req.standalone != req.question else [])
+        for i, text in enumerate(texts):
+            out = self._record(req, self._guards.input.run(text, ctx), "input_guards")
+            if out.blocked is not None:
+                return out
+            if i == 0:
+                req.question = out.text
+            else:
+                req.standalone = out.text
+        return None
+
+    def _screen(self, hits: list[Hit], req: RagRequest, language: str) -> list[Hit]:
+        """Context rails on each retrieved passage: blocked ones are dropped (an injection
+        hidden in a document never reaches the model), redacted ones go on redacted."""
+        kept, dropped = [], []
+        verdicts: list[dict[str, Any]] = []
+        t0 = time.perf_counter()
+        for hit in hits:
+            out = self._guards.context.run(hit.text, Context(req.question, language))
+            verdicts += [dict(v.as_dict(), chunk_id=hit.chunk_id) for v in out.verdicts
+                         if v.action != "allow"]
+            if out.blocked is not None:
+                dropped.append(hit.chunk_id)
+            else:
+                kept.append(replace(hit, text=out.text) if out.text != hit.text else hit)
+        req.spans.add("context_guards", _ms(t0), rails=self._guards.context.names(),
+                      passages=len(hits), dropped=dropped, verdicts=verdicts)
+        req.verdicts += verdicts
+        return kept
+
+    def _context(self, prep: Prepared) -> Context:
+        system = next((m.content for m in prep.messages if m.role == "system"), "")
+        return Context(prep.request.question, prep.language,
+                       [h.text for h in prep.sources], system, self._canary)
+
+    def _check_output(self, answer: Answer, prep: Prepared) -> Answer:
+        ctx = self._context(prep)
+        if answer.abstained:
+            ctx = replace(ctx, sources=())  # an abstention claims nothing
+        out = self._record(prep.request, self._guards.output.run(answer.text, ctx),
+                           "output_guards")
+        if out.blocked is not None:
+            text = (ABSTAIN if out.replace == "abstain" else REFUSE)[prep.language]
+            return replace(answer, text=text, citations=(), abstained=True,
+                           guards=tuple(prep.request.verdicts),
+                           blocked=f"output:{out.blocked.rail}")
+        return replace(answer, text=out.text, guards=tuple(prep.request.verdicts),
+                       redactions={**prep.request.redactions, **out.mapping})
+
+    def _record(self, req: RagRequest, out: Outcome, span: str) -> Outcome:
+        ms = sum(v.latency_ms for v in out.verdicts)
+        verdicts = [v.as_dict() for v in out.verdicts]
+        req.spans.add(span, ms, verdicts=verdicts,
+                      blocked=out.blocked.rail if out.blocked else None)
+        req.verdicts += verdicts
+        req.redactions.update(out.mapping)
+        return out
+
+    def _refusal(self, req: RagRequest, language: str, out: Outcome, t0: float,
+                 prep: Prepared | None = None, usage: Usage | None = None) -> Answer:
+        assert out.blocked is not None
+        text = (ABSTAIN if out.replace == "abstain" else REFUSE)[language]
+        timings = dict(prep.timings) if prep else {}
+        timings["total_ms"] = _ms(t0)
+        return Answer(req.question, text, (), prep.sources if prep else (), True, language,
+                      usage or Usage(), timings,
+                      {**req.versions, "decoding": req.params.as_dict()},
+                      standalone_question=req.standalone, guards=tuple(req.verdicts),
+                      blocked=f"{out.blocked.stage}:{out.blocked.rail}")
 
     # -- helpers -------------------------------------------------------------------------
     def _general_question(self, query: str, params: DecodingParams) -> tuple[str, Usage]:
@@ -184,7 +319,9 @@ class RagChain:
         versions = {**prep.request.versions, "decoding": prep.request.params.as_dict()}
         return Answer(prep.request.question, text, cites, prep.sources, abstained,
                       prep.language, total, prep.timings, versions,
-                      standalone_question=prep.query if prep.request.standalone else "")
+                      standalone_question=prep.query if prep.request.standalone else "",
+                      guards=tuple(prep.request.verdicts),
+                      redactions=dict(prep.request.redactions))
 
 
 def reattribute(text: str, sources: Sequence[Hit]) -> str:

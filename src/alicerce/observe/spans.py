@@ -1,7 +1,7 @@
 """Spans: the steps of one request, each with its inputs, outputs and timing.
 
 A `Recorder` travels with one request through the chain; every step adds a span. Steps that
-do not run (a guard not configured yet) are not recorded; a step that fails is recorded with
+do not run (a guard that is not configured) are not recorded; a step that fails is recorded with
 its error before the error goes on.
 """
 

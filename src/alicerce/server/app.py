@@ -44,12 +44,16 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
         alc = alicerce or Alicerce.open(settings=settings)
         svc = Service(alc)
         app.state.service = svc
-        threading.Thread(target=svc.warm_up, daemon=True, name="alicerce-warm-up").start()
+        warm = threading.Thread(target=svc.warm_up, daemon=True, name="alicerce-warm-up")
+        warm.start()
         if not settings.auth:
             log.warning("auth is off: every caller may use every collection (loopback only)")
         try:
             yield
         finally:
+            # A model still loading when the process exits can crash it (native code
+            # torn down under a running thread): let the load finish first.
+            warm.join(timeout=120)
             if alicerce is None:
                 alc.close()
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from alicerce.types import Answer
+
 LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 
 
@@ -40,6 +42,22 @@ class Metrics:
         self.trace_failures = Counter("alicerce_trace_failures_total",
                                       "Traces not stored (write error or full queue)",
                                       registry=r)
+
+        self.guard_verdicts = Counter(
+            "alicerce_guard_verdicts_total", "Guard rail verdicts by stage, rail and action",
+            ["app", "stage", "rail", "action"], registry=r)
+        self.guard_failures = Counter(
+            "alicerce_guard_failures_total", "Rails that failed and fell back to on_error",
+            ["app", "rail", "fallback"], registry=r)
+        self.guard_latency = Histogram("alicerce_guard_seconds", "Time per rail check",
+                                       ["rail"], buckets=LATENCY, registry=r)
+
+    def guarded(self, app: str, answer: Answer) -> None:
+        for v in answer.guards:
+            self.guard_verdicts.labels(app, v["stage"], v["rail"], v["action"]).inc()
+            self.guard_latency.labels(v["rail"]).observe(v["latency_ms"] / 1000)
+            if v.get("error"):
+                self.guard_failures.labels(app, v["rail"], v["action"]).inc()
 
     def depth(self, running: int, waiting: int) -> None:
         self.queue_running.set(running)

@@ -221,12 +221,16 @@ def _sse(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
 
 
 def _finish(final: dict[str, Any], params: DecodingParams) -> str:
+    """OpenAI's reasons; a guard rail that replaced the answer is `content_filter`."""
+    if final.get("blocked"):
+        return "content_filter"
     return "length" if final["usage"]["completion_tokens"] >= params.max_tokens else "stop"
 
 
 def _extra(final: dict[str, Any]) -> dict[str, Any]:
     return {k: final[k] for k in ("answer", "citations", "trace_id", "abstained", "language",
-                                  "timings", "versions", "cached", "standalone_question")}
+                                  "timings", "versions", "cached", "standalone_question",
+                                  "blocked", "guards", "redactions")}
 
 
 def _logprobs(items: tuple[TokenLogprob, ...] | None, shape: str) -> Any:

@@ -54,6 +54,7 @@ class Service:
         self.alc = alc
         self.metrics = Metrics()
         alc.traces.on_failure = self.metrics.trace_failures.inc
+        alc.on_guards = self.metrics.guarded
         self.work = WorkQueue(s.llm_parallel, s.queue_size, self.metrics.depth)
         self.limiter = RateLimiter()
         self.cache = AnswerCache(s.cache_size, s.cache_ttl_s,
@@ -74,6 +75,7 @@ class Service:
             gen.count_tokens("warm up")
             if self.settings.embedder in EMBEDDING_MODELS:
                 self.alc.embed(["warm up"], kind="query")
+            self.alc.warm_guards()
             self.ready.set()
         except AlicerceError as exc:
             self.load_error = str(exc)
@@ -257,7 +259,7 @@ class Service:
             if isinstance(item, Answer):
                 out = answer_dict(item)
                 self.spend(key, app, item.usage.prompt_tokens, item.usage.completion_tokens)
-                if context and not item.abstained:
+                if context and not item.abstained and not item.redactions:
                     ttl = spec.spec["cache"]["ttl_s"] if spec is not None else None
                     await anyio.to_thread.run_sync(self.cache.put, context, app, question, out,
                                                    ttl)
@@ -331,7 +333,8 @@ def answer_dict(a: Answer) -> dict[str, Any]:
                            "source": c.source, "doc_key": c.doc_key, "chunk_id": c.chunk_id,
                            "score": c.score} for c in a.citations],
             "timings": a.timings, "usage": asdict(a.usage),
-            "versions": dict(a.versions), "cached": False}
+            "versions": dict(a.versions), "cached": False, "blocked": a.blocked,
+            "guards": list(a.guards), "redactions": dict(a.redactions)}
 
 
 class EmbedBatcher:

@@ -152,3 +152,10 @@ class AskResponse(BaseModel):
     usage: dict[str, int]
     versions: dict[str, Any]
     cached: bool = False
+    blocked: str = Field("", description="The rail that replaced the answer, e.g. "
+                                         "'input:injection' (docs/guardrails.md).")
+    guards: list[dict[str, Any]] = Field(default_factory=list,
+                                         description="Every rail's verdict.")
+    redactions: dict[str, str] = Field(
+        default_factory=dict, description="Reversible placeholders and what they replaced, "
+                                          "for the asker's own display; never stored.")

@@ -39,6 +39,7 @@ function showSources(turn, extra) {
     list.append(li);
   }
   if (extra.citations.length) turn.append(list);
+  if (extra.blocked) turn.append(el("p", "guard", "Bloqueado pela proteção / blocked by guard: " + extra.blocked));
   const thumbs = el("div", "thumbs");
   for (const [label, score] of [["Útil / helpful", 1], ["Não ajudou / not helpful", -1]]) {
     const b = el("button", "thumb", label);
