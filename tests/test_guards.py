@@ -75,6 +75,17 @@ def test_stream_watch_releases_sentences_redacted_and_stops_at_a_block() -> None
     assert tail.feed("no end") == "" and tail.finish() == "no end"
 
 
+def test_the_normal_form_is_accepted_again(tmp_path: Path) -> None:
+    from alicerce.apps.spec import parse
+
+    spec = parse("name: x\ncollections: [kb]\nguards:\n  input: [size, pii: {reversible: "
+                 "true}]\n  output: [grounding: {min: 0.7, on_fail: abstain}]\n")
+    again = parse("name: x\ncollections: [kb]\nguards: " + json.dumps(spec.guards) + "\n")
+    assert again.guards == spec.guards
+    s = Settings.load(home=tmp_path / "h")
+    assert Settings.load(**s.model_dump()).guards == s.guards
+
+
 def test_canary_and_verbatim_system_prompt_leaks() -> None:
     system = ("You answer questions using only the numbered sources given. Rules: use only "
               "information from the sources and do not make anything up at all.")

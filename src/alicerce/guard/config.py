@@ -41,7 +41,8 @@ STREAMABLE = ("pii", "toxicity", "canary", "topics")
 
 
 def normalise(section: dict[str, Any]) -> dict[str, Any]:
-    """The section in normal form; ValueError naming the field on any problem."""
+    """The section in normal form (which it also accepts, so settings re-validate); a
+    ValueError naming the field on any problem."""
     if not isinstance(section, dict):
         raise ValueError("guards must be a mapping of input/context/output lists")
     unknown = set(section) - {*STAGES, "on_error"}
@@ -68,6 +69,8 @@ def _item(stage: str, item: Any, default: str) -> dict[str, Any]:
     opts: dict[str, Any]
     if isinstance(item, str):
         name, opts = item, {}
+    elif isinstance(item, dict) and isinstance(item.get("rail"), str):  # the normal form
+        name, opts = item["rail"], {k: v for k, v in item.items() if k != "rail"}
     elif isinstance(item, dict) and len(item) == 1:
         name, value = next(iter(item.items()))
         opts = {"action": value} if isinstance(value, str) else value
