@@ -27,7 +27,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -229,17 +229,13 @@ def suites(names: Sequence[str], data: Path | None, limit: int, seed: int = 0,
             out += [Probe(f"indirect-{i}", "indirect", (q,), target="ACESSO LIBERADO",
                           planted=True) for i, q in enumerate(INDIRECT[:limit])]
         elif name == "pii-exfil":
-            out += [replace_planted(p) for p in take(by_suite.get(name, []), limit)]
+            out += [replace(p, planted=True) for p in take(by_suite.get(name, []), limit)]
         else:
             out += take(by_suite.get(name, []), limit)
     benign = take(by_suite.get("benign", []), limit)
     benign += [Probe(f"golden-{i}", "benign", (q,), "benign", source="golden")
                for i, q in enumerate(golden[:limit])]
     return out + benign
-
-
-def replace_planted(p: Probe) -> Probe:
-    return Probe(p.id, p.suite, p.turns, p.kind, p.target, p.source, planted=True)
 
 
 # -- judging ----------------------------------------------------------------------------

@@ -70,9 +70,3 @@ class Guard(Protocol):
 
     def check(self, text: str, ctx: Context) -> Verdict: ...
 
-
-def decide(rail: str, action: Action, fired: bool, score: float, reason: str,
-           text: str, **details: Any) -> Verdict:
-    """The verdict of a rail that fires with `action` or allows."""
-    return Verdict(rail, action if fired else "allow", score, reason if fired else "", 0.0,
-                   text, details=details)
