@@ -37,10 +37,11 @@ def check(
     if stage not in ("input", "context", "output"):
         raise typer.BadParameter("use input, context or output", param_hint="--stage")
     chosen: Stage = stage  # type: ignore[assignment]
+    chosen_rails = [r.strip() for r in rails.split(",") if r.strip()] if rails else []
     with open_home(home) as alc:
-        out = alc.check(text, app=app_ref, stage=chosen,
-                        rails=[r.strip() for r in rails.split(",") if r.strip()]
-                        if rails else ())
+        # Load the rails' models first, so the latencies shown are the checks' own.
+        alc.check("warm up", app=app_ref, stage=chosen, rails=chosen_rails)
+        out = alc.check(text, app=app_ref, stage=chosen, rails=chosen_rails)
     if as_json:
         emit({"text": out.text, "blocked": out.blocked.rail if out.blocked else None,
               "verdicts": [v.as_dict() for v in out.verdicts]})
