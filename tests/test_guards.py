@@ -310,3 +310,21 @@ def test_redteam_cli_on_the_small_real_model(tmp_path: Path) -> None:
     assert r.returncode == 1 and "FAIL  false_refusal" in r.stdout
     r = cli("redteam", "--app", "handbook", "--suites", "bogus")
     assert r.returncode == 2 and "unknown suite" in r.stderr
+
+
+@pytest.mark.real
+def test_personal_data_can_be_redacted_at_ingestion(tmp_path: Path) -> None:
+    docs = tmp_path / "cad"
+    docs.mkdir()
+    (docs / "cadastro.md").write_text("# Cadastro\n\nAna Souza, CPF 529.982.247-25, e-mail "
+                                      "ana@exemplo.com.br, trabalha no RH.\n",
+                                      encoding="utf-8")
+    with Alicerce(Settings.load(home=tmp_path / "h", embedder="hashing")) as alc:
+        alc.ingest([docs], "safe", redact_pii=True)
+        alc.ingest([docs], "plain")
+        text = alc.search("CPF da Ana", "safe")[0].text
+        assert "<CPF>" in text and "529.982.247-25" not in text and "<EMAIL_ADDRESS>" in text
+        assert "529.982.247-25" in alc.search("CPF da Ana", "plain")[0].text
+        assert json.loads(alc.versions("safe")[-1]["chunking"])["redact_pii"] is True
+        with pytest.raises(InputError, match="with PII redaction"):
+            alc.ingest([docs], "safe", redact_pii=False)

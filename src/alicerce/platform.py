@@ -157,12 +157,13 @@ class Alicerce:
                title_field: str | None = None,
                metadata_fields: str | Sequence[str] | None = None,
                chunk_tokens: int | None = None, chunk_overlap: int | None = None,
-               embedder: EmbedderName | None = None,
+               embedder: EmbedderName | None = None, redact_pii: bool | None = None,
                progress: Progress | None = None) -> IngestReport:
         """Add or update files in `collection`; see docs/ingestion.md for the rules.
 
-        `embedder`, `chunk_tokens` and `chunk_overlap` apply when the collection is created
-        (default: the settings); an existing collection keeps its own.
+        `embedder`, `chunk_tokens`, `chunk_overlap` and `redact_pii` (store chunk texts
+        with personal data replaced, docs/guardrails.md) apply when the collection is
+        created (default: the settings, no redaction); an existing collection keeps its own.
         """
         if not _NAME.match(collection):
             raise InputError(f"invalid collection name {collection!r}",
@@ -173,8 +174,9 @@ class Alicerce:
         coll = self.store.collection(collection)
         if coll is None:
             model = get_embedder(embedder or self.settings.embedder, self.settings)
-            cfg = _chunking(chunk_tokens or self.settings.chunk_tokens,
-                            self.settings.chunk_overlap if chunk_overlap is None else chunk_overlap)
+            cfg = replace(_chunking(chunk_tokens or self.settings.chunk_tokens,
+                                    self.settings.chunk_overlap if chunk_overlap is None
+                                    else chunk_overlap), redact_pii=bool(redact_pii))
             coll = self.store.create_collection(collection, model.name, model.dim,
                                                 cfg.as_dict())
         else:
@@ -183,7 +185,14 @@ class Alicerce:
                 raise InputError(
                     f"collection {collection!r} is embedded with {coll.embedder}",
                     hint="leave out --embedder, or ingest into a new collection")
-            cfg = ChunkingConfig(int(coll.chunking["tokens"]), int(coll.chunking["overlap"]))
+            cfg = ChunkingConfig(int(coll.chunking["tokens"]), int(coll.chunking["overlap"]),
+                                 bool(coll.chunking.get("redact_pii", False)))
+            if redact_pii is not None and redact_pii != cfg.redact_pii:
+                raise InputError(
+                    f"collection {collection!r} was created "
+                    f"{'with' if cfg.redact_pii else 'without'} PII redaction; it is fixed "
+                    "when a collection is created",
+                    hint="leave out --redact-pii, or ingest into a new collection")
             asked = (chunk_tokens or cfg.tokens, cfg.overlap if chunk_overlap is None
                      else chunk_overlap)
             if asked != (cfg.tokens, cfg.overlap):

@@ -39,6 +39,10 @@ def ingest(
     chunk_overlap: Annotated[int | None, typer.Option(
         help="Overlap in tokens, for a new collection [default: setting chunk_overlap]")
     ] = None,
+    redact_pii: Annotated[bool | None, typer.Option(
+        "--redact-pii/--keep-pii",
+        help="For a new collection: store chunk texts with personal data replaced (<CPF>, "
+             "<EMAIL_ADDRESS>, ...)")] = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -47,7 +51,7 @@ def ingest(
         report = alc.ingest(paths, collection, sync=sync, text_field=text_field,
                             id_field=id_field, title_field=title_field,
                             metadata_fields=metadata_fields, chunk_tokens=chunk_tokens,
-                            chunk_overlap=chunk_overlap,
+                            chunk_overlap=chunk_overlap, redact_pii=redact_pii,
                             embedder=embedder,  # type: ignore[arg-type]
                             progress=None if as_json else _progress)
     if as_json:

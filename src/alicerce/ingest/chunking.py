@@ -31,9 +31,14 @@ _SPLITTERS: tuple[re.Pattern[str], ...] = (
 class ChunkingConfig:
     tokens: int = 200
     overlap: int = 32
+    redact_pii: bool = False  # chunk texts stored with personal data replaced (<CPF>, ...)
 
-    def as_dict(self) -> dict[str, int | str]:
-        return {"method": "recursive-v1", "tokens": self.tokens, "overlap": self.overlap}
+    def as_dict(self) -> dict[str, int | str | bool]:
+        out: dict[str, int | str | bool] = {"method": "recursive-v1", "tokens": self.tokens,
+                                            "overlap": self.overlap}
+        if self.redact_pii:  # only when on, so earlier collections keep their identity
+            out["redact_pii"] = True
+        return out
 
 
 def _split(text: str, budget: int, count: TokenCounter, level: int = 0) -> list[str]:

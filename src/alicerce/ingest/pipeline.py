@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +115,10 @@ class Ingestor:
                 else:
                     report.added += 1
                 chunks = chunk_document(doc, self.chunking, self.embedder.count_tokens)
+                if self.chunking.redact_pii:
+                    from alicerce.guard.pii import scrub  # loads spaCy: only when asked
+
+                    chunks = [replace(c, text=scrub(c.text)) for c in chunks]
                 batch.docs.append((doc, h, chunks))
                 batch.chunks += len(chunks)
                 if batch.chunks >= BATCH_CHUNKS:
