@@ -16,7 +16,10 @@ end of a long document must not be averaged away, and e5 reads at most 512 token
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -34,6 +37,31 @@ WINDOW_WORDS = 200
 _REASONS = {"injection": "looks like a prompt injection or jailbreak",
             "toxicity": "toxic or abusive language",
             "harmful": "asks for harmful content"}
+
+
+_MEMO: OrderedDict[tuple[int, str], NDArray[np.float32]] = OrderedDict()
+_MEMO_LOCK = threading.Lock()
+MEMO_SIZE = 512
+
+
+def query_vectors(embedder: Embedder, texts: Sequence[str]) -> NDArray[np.float32]:
+    """Query embeddings, remembered for the last few hundred texts: the classifier and
+    topic rails of one request read the same question (and a streamed answer is checked
+    again whole at the end), so each text is embedded once."""
+    key = id(embedder)
+    with _MEMO_LOCK:
+        known = {t: _MEMO[(key, t)] for t in texts if (key, t) in _MEMO}
+    missing = list(dict.fromkeys(t for t in texts if t not in known))
+    if missing:
+        fresh = np.asarray(embedder.embed_queries(missing), dtype=np.float32)
+        known.update(zip(missing, fresh, strict=True))
+        with _MEMO_LOCK:
+            for t, v in zip(missing, fresh, strict=True):
+                _MEMO[(key, t)] = v
+            while len(_MEMO) > MEMO_SIZE:
+                _MEMO.popitem(last=False)
+    rows = [known[t] for t in texts]
+    return np.stack(rows)
 
 
 @dataclass(frozen=True)
@@ -89,7 +117,7 @@ class ClassifierGuard:
         h = head(self.name)
         parts = [windows(t) for t in texts]
         flat = [w for p in parts for w in p]
-        probs = h.probabilities(np.asarray(self.embedder.embed_queries(flat)))
+        probs = h.probabilities(query_vectors(self.embedder, flat))
         out, i = [], 0
         for p in parts:
             out.append(float(probs[i:i + len(p)].max()))

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from alicerce.embed.base import Embedder
 from alicerce.guard.base import Action, Context, Verdict
+from alicerce.guard.classify import query_vectors
 
 TOPICS: dict[str, tuple[str, ...]] = {
     "politics": (
@@ -64,11 +65,11 @@ class TopicGuard:
     def _vectors(self, topic: str) -> NDArray[np.float32]:
         if topic not in self._examples:
             examples = list(TOPICS.get(topic, (topic,)))
-            self._examples[topic] = np.asarray(self.embedder.embed_queries(examples))
+            self._examples[topic] = query_vectors(self.embedder, examples)
         return self._examples[topic]
 
     def scores(self, text: str, topics: Sequence[str]) -> dict[str, float]:
-        q = np.asarray(self.embedder.embed_queries([text]))[0]
+        q = query_vectors(self.embedder, [text])[0]
         return {t: float((self._vectors(t) @ q).max()) for t in topics}
 
     def check(self, text: str, ctx: Context) -> Verdict:
