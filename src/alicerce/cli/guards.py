@@ -65,8 +65,10 @@ def redteam(
     data: Annotated[Path | None, typer.Option(
         help="Folder holding prompt-injection/ (the public sets); without it only the "
              "built-in probes run.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Attacks per suite (and benign prompts)."
-                                       )] = 10,
+    limit: Annotated[int, typer.Option(min=1, help="Attacks per suite.")] = 10,
+    benign: Annotated[int | None, typer.Option(
+        min=0, help="Benign prompts from each source (built-in + XSTest safe, golden "
+                    "questions) for the false-refusal rate; default: --limit.")] = None,
     golden: Annotated[Path | None, typer.Option(
         help="An evaluation dataset whose questions join the benign prompts.")] = None,
     model: ModelOpt = None,
@@ -85,7 +87,7 @@ def redteam(
     with open_home(home) as alc:
         questions = [r.question for r in load_dataset(golden).rows] if golden else []
         probes = suite_probes([s.strip() for s in suites.split(",") if s.strip()], data,
-                              limit, seed, questions)
+                              limit, seed, questions, benign)
         typer.echo(f"{len(probes)} probes against {app_ref}"
                    + (" (each also without guards)" if baseline else ""), err=True)
         run = RedTeam(alc, app_ref, model, baseline,

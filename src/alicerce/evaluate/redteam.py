@@ -200,9 +200,10 @@ def mutations(probe: Probe, rng: random.Random) -> list[Probe]:
 
 
 def suites(names: Sequence[str], data: Path | None, limit: int, seed: int = 0,
-           golden: Sequence[str] = ()) -> list[Probe]:
+           golden: Sequence[str] = (), benign: int | None = None) -> list[Probe]:
     """The probes of the chosen suites, `limit` attacks each (sampled with `seed`), and
-    the benign prompts (built-in, XSTest safe, and the app's golden questions)."""
+    `benign` (default `limit`) prompts each from the built-in and XSTest safe prompts and
+    from the app's golden questions."""
     unknown = [n for n in names if n not in SUITES]
     if unknown:
         raise InputError(f"unknown suite(s) {', '.join(unknown)}",
@@ -232,10 +233,11 @@ def suites(names: Sequence[str], data: Path | None, limit: int, seed: int = 0,
             out += [replace(p, planted=True) for p in take(by_suite.get(name, []), limit)]
         else:
             out += take(by_suite.get(name, []), limit)
-    benign = take(by_suite.get("benign", []), limit)
-    benign += [Probe(f"golden-{i}", "benign", (q,), "benign", source="golden")
-               for i, q in enumerate(golden[:limit])]
-    return out + benign
+    n_benign = limit if benign is None else benign
+    harmless = take(by_suite.get("benign", []), n_benign)
+    harmless += [Probe(f"golden-{i}", "benign", (q,), "benign", source="golden")
+                 for i, q in enumerate(golden[:n_benign])]
+    return out + harmless
 
 
 # -- judging ----------------------------------------------------------------------------
@@ -278,7 +280,9 @@ class RedTeam:
         results = []
         for i, probe in enumerate(probes):
             guarded = self._ask(probe, True, planted, system)
-            plain = self._ask(probe, False, planted, system) if self.baseline else None
+            # a benign prompt cannot succeed as an attack: only its guarded run is asked
+            plain = self._ask(probe, False, planted, system) \
+                if self.baseline and probe.kind != "benign" else None
             results.append(self._row(probe, guarded, plain))
             if self.progress:
                 self.progress(i + 1, len(probes))
@@ -362,7 +366,8 @@ def _last(stream: Any) -> Answer:
 
 
 def summarise(results: Sequence[RowResult]) -> dict[str, Estimate]:
-    """Rates with 95% bootstrap intervals: overall, per suite, and the rails' latency."""
+    """Rates with 95% bootstrap intervals: attack success overall and per suite, false
+    refusals overall and per benign source, and the rails' latency."""
     out: dict[str, Estimate] = {}
     attacks = [r for r in results if r.details["kind"] == "attack"]
     benign = [r for r in results if r.details["kind"] == "benign"]
@@ -375,9 +380,13 @@ def summarise(results: Sequence[RowResult]) -> dict[str, Estimate]:
             values = [r.scores[key] for r in rows if key in r.scores and not r.errors]
             if values:
                 out[prefix + name] = bootstrap(values)
-    values = [r.scores["refused"] for r in benign if not r.errors]
-    if values:
-        out["false_refusal"] = bootstrap(values)
+    by_source: dict[str, list[RowResult]] = {"": benign}
+    for r in benign:
+        by_source.setdefault("." + r.details["source"], []).append(r)
+    for suffix, rows in by_source.items():
+        values = [r.scores["refused"] for r in rows if not r.errors]
+        if values:
+            out["false_refusal" + suffix] = bootstrap(values)
     rails: dict[str, list[float]] = {}
     for r in results:
         for rail, ms in r.details["rails_ms"].items():
@@ -424,54 +433,69 @@ def _pct(run: Run, metric: str) -> str:
     return "-" if est is None else f"{est.mean:.1%} ({est.low:.0%}-{est.high:.0%}, n={est.n})"
 
 
-def _tables(run: Run) -> tuple[list[str], list[list[str]], list[list[str]]]:
+def _tables(run: Run) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
     suites_ = sorted({r.details["suite"] for r in run.results
                       if r.details["kind"] == "attack"})
     rows = [[s, _pct(run, f"{s}.attack_success"), _pct(run, f"{s}.attack_success_unguarded")]
             for s in suites_]
     rows.append(["all attacks", _pct(run, "attack_success"),
                  _pct(run, "attack_success_unguarded")])
+    sources = sorted({k.split(".", 1)[1] for k in run.summary
+                      if k.startswith("false_refusal.")})
+    refusals = [[s, _pct(run, f"false_refusal.{s}")] for s in sources]
+    refusals.append(["all benign", _pct(run, "false_refusal")])
     rails = sorted({k.split(".")[1] for k in run.summary if k.startswith("latency_ms.")})
     lat = [[r, f"{run.summary[f'latency_ms.{r}.p50'].mean:.1f}",
             f"{run.summary[f'latency_ms.{r}.p99'].mean:.1f}"] for r in rails]
-    return suites_, rows, lat
+    return rows, refusals, lat
 
 
 def _hits(run: Run, limit: int = 25) -> list[RowResult]:
     return [r for r in run.results if r.scores.get("success")][:limit]
 
 
+def _refused(run: Run, limit: int = 25) -> list[RowResult]:
+    return [r for r in run.results if r.scores.get("refused")
+            and r.details["kind"] == "benign"][:limit]
+
+
 def markdown(run: Run) -> str:
-    _, rows, lat = _tables(run)
+    rows, refusals, lat = _tables(run)
     out = [f"# Red-team run {run.id}", "",
            f"App `{run.target}`, {run.rows} probes, {run.seconds:.0f} s, suites "
            f"{run.dataset_version}.", "",
            "| suite | attack success with guards | without guards |", "|---|---|---|"]
     out += [f"| {' | '.join(r)} |" for r in rows]
-    out += ["", f"False refusals (benign prompts blocked by a guard): "
-                f"{_pct(run, 'false_refusal')}", "",
-            "| rail | p50 ms | p99 ms |", "|---|---|---|"]
+    out += ["", "| benign prompts | false refusals (blocked by a guard) |", "|---|---|"]
+    out += [f"| {' | '.join(r)} |" for r in refusals]
+    out += ["", "| rail | p50 ms | p99 ms |", "|---|---|---|"]
     out += [f"| {' | '.join(r)} |" for r in lat]
-    hits = _hits(run)
-    if hits:
-        out += ["", "## Attacks that succeeded with guards on", ""]
-        out += [f"- `{r.row_id}` ({r.details['suite']}): {_short(r.question)} → "
-                f"{_short(r.answer)}" for r in hits]
+    for title, items in (("Attacks that succeeded with guards on", _hits(run)),
+                         ("Benign prompts refused", _refused(run))):
+        if items:
+            out += ["", f"## {title}", ""]
+            out += [f"- `{r.row_id}` ({r.details['suite']}, "
+                    f"{r.details['blocked_by'] or 'answered'}): {_short(r.question)} → "
+                    f"{_short(r.answer)}" for r in items]
     return "\n".join(out) + "\n"
 
 
 def html(run: Run) -> str:
     import html as h
 
-    _, rows, lat = _tables(run)
+    rows, refusals, lat = _tables(run)
 
     def table(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
         return ("<table><tr>" + "".join(f"<th>{h.escape(x)}</th>" for x in head) + "</tr>"
                 + "".join("<tr>" + "".join(f"<td>{h.escape(x)}</td>" for x in r) + "</tr>"
                           for r in body) + "</table>")
-    hits = "".join(f"<li><code>{h.escape(r.row_id)}</code> ({h.escape(r.details['suite'])})"
-                   f": {h.escape(_short(r.question))} → {h.escape(_short(r.answer))}</li>"
-                   for r in _hits(run))
+    def items(rows_: Sequence[RowResult]) -> str:
+        return "".join(
+            f"<li><code>{h.escape(r.row_id)}</code> ({h.escape(r.details['suite'])}, "
+            f"{h.escape(r.details['blocked_by'] or 'answered')}): "
+            f"{h.escape(_short(r.question))} → {h.escape(_short(r.answer))}</li>"
+            for r in rows_)
+    hits, refused = items(_hits(run)), items(_refused(run))
     return ("<!doctype html><meta charset='utf-8'><title>Red-team " + h.escape(run.id) +
             "</title><style>body{font:14px sans-serif;max-width:60em;margin:2em auto}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
@@ -479,10 +503,11 @@ def html(run: Run) -> str:
             f"<h1>Red-team run {h.escape(run.id)}</h1><p>App <b>{h.escape(run.target)}</b>, "
             f"{run.rows} probes, {run.seconds:.0f} s.</p>"
             + table(["suite", "attack success with guards", "without guards"], rows)
-            + f"<p>False refusals: {h.escape(_pct(run, 'false_refusal'))}</p>"
+            + table(["benign prompts", "false refusals (blocked by a guard)"], refusals)
             + table(["rail", "p50 ms", "p99 ms"], lat)
             + (f"<h2>Attacks that succeeded with guards on</h2><ul>{hits}</ul>" if hits
-               else "<p>No attack succeeded with guards on.</p>"))
+               else "<p>No attack succeeded with guards on.</p>")
+            + (f"<h2>Benign prompts refused</h2><ul>{refused}</ul>" if refused else ""))
 
 
 def _short(text: str, n: int = 160) -> str:
