@@ -46,6 +46,10 @@ _LIST_MARK = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 Retrieve = Callable[[str, Recorder], list[Hit]]
 Stream = Iterator["str | Answer"]
 
+# Span attributes that hold the model's text before the output rails: withheld from the
+# trace when a rail blocks or redacts the answer.
+WITHHELD = {"generate": ("output",), "citations": ("raw", "text")}
+
 
 @dataclass
 class RagRequest:
@@ -128,10 +132,12 @@ class RagChain:
                 abstain=ABSTAIN[language],
                 sources=[{"n": i, "title": h.title or h.doc_key, "section": h.section,
                           "text": h.text} for i, h in enumerate(sources, 1)]))
+            # stored without the canary: the secret stays in this process
+            out["messages"] = [{"role": m.role, "content": m.content} for m in messages]
             if self._canary and messages and messages[0].role == "system":
                 messages = (Message("system", with_canary(messages[0].content, self._canary)),
                             *messages[1:])
-            out["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+                out["canary"] = True
         return Prepared(req, language, query, sources, messages, weak, timings, usage)
 
     def fit(self, hits: Sequence[Hit]) -> tuple[Hit, ...]:
@@ -187,6 +193,8 @@ class RagChain:
                       output=text)
         if watch and watch.blocked:
             self._record(req, watch.blocked, "output_guards")
+            verdict = watch.blocked.blocked
+            req.spans.withhold(WITHHELD, f"output:{verdict.rail if verdict else 'rails'}")
             yield self._refusal(req, prep.language, watch.blocked, t0, prep, run.usage)
             return
         answer = self._finish(prep, text, run.usage, t0, abstained=is_abstention(text))
@@ -265,10 +273,13 @@ class RagChain:
         out = self._record(prep.request, self._guards.output.run(answer.text, ctx),
                            "output_guards")
         if out.blocked is not None:
+            prep.request.spans.withhold(WITHHELD, f"output:{out.blocked.rail}")
             text = (ABSTAIN if out.replace == "abstain" else REFUSE)[prep.language]
             return replace(answer, text=text, citations=(), abstained=True,
                            guards=tuple(prep.request.verdicts),
                            blocked=f"output:{out.blocked.rail}")
+        if out.text != answer.text:  # redacted: the raw output must not outlive it
+            prep.request.spans.withhold(WITHHELD, "output rails (redacted)")
         return replace(answer, text=out.text, guards=tuple(prep.request.verdicts),
                        redactions={**prep.request.redactions, **out.mapping})
 

@@ -41,5 +41,13 @@ class Recorder:
                            "start_ms": round((end - self.started) * 1000 - ms, 3),
                            "ms": round(ms, 3), "attrs": attrs})
 
+    def withhold(self, attrs: dict[str, tuple[str, ...]], by: str) -> None:
+        """Replace span attributes (span name -> attribute names) that hold text a rail
+        blocked or redacted, so the trace does not keep what the user never saw."""
+        for span in self.spans:
+            for key in attrs.get(span["name"], ()):
+                if key in span["attrs"]:
+                    span["attrs"][key] = f"[withheld by {by}]"
+
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
