@@ -5,6 +5,7 @@ The real model behind a live `alicerce serve` is tested in test_server_live.py."
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -219,6 +220,33 @@ def test_feedback_traces_health_and_metrics(server: tuple[Alicerce, TestClient])
     assert 'alicerce_tokens_total{app="kb",direction="out"}' in text
 
 
+def test_quality_drift_and_evaluation_metrics(server: tuple[Alicerce, TestClient]) -> None:
+    """Answers by outcome, retrieval scores, ratings, the process, and the gauges of drift
+    and evaluation runs stored by other processes (read from the home at scrape time)."""
+    alc, client = server
+    _, key = alc.keys.create("a", ["ask"], ["kb"])
+    for q in ("Em quantos dias envio os comprovantes?", "Táxi é reembolsado?",
+              "Quantos dias de férias?", "Qual a senha do Wi-Fi?", "Hotel é reembolsado?"):
+        ans = client.post("/v1/apps/kb/ask", headers=bearer(key), json={"question": q}).json()
+    client.post("/v1/feedback", headers=bearer(key),
+                json={"trace_id": ans["trace_id"], "score": -1, "rating": 2})
+    alc.monitor("kb", sample=1.0, window="1h")
+    for i, q in enumerate(("Wi-Fi?", "Senha?", "Visitantes?", "Rede?", "Código?")):
+        alc.traces.record("kb", "k", q, at=time.time() - 86400 * (2 + i))  # last week
+    alc.drift("kb", "window:7d", "1h", sides=["input"], sample=10)
+    text = client.get("/metrics").text
+    assert 'alicerce_answers_total{app="kb",outcome="answered",version=""} 5.0' in text
+    assert 'alicerce_answers_total{app="kb",outcome="abstained",version=""} 0.0' in text
+    assert 'alicerce_retrieval_top_score_count{app="kb"} 5.0' in text
+    assert 'alicerce_feedback_rating_sum{app="kb"} 2.0' in text
+    assert 'alicerce_feedback_total{app="kb",score="down"} 1.0' in text
+    assert "alicerce_queue_capacity" in text and "process_resident_memory_bytes" in text
+    assert 'alicerce_info{version="' in text
+    assert 'kind="online",metric="triad.groundedness",version=""}' in text
+    assert 'alicerce_drift_detected{app="kb",side="input"}' in text
+    assert 'alicerce_drift_statistic{app="kb",side="input",test="embedding_mmd"}' in text
+
+
 def test_conversation_follow_up_through_the_native_route(
         server: tuple[Alicerce, TestClient]) -> None:
     alc, client = server
@@ -420,4 +448,24 @@ def test_a_rail_that_blocks_is_a_content_filter_finish_and_counted(tmp_path: Pat
         metrics = client.get("/metrics").text
         assert 'alicerce_guard_verdicts_total{action="block",app="kb",rail="size",' \
                'stage="input"} 1.0' in metrics
+    alc.close()
+
+
+def test_the_server_runs_drift_and_continuous_evaluation_on_its_schedule(
+        tmp_path: Path, docs: Path) -> None:
+    alc, client = make(tmp_path, docs, monitor_interval_s=0.3, monitor_sample=1.0,
+                       drift_window="1h")
+    for i, q in enumerate(("Wi-Fi?", "Senha?", "Visitantes?", "Rede?", "Código?")):
+        alc.traces.record("kb", "k", q, at=time.time() - 86400 * (2 + i))  # last week
+    with client:
+        _, key = alc.keys.create("a", ["ask"], ["kb"])
+        for q in ("Táxi?", "Hotel?", "Férias?", "Comprovantes?", "Prazo?"):
+            assert client.post("/v1/apps/kb/ask", headers=bearer(key),
+                               json={"question": q}).status_code == 200
+        deadline = time.time() + 30
+        while not (alc.drift_runs.history("kb") and alc.evals.runs.list(app="kb")):
+            assert time.time() < deadline, "the monitor thread never ran"
+            time.sleep(0.2)
+    assert alc.drift_runs.history("kb")[0].window == "1h"
+    assert alc.evals.runs.list(app="kb")[0].kind == "online"
     alc.close()

@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from alicerce.errors import ConfigError
 from alicerce.guard.config import normalise as normalise_guards
+from alicerce.observe.windows import duration_s
 
 SearchMode = Literal["sparse", "dense", "hybrid", "rrf"]
 EmbedderName = Literal["e5-small", "minilm", "remote", "hashing"]
@@ -173,11 +174,30 @@ class Settings(BaseSettings):
     otlp_headers: dict[str, str] = Field(
         default_factory=dict, description="Headers for the OTLP endpoint (e.g. an API key).")
 
+    # Monitoring (docs/monitoring.md)
+    monitor_interval_s: float = Field(
+        0.0, ge=0.0, description="`alicerce serve` runs drift and continuous evaluation on "
+                                 "every app with traffic this often (e.g. 3600); 0 = only "
+                                 "when `alicerce drift` / `alicerce monitor run` run.")
+    monitor_sample: float = Field(0.05, ge=0.0, le=1.0, description="Share of live traces "
+                                  "the server's continuous evaluation scores (0 = none).")
+    monitor_judge: bool = Field(False, description="The server's continuous evaluation also "
+                                "asks the judge model (judge_model): the RAG triad.")
+    drift_baseline: str = Field("window:7d", description="Baseline of the server's drift "
+                                "runs: window:7d (past traces) or dataset:PATH.")
+    drift_window: str = Field("24h", description="Current window of the server's drift runs.")
+
     # Guardrails (docs/guardrails.md)
     guards: dict[str, Any] = Field(
         default_factory=lambda: dict(DEFAULT_GUARDS),
         description="Rails for answers from a bare collection (an app spec sets its own); "
                     "same form as an app spec's guards section; {} turns them off.")
+
+    @field_validator("drift_window")
+    @classmethod
+    def _window(cls, v: str) -> str:
+        duration_s(v, "drift_window")
+        return v
 
     @field_validator("guards")
     @classmethod

@@ -27,8 +27,10 @@ from alicerce.config import EmbedderName, Extractiveness, SearchMode, Settings
 from alicerce.embed import EMBEDDING_MODELS, family, get_embedder
 from alicerce.embed.base import Embedder
 from alicerce.errors import AlicerceError, ConfigError, InputError, NotFoundError
+from alicerce.evaluate.online import OnlineEvaluation
 from alicerce.evaluate.retrieval import EvalQuery, RetrievalReport, evaluate, score
 from alicerce.evaluate.runner import Evaluator
+from alicerce.evaluate.runs import Run
 from alicerce.generate import Generator, get_generator
 from alicerce.generate.models import ModelInfo, list_models
 from alicerce.generate.models import model_identity as _identity
@@ -41,10 +43,18 @@ from alicerce.guard.config import normalise as normalise_guards
 from alicerce.guard.rails import Outcome, Rails
 from alicerce.ingest.chunking import ChunkingConfig
 from alicerce.ingest.pipeline import Ingestor, Progress, max_bytes, parse_mapping
+from alicerce.observe.drift_runs import (
+    DriftRun,
+    DriftRuns,
+    baseline_sample,
+    compare_samples,
+    new_id,
+)
 from alicerce.observe.experiments import Experiments
 from alicerce.observe.otlp import OtlpExport
 from alicerce.observe.spans import Recorder
-from alicerce.observe.traces import FeedbackFilter, Traces, TraceSettings
+from alicerce.observe.traces import FeedbackFilter, Trace, Traces, TraceSettings
+from alicerce.observe.windows import duration_s
 from alicerce.prompts.builtin import BUILTINS
 from alicerce.prompts.registry import PromptRegistry
 from alicerce.prompts.template import PromptTemplate
@@ -86,13 +96,15 @@ class Alicerce:
             if settings.otlp_endpoint else None)
         self.apps = AppRegistry(self.store.path)
         self._evals: Evaluator | None = None
+        self._drift: DriftRuns | None = None
         self._app_cache: dict[tuple[str, int], AppVersion] = {}
         self._identities: dict[str, str] = {}
         self._guards: dict[str, Guards] = {}
         # Appended to system prompts when an app has the canary rail; random per process,
         # so no document or user can know it in advance.
         self.canary = new_canary()
-        self.on_guards: Callable[[str, Answer], None] | None = None
+        # Called with (app, app version, answer) for every answer: the server's metrics.
+        self.on_answer: Callable[[str, int | None, Answer], None] | None = None
         self.experiments: Experiments | None = None
         if settings.mlflow:
             self.experiments = (Experiments(settings.mlflow_tracking_uri, None)
@@ -124,6 +136,8 @@ class Alicerce:
         self.apps.close()
         if self._evals is not None:
             self._evals.runs.close()
+        if self._drift is not None:
+            self._drift.close()
         self.store.close()
 
     # -- collections ---------------------------------------------------------------------
@@ -263,6 +277,51 @@ class Alicerce:
         if self._evals is None:
             self._evals = Evaluator(self)
         return self._evals
+
+    # -- monitoring ----------------------------------------------------------------------
+    @property
+    def drift_runs(self) -> DriftRuns:
+        """Stored drift runs and the embedding memo (docs/monitoring.md)."""
+        if self._drift is None:
+            self._drift = DriftRuns(self.store.path)
+        return self._drift
+
+    def drift(self, app: str, baseline: str, window: str = "24h", *,
+              sides: Sequence[str] = ("input", "output"), sample: int = 500,
+              alpha: float = 0.01, seed: int = 0, limit: int = 100_000) -> DriftRun:
+        """Skew (`baseline` dataset:PATH, the eval set) or drift (window:7d, the traces of
+        the week before) of an app's production traffic in the last `window`, on the
+        questions and the answers; the run is stored with the app's drift history."""
+        name = split_ref(app)[0]
+        window_s = duration_s(window, "--window")
+        if not 10 <= sample <= 5000:
+            raise InputError(f"sample must be 10..5000 texts per side, got {sample}",
+                             hint="e.g. --sample 500")
+        if not 0 < alpha < 1:
+            raise InputError(f"alpha must be between 0 and 1, got {alpha}", hint="e.g. 0.01")
+        unknown = [s for s in sides if s not in ("input", "output")]
+        if unknown or not sides:
+            raise InputError(f"unknown side(s) {', '.join(unknown) or '(none)'}",
+                             hint="use input, output or both")
+        coll = self._collection(self.app_collections(app)[0])
+        self.traces.flush()
+        started, now = time.perf_counter(), time.time()
+        runs = self.drift_runs
+        current = runs.traces(name, now - window_s, now, limit)
+        base = baseline_sample(runs, name, baseline, window_s, now, limit)
+        reports = compare_samples(runs, self.embedder_for(coll), base, current,
+                                  sample=sample, alpha=alpha, seed=seed, sides=sides)
+        if not reports:
+            raise InputError(
+                f"too few texts to compare: {len(base.inputs)} in the baseline "
+                f"({base.source}), {len(current.inputs)} in the last {window} for {name!r}",
+                hint="each side needs at least 5; widen --window or the baseline, or check "
+                     "--app names the app that served the traffic")
+        run = DriftRun(new_id(), now, name, baseline, window, any(r.drifted for r in reports),
+                       time.perf_counter() - started, reports,
+                       {"baseline": base.source, "current": current.source})
+        runs.save(run)
+        return run
 
     def track(self, log_run: Callable[[Experiments], str]) -> str | None:
         """Log to MLflow when it is on; the run id. A tracking failure is logged, not raised:
@@ -472,19 +531,41 @@ class Alicerce:
         every row is written, so a failed export leaves the old file whole."""
         rows = list(self.traces.export(app=app, rating=rating, min_stars=min_stars,
                                        max_stars=max_stars))
-        path = Path(to)
-        tmp = path.with_name(path.name + ".part")
-        try:
-            with tmp.open("w", encoding="utf-8") as f:
-                for row in rows:
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            tmp.replace(path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise InputError(f"cannot write {path}: {exc.strerror}",
-                             hint="pick a writable path with --to") from None
-        self.keys.audit(actor, "feedback.export", str(path),
+        _write_rows(Path(to), rows)
+        self.keys.audit(actor, "feedback.export", str(to),
                         {"rows": len(rows), "app": app, "rating": rating})
+        return len(rows)
+
+    # -- continuous evaluation -----------------------------------------------------------
+    def monitor(self, app: str, *, sample: float = 0.05, window: str = "24h",
+                judge: bool = False, judge_model: str | None = None,
+                limit: int = 1000) -> list[Run]:
+        """Score a sample of the app's live traces (groundedness; with a judge the RAG
+        triad) joined with their feedback, off the request path; one stored run of kind
+        "online" per app version (docs/monitoring.md)."""
+        j = self.evals.judge(judge_model) if judge or judge_model else None
+        return OnlineEvaluation(self, j).run(app, sample=sample, window=window, limit=limit)
+
+    def review_queue(self, app: str | None = None, limit: int = 100) -> list[tuple[Trace, str]]:
+        """Traces waiting for a person: rated down, or scored low by `monitor`."""
+        return [(self.traces.get(tid), why)
+                for tid, why in self.evals.runs.review_queue(app, limit)]
+
+    def export_review(self, to: str | Path, app: str | None = None,
+                      actor: str = "local") -> int:
+        """Write the review queue as JSONL evaluation rows (question, the answer given,
+        the user's reference answer if any) and take them off the queue."""
+        queue = self.review_queue(app, limit=10_000)
+        rows: list[dict[str, Any]] = []
+        for t, why in queue:
+            refs = [f.reference for f in self.traces.feedback_for(t.id) if f.reference]
+            rows.append({"question": t.question, "answer": t.answer,
+                         "reference_answer": refs[-1] if refs else None, "sources": [],
+                         "origin": {"trace_id": t.id, "app": t.app,
+                                    "app_version": t.app_version, "review": why}})
+        _write_rows(Path(to), rows)
+        self.evals.runs.mark_reviewed([t.id for t, _ in queue])
+        self.keys.audit(actor, "review.export", str(to), {"rows": len(rows), "app": app})
         return len(rows)
 
     def app_collections(self, app: str) -> list[str]:
@@ -664,8 +745,8 @@ class Alicerce:
             for item in stream:
                 if isinstance(item, Answer):
                     question = item.question
-                    if item.guards and self.on_guards is not None:
-                        self.on_guards(app, item)
+                    if self.on_answer is not None:
+                        self.on_answer(app, version.version if version else None, item)
                     item = replace(item, trace_id=self.traces.record(
                         app, caller, item.question, answer=item, spans=rec.spans,
                         lineage=item.versions, app_version=version.version if version else None,
@@ -706,6 +787,20 @@ class Alicerce:
             raise InputError(f"the question has {len(text)} characters, over the limit of "
                              f"{self.settings.max_question_chars}",
                              hint="shorten it, or raise max_question_chars")
+
+
+def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """JSONL, replacing the file only once every row is written."""
+    tmp = path.with_name(path.name + ".part")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {exc.strerror}",
+                         hint="pick a writable path") from None
 
 
 def _chunking(tokens: int, overlap: int) -> ChunkingConfig:

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from alicerce.cli import answers, apps, evals, guards, kb, prompts, serving  # noqa: F401  (they register their commands)
+from alicerce.cli import answers, apps, evals, guards, kb, monitor, prompts, serving  # noqa: F401  (they register their commands)
 from alicerce.cli.common import app
 from alicerce.errors import AlicerceError
 

@@ -14,6 +14,7 @@ from alicerce.apps.registry import AppVersion
 from alicerce.cli.common import HomeOpt, JsonOpt, app, emit, open_home
 from alicerce.errors import InputError
 from alicerce.observe.traces import FeedbackFilter, Trace
+from alicerce.observe.windows import duration_s
 
 apps_app = typer.Typer(no_args_is_help=True,
                        help="Apps as versioned artifacts: deploy, list, show, diff, label.")
@@ -120,14 +121,7 @@ def rollback(name: Annotated[str, typer.Argument(help="App name")],
 
 
 def _since(text: str | None) -> float | None:
-    """'90s', '15m', '1h', '7d' → seconds."""
-    if text is None:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
-    except (ValueError, IndexError):
-        raise InputError(f"cannot read --since {text!r}", hint="e.g. 30m, 1h, 7d") from None
+    return None if text is None else duration_s(text, "--since")
 
 
 @traces_app.command("list")

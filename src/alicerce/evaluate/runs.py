@@ -14,7 +14,7 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,6 +54,12 @@ CREATE TABLE IF NOT EXISTS eval_results (
     errors TEXT NOT NULL,
     PRIMARY KEY (run_id, row_id)
 );
+CREATE TABLE IF NOT EXISTS online_scored (
+    trace_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    review TEXT NOT NULL,
+    reviewed INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS eval_memo (
     key TEXT PRIMARY KEY,
     at REAL NOT NULL,
@@ -82,7 +88,7 @@ class RowResult:
 class Run:
     id: str
     at: float
-    kind: str  # "run" or "pairwise"
+    kind: str  # "run", "pairwise", "redteam" or "online"
     app: str
     app_version: int | None
     target: str
@@ -133,8 +139,12 @@ class RunStore:
                        (key, time.time(), json.dumps(encode(value), ensure_ascii=False)))
         return value, False
 
-    def save(self, run: Run) -> None:
+    def save(self, run: Run, scored: Sequence[tuple[str, str]] = ()) -> None:
+        """The run and its rows in one transaction; for an online run, `scored` marks its
+        traces (with why each needs review, or "") in the same one."""
         with transaction(self._db) as db:
+            db.executemany("INSERT OR REPLACE INTO online_scored (trace_id, run_id, review) "
+                           "VALUES (?, ?, ?)", [(t, run.id, why) for t, why in scored])
             db.execute("INSERT INTO eval_runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
                 run.id, run.at, run.kind, run.app, run.app_version, run.target, run.dataset,
                 run.dataset_version, json.dumps(run.metrics), run.judge,
@@ -156,6 +166,45 @@ class RunStore:
             raise NotFoundError(f"no evaluation run {run_id!r}",
                                 hint="`alicerce eval list` shows the runs")
         return self._run(row, with_results=True)
+
+    def scored(self, trace_ids: Sequence[str]) -> set[str]:
+        """Which of these traces an online run has already scored."""
+        out: set[str] = set()
+        for start in range(0, len(trace_ids), 500):
+            part = list(trace_ids[start:start + 500])
+            out.update(r[0] for r in self._db.execute(
+                f"SELECT trace_id FROM online_scored WHERE trace_id IN "
+                f"({','.join('?' * len(part))})", part))
+        return out
+
+    def review_queue(self, app: str | None = None, limit: int = 100
+                     ) -> list[tuple[str, str]]:
+        """(trace id, why) of traces awaiting review, oldest first: rated down by a user,
+        or scored low by an online run."""
+        where, args = ("AND t.app = ?", [app]) if app else ("", [])
+        sql = (
+            "SELECT id, why FROM ("
+            "  SELECT t.id, 'rated down' why, t.at FROM traces t WHERE EXISTS (SELECT 1 FROM "
+            "  feedback f WHERE f.trace_id = t.id AND f.score = -1) " + where +
+            "  UNION SELECT t.id, o.review, t.at FROM online_scored o JOIN traces t "
+            "  ON t.id = o.trace_id WHERE o.review != '' " + where +
+            ") q WHERE NOT EXISTS (SELECT 1 FROM online_scored d WHERE d.trace_id = q.id "
+            "AND d.reviewed = 1) GROUP BY id ORDER BY MIN(at) LIMIT ?")
+        return [(r[0], r[1]) for r in self._db.execute(sql, (*args, *args, limit))]
+
+    def mark_reviewed(self, trace_ids: Sequence[str]) -> None:
+        with transaction(self._db) as db:
+            db.executemany("INSERT INTO online_scored (trace_id, run_id, review, reviewed) "
+                           "VALUES (?, '', '', 1) ON CONFLICT(trace_id) DO UPDATE SET "
+                           "reviewed = 1", [(t,) for t in trace_ids])
+
+    def latest(self) -> list[Run]:
+        """The newest run of each app version, kind and dataset (what the gauges show)."""
+        sql = ("SELECT r.* FROM eval_runs r JOIN (SELECT app, COALESCE(app_version, -1) v, "
+               "kind, dataset, MAX(at) at FROM eval_runs GROUP BY 1, 2, 3, 4) l "
+               "ON l.app = r.app AND l.v = COALESCE(r.app_version, -1) AND l.kind = r.kind "
+               "AND l.dataset = r.dataset AND l.at = r.at")
+        return [self._run(r, with_results=False) for r in self._db.execute(sql)]
 
     def list(self, app: str | None = None, dataset_version: str | None = None,
              app_version: int | None = None, limit: int = 50) -> list[Run]:

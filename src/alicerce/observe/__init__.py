@@ -1,1 +1,1 @@
-"""Observability: traces and feedback (metrics and drift join them later)."""
+"""Observability: traces and feedback, drift and skew of what apps are asked and answer."""

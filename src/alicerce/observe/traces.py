@@ -157,11 +157,12 @@ class Traces:
                answer: Answer | dict[str, Any] | None = None,
                error: str = "", spans: list[dict[str, Any]] | None = None,
                lineage: dict[str, Any] | None = None, app_version: int | None = None,
-               latency_ms: float = 0.0) -> str:
-        """Queue a trace and return its id; never raises (a lost trace is counted)."""
+               latency_ms: float = 0.0, at: float | None = None) -> str:
+        """Queue a trace and return its id; never raises (a lost trace is counted). `at`
+        backdates it (imports of past traffic, benchmarks); default now."""
         tid = secrets.token_hex(12)
-        item = _Pending(tid, time.time(), app, app_version, caller, question, answer,
-                        lineage or {}, spans or [], error, latency_ms)
+        item = _Pending(tid, time.time() if at is None else at, app, app_version, caller,
+                        question, answer, lineage or {}, spans or [], error, latency_ms)
         try:
             self._ensure_writer()
             self._queue.put_nowait(item)

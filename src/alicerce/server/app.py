@@ -46,6 +46,11 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
         app.state.service = svc
         warm = threading.Thread(target=svc.warm_up, daemon=True, name="alicerce-warm-up")
         warm.start()
+        stop = threading.Event()
+        monitor = threading.Thread(target=svc.monitor_loop, args=(stop,), daemon=True,
+                                   name="alicerce-monitor")
+        if settings.monitor_interval_s:
+            monitor.start()
         if not settings.auth:
             log.warning("auth is off: every caller may use every collection (loopback only)")
         try:
@@ -54,6 +59,9 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
             # A model still loading when the process exits can crash it (native code
             # torn down under a running thread): let the load finish first.
             warm.join(timeout=120)
+            stop.set()
+            if monitor.is_alive():
+                monitor.join(timeout=120)
             if alicerce is None:
                 alc.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
+import anyio.to_thread
 from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -102,6 +103,8 @@ async def feedback(req: FeedbackRequest, svc: Svc,
                                  req.reference)
     kind = {1: "up", -1: "down"}.get(req.score, "rating" if req.rating else "comment")
     svc.metrics.feedback.labels(trace.app, kind).inc()
+    if req.rating:
+        svc.metrics.ratings.labels(trace.app).observe(req.rating)
     return {"trace_id": fb.trace_id, "score": fb.score, "rating": fb.rating, "recorded": True}
 
 
@@ -202,7 +205,9 @@ async def readyz(svc: Svc) -> JSONResponse:
 
 @router.get("/metrics", tags=["ops"])
 async def metrics(svc: Svc) -> Response:
-    return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    # off the event loop: the drift and evaluation gauges read the home's database
+    body = await anyio.to_thread.run_sync(svc.metrics.render)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def _version(v: AppVersion) -> dict[str, Any]:

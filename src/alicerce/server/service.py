@@ -7,6 +7,7 @@ Routes stay thin: they parse, call one method here, and shape the response.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import shutil
 import tempfile
@@ -20,19 +21,23 @@ from typing import Any, Literal
 import anyio
 import anyio.to_thread
 import numpy as np
+from prometheus_client.core import Metric
 
 from alicerce.access.keys import SCOPES, ApiKey, Scope
 from alicerce.apps.registry import split_ref
 from alicerce.embed import EMBEDDING_MODELS, get_embedder
 from alicerce.errors import AccessError, AlicerceError, InputError, NotFoundError
 from alicerce.generate.params import DecodingParams
+from alicerce.observe.windows import duration_s
 from alicerce.platform import Alicerce
 from alicerce.server.cache import AnswerCache, Vector
 from alicerce.server.limits import RateLimiter
-from alicerce.server.metrics import Metrics
+from alicerce.server.metrics import Metrics, StoredResults, gauge
 from alicerce.server.wire import AppOptions, ChatRequest, Sampling
 from alicerce.server.work import WorkQueue
 from alicerce.types import Answer, Message
+
+log = logging.getLogger("alicerce.server")
 
 # The caller when auth is off (loopback only): every scope, every collection, no limits.
 LOCAL = ApiKey("local", "local (auth off)", SCOPES, None, 10**9, 10**12, 0.0)
@@ -52,10 +57,11 @@ class Service:
     def __init__(self, alc: Alicerce) -> None:
         s = self.settings = alc.settings
         self.alc = alc
-        self.metrics = Metrics()
+        self.metrics = Metrics(StoredResults(self.stored_metrics))
         alc.traces.on_failure = self.metrics.trace_failures.inc
-        alc.on_guards = self.metrics.guarded
+        alc.on_answer = self.metrics.answered
         self.work = WorkQueue(s.llm_parallel, s.queue_size, self.metrics.depth)
+        self.metrics.queue_capacity.set(s.llm_parallel + s.queue_size)
         self.limiter = RateLimiter()
         self.cache = AnswerCache(s.cache_size, s.cache_ttl_s,
                                  self._question_vector if s.semantic_cache else None,
@@ -79,6 +85,55 @@ class Service:
             self.ready.set()
         except AlicerceError as exc:
             self.load_error = str(exc)
+
+    def monitor_loop(self, stop: threading.Event) -> None:
+        """Every `monitor_interval_s`, for each app with traffic in the drift window: a
+        drift run (settings drift_baseline / drift_window) and a continuous evaluation of
+        `monitor_sample` of its new traces. One that cannot be made (too few traces yet)
+        is logged, not fatal."""
+        s = self.settings
+        while not stop.wait(s.monitor_interval_s):
+            since = time.time() - duration_s(s.drift_window, "drift_window")
+            for app in self.alc.drift_runs.active_apps(since):
+                try:
+                    run = self.alc.drift(app, s.drift_baseline, s.drift_window)
+                    log.info("drift %s: %s", app, "DRIFT" if run.drifted else "no drift")
+                except AlicerceError as exc:
+                    log.info("drift %s skipped: %s", app, exc)
+                if s.monitor_sample:
+                    try:
+                        self.alc.monitor(app, sample=s.monitor_sample, window=s.drift_window,
+                                         judge=s.monitor_judge)
+                    except AlicerceError as exc:
+                        log.warning("continuous evaluation of %s failed: %s", app, exc)
+
+    def stored_metrics(self) -> list[Metric]:
+        """Gauges of the newest drift run per app and evaluation run per app version."""
+        detected = gauge("alicerce_drift_detected", "1 when the newest drift run flagged the "
+                         "side", ["app", "side"])
+        stat = gauge("alicerce_drift_statistic", "Each drift test's statistic (MMD², KS D, "
+                     "PSI, OOV rate, topic shift)", ["app", "side", "test"])
+        pval = gauge("alicerce_drift_p_value", "Each drift test's p-value",
+                     ["app", "side", "test"])
+        last = gauge("alicerce_drift_last_run_timestamp_seconds", "When drift last ran",
+                     ["app"])
+        for run in self.alc.drift_runs.latest():
+            last.add_metric([run.app], run.at)
+            for side in run.sides:
+                detected.add_metric([run.app, side.side], float(side.drifted))
+                for t in side.tests:
+                    stat.add_metric([run.app, side.side, t.name], t.value)
+                    if t.p_value is not None:
+                        pval.add_metric([run.app, side.side, t.name], t.p_value)
+        score = gauge("alicerce_eval_score", "Mean score of the newest evaluation run per app "
+                      "version, kind (run, pairwise, redteam, online) and dataset",
+                      ["app", "version", "kind", "dataset", "metric"])
+        for r in self.alc.evals.runs.latest():
+            version = "" if r.app_version is None else str(r.app_version)
+            for metric, est in r.summary.items():
+                if est.n:
+                    score.add_metric([r.app, version, r.kind, r.dataset, metric], est.mean)
+        return [detected, stat, pval, last, score]
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
         checks = {"models": "loaded" if self.ready.is_set() else (self.load_error or "loading")}
@@ -246,6 +301,9 @@ class Service:
                                   "answer": hit["answer"]}}],
                     lineage=hit["versions"], latency_ms=(time.perf_counter() - started) * 1000,
                     app_version=spec.version if spec else None)
+                self.metrics.answers.labels(spec.name if spec else app,
+                                            str(spec.version) if spec else "",
+                                            "answered").inc()
                 yield hit["answer"]
                 yield {**hit, "cached": True, "trace_id": tid}
                 return
