@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import secrets
 import sqlite3
 import time
@@ -208,13 +207,19 @@ def compare_samples(runs: DriftRuns, embedder: Embedder, base: Sample, cur: Samp
         b, c = (base.inputs, cur.inputs) if side == "input" else (base.outputs, cur.outputs)
         if len(b) < 5 or len(c) < 5:
             continue
-        rng = random.Random(seed)
-        b, c = rng.sample(b, len(b)), rng.sample(c, len(c))  # the first `sample` get vectors
+        b, c = _shuffled(b, seed), _shuffled(c, seed)  # the first `sample` get vectors
         kind = "query" if side == "input" else "passage"
         bv = runs.vectors(embedder, b[:sample], kind)
         cv = runs.vectors(embedder, c[:sample], kind)
         out.append(compare(side, b, c, bv, cv, alpha=alpha, seed=seed))
     return out
+
+
+def _shuffled(texts: Sequence[str], seed: int) -> list[str]:
+    """A seeded pseudo-random order that depends on each text alone, so a sliding window
+    that gains or loses a few texts keeps almost the same sample, and a scheduled rerun
+    finds its vectors in the memo."""
+    return sorted(texts, key=lambda t: hashlib.sha1(f"{seed}\0{t}".encode()).digest())
 
 
 def _stamp(at: float) -> str:
