@@ -51,7 +51,8 @@ class OnlineEvaluation:
         traces = [t for t in self.alc.traces.find(app=app.split("@")[0], since_s=since,
                                                   status="ok", limit=10_000)
                   if t.caller not in NOT_TRAFFIC and sampled(t.id, sample, seed)]
-        todo = [t for t in traces if t.id not in runs.scored([t.id for t in traces])][:limit]
+        done = runs.scored([t.id for t in traces])
+        todo = [t for t in traces if t.id not in done][:limit]
         by_version: dict[int | None, list[Trace]] = {}
         for t in todo:
             by_version.setdefault(t.app_version, []).append(t)

@@ -12,6 +12,7 @@ of them at scrape time, so they are exported by whichever server serves the home
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 
@@ -31,6 +32,7 @@ from prometheus_client.registry import Collector
 from alicerce import __version__
 from alicerce.types import Answer
 
+log = logging.getLogger("alicerce.server")
 LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 SIMILARITY = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
 STARS = (1, 2, 3, 4, 5)
@@ -143,7 +145,11 @@ class StoredResults(Collector):
 
     def collect(self) -> Iterator[Metric]:
         if time.monotonic() - self._at > self._every:
-            self._cached, self._at = self._read(), time.monotonic()
+            try:
+                self._cached = self._read()
+            except Exception:  # a locked or damaged store must not fail the whole scrape
+                log.exception("stored drift/evaluation results could not be read")
+            self._at = time.monotonic()
         yield from self._cached
 
     def describe(self) -> Iterator[Metric]:
