@@ -93,9 +93,11 @@ def compare(side: str, baseline: Sequence[str], current: Sequence[str],
     tests.append(Test("embedding_mmd", mmd, p))
     tests.append(Test("centroid_cosine", centroid_distance(base_vectors, cur_vectors)))
     lengths: dict[str, dict[str, list[float]]] = {}
-    for feature, measure in (("chars", len), ("tokens", lambda t: len(words(t)))):
-        b = np.array([measure(t) for t in baseline], dtype=float)
-        c = np.array([measure(t) for t in current], dtype=float)
+    base_words, cur_words = [words(t) for t in baseline], [words(t) for t in current]
+    for feature, b_len, c_len in (
+            ("chars", [len(t) for t in baseline], [len(t) for t in current]),
+            ("tokens", [len(w) for w in base_words], [len(w) for w in cur_words])):
+        b, c = np.array(b_len, dtype=float), np.array(c_len, dtype=float)
         with warnings.catch_warnings():  # "exact calculation unsuccessful": asymptotic used
             warnings.simplefilter("ignore", RuntimeWarning)
             ks = ks_2samp(b, c)
@@ -108,7 +110,7 @@ def compare(side: str, baseline: Sequence[str], current: Sequence[str],
                           detail={} if enough else {"note": f"under {PSI_MIN_N} texts a side: "
                                                             "too noisy to flag"}))
         lengths[feature] = histogram(b, c)
-    oov, expected, new_terms = vocabulary(baseline, current)
+    oov, expected, new_terms = _vocabulary(base_words, cur_words)
     tests.append(Test("oov_rate", oov, detail={"expected": expected}))
     topics, moved = topic_shift(baseline, current, base_vectors, cur_vectors, seed)
     tests.append(Test("topic_shift", moved))
@@ -195,9 +197,13 @@ def vocabulary(baseline: Sequence[str], current: Sequence[str], top: int = 15
     """(OOV rate of the current tokens, the rate expected without drift, new frequent
     terms). The expectation compares the baseline's second half with its first: a small
     baseline has a high OOV rate against anything, drift or not."""
-    base = [words(t) for t in baseline]
+    return _vocabulary([words(t) for t in baseline], [words(t) for t in current], top)
+
+
+def _vocabulary(base: Sequence[list[str]], current: Sequence[list[str]], top: int = 15
+                ) -> tuple[float, float, list[tuple[str, int]]]:
     vocab = {w for ws in base for w in ws}
-    cur = Counter(w for t in current for w in words(t))
+    cur = Counter(w for ws in current for w in ws)
     total = sum(cur.values())
     oov = sum(n for w, n in cur.items() if w not in vocab) / total if total else 0.0
     half = len(base) // 2
