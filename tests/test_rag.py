@@ -142,19 +142,22 @@ def test_chat_condenses_follow_ups_and_keeps_history(kb: Alicerce) -> None:
     assert [m.role for m in history] == ["user", "assistant"] * 2
     assert history[2].content == "And the holidays?"
     kb.ingest([kb.settings.home.parent / "docs"], "other")
-    with pytest.raises(InputError, match="about collection"):
-        kb.chat("x", "other", cid)
+    with pytest.raises(NotFoundError, match="no conversation"):
+        kb.chat("x", "other", cid)  # another app's conversation: not found
+    with pytest.raises(NotFoundError, match="no conversation"):
+        kb.chat("x", "kb", cid, caller="someone-else")  # another caller's: the same
+    with pytest.raises(NotFoundError, match="no conversation"):
+        kb.chat("x", "kb", "c-unknown")  # ids are never chosen by the client
 
 
 def test_failed_chat_turns_store_nothing(kb: Alicerce) -> None:
     kb.use_generator("fake", ScriptedGenerator("ok [1]"))
     for bad in ({"params": {"top_p": 2}}, {"prompt": "missing"}, {"model": "nope"}):
         with pytest.raises(InputError):
-            _, turn = kb.chat("What is refunded?", "kb", "c1", **bad)
+            _, turn = kb.chat("What is refunded?", "kb", None, **bad)
             list(turn)
     with pytest.raises(NotFoundError):
-        kb.chat("x", "no-such-collection", "c1")
-    assert kb.conversations.history("c1") == []
+        kb.chat("x", "no-such-collection", None)
     db = kb.store._db  # type: ignore[attr-defined]
     assert db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0] == 0
 

@@ -256,12 +256,14 @@ def test_conversation_follow_up_through_the_native_route(
     _, key = alc.keys.create("a", ["ask"])
     one = client.post("/v1/apps/kb/ask", headers=bearer(key),
                       json={"question": "Qual o prazo dos comprovantes?",
-                            "conversation_id": "c1"}).json()
+                            "conversation_id": "new"}).json()
+    cid = one["conversation_id"]
+    assert cid != "new" and len(cid) == 24
     two = client.post("/v1/apps/kb/ask", headers=bearer(key),
-                      json={"question": "E para hotel?", "conversation_id": "c1"}).json()
-    assert one["conversation_id"] == two["conversation_id"] == "c1"
+                      json={"question": "E para hotel?", "conversation_id": cid}).json()
+    assert two["conversation_id"] == cid
     assert two["standalone_question"] == "Quantos dias para enviar comprovantes?"
-    assert len(alc.conversations.history("c1")) == 4
+    assert len(alc.conversations.history(cid)) == 4
 
 
 def test_upload_ingests_in_the_background(server: tuple[Alicerce, TestClient]) -> None:
@@ -303,7 +305,10 @@ def test_auth_off_only_on_loopback(tmp_path: Path, docs: Path) -> None:
 
 def test_raw_model_and_embeddings(server: tuple[Alicerce, TestClient]) -> None:
     alc, client = server
-    _, key = alc.keys.create("a", ["ask"], ["kb"])
+    _, restricted = alc.keys.create("r", ["ask"], ["kb"])
+    denied = chat(client, restricted, model="fake")  # raw models are a scope of their own
+    assert denied.status_code == 403 and "'models'" in denied.json()["error"]["message"]
+    _, key = alc.keys.create("a", ["ask", "models"], ["kb"])
     raw = chat(client, key, model="fake", n=2)
     assert raw.status_code == 200 and len(raw.json()["choices"]) == 2
     assert "alicerce" not in raw.json()

@@ -437,14 +437,15 @@ class Alicerce:
         self._check_text(message)
         self.decoding(options.get("params"))  # bad input fails before any model call
         self.app_collections(app)
-        cid = self.conversations.resolve(app, conversation_id)
+        caller = options.get("caller", "local")
+        cid = self.conversations.resolve(app, conversation_id, caller)
         inner = self._follow_up(self.conversations.history(cid), message, app, stream,
                                 options)
 
         def turn() -> Stream:
             for item in inner:
                 if isinstance(item, Answer):
-                    self.conversations.append(cid, app, item)
+                    self.conversations.append(cid, app, item, caller)
                 yield item
         return cid, turn()
 
@@ -475,10 +476,12 @@ class Alicerce:
         kept = recent(history, self.settings.chat_history_tokens, gen.count_tokens)
         guards = self.guards(spec) if options.get("guards", True) else Guards()
         if kept and guards.input:
-            # The condenser is a model call and a span: it must see the redacted message.
-            # A blocked message is left as it is; the chain refuses it before retrieval.
+            # The condenser is a model call and a span: it must see the redacted message
+            # and history (a client's history may carry personal data too). A blocked text
+            # is left as it is; the chain refuses a blocked question before retrieval.
             screened = guards.input.run(message, Context(message, lang))
             message = message if screened.blocked else screened.text
+            kept = [_screened(guards, m, lang) for m in kept]
         standalone = message
         if kept:
             with rec.span("condense", question=message,
@@ -810,3 +813,9 @@ def _chunking(tokens: int, overlap: int) -> ChunkingConfig:
         raise InputError(f"chunk overlap {overlap} must be at least 0 and below {tokens}",
                          hint="e.g. --chunk-tokens 200 --chunk-overlap 32")
     return ChunkingConfig(tokens, overlap)
+
+
+def _screened(guards: Guards, message: Message, lang: str) -> Message:
+    """`message` as the input rails redact it (unchanged when they would block it)."""
+    out = guards.input.run(message.content, Context(message.content, lang))
+    return message if out.blocked else replace(message, content=out.text)

@@ -20,8 +20,10 @@ from typing import Any, Literal, cast
 from alicerce.errors import AccessError, ForbiddenError, InputError, NotFoundError
 from alicerce.store.db import connect, transaction
 
-Scope = Literal["ask", "ingest", "admin"]
-SCOPES: tuple[Scope, ...] = ("ask", "ingest", "admin")
+Scope = Literal["ask", "ingest", "admin", "models", "unguarded"]
+# models: raw models (no retrieval), which collection-restricted keys get only when granted;
+# unguarded: raw-model requests skip the default rails (never implied, not even by admin).
+SCOPES: tuple[Scope, ...] = ("ask", "ingest", "admin", "models", "unguarded")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -64,6 +66,17 @@ class ApiKey:
         if scope not in self.scopes and "admin" not in self.scopes:
             raise ForbiddenError(f"key {self.id} ({self.name}) lacks the {scope!r} scope",
                                  hint=f"create a key with --scopes {scope}")
+
+    def require_models(self) -> None:
+        """Raw models answer without the documents' boundaries: a key restricted to some
+        collections calls them only with the `models` scope; an unrestricted `ask` key may."""
+        if self.collections is not None or "ask" not in self.scopes:
+            self.require("models")
+
+    @property
+    def guarded(self) -> bool:
+        """Whether the default rails apply to this key's raw-model requests."""
+        return "unguarded" not in self.scopes
 
     def may_use(self, collection: str) -> bool:
         return self.collections is None or collection in self.collections

@@ -1,5 +1,10 @@
 """Conversations: turns kept per conversation id in SQLite, follow-ups made standalone.
 
+A conversation belongs to the caller (API key) that started it and to one app: another
+caller's id, an id for another app and an unknown id all get the same "not found", so an id
+reveals nothing and nobody's history reaches someone else's answer. Ids are made here, never
+chosen by a client (`resolve(..., NEW)` starts one).
+
 Retrieval needs a question that stands on its own ("and for interns?" finds nothing), so a
 follow-up is rewritten with the `condense-question` prompt from the recent history first.
 The history given to that prompt is the newest turns that fit `chat_history_tokens`.
@@ -13,11 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from alicerce.errors import InputError
+from alicerce.errors import NotFoundError
 from alicerce.generate.base import Generator
 from alicerce.generate.params import DecodingParams
 from alicerce.prompts.template import PromptTemplate
-from alicerce.store.db import connect, transaction
+from alicerce.store.db import add_columns, connect, transaction
 from alicerce.types import Answer, Message, Usage
 
 SCHEMA = """
@@ -39,22 +44,29 @@ CREATE TABLE IF NOT EXISTS chat_turns (
 """
 
 
+NEW = "new"  # the conversation id that asks for a new conversation
+
+
 class Conversations:
     def __init__(self, path: Path) -> None:
         self._db = connect(path, SCHEMA)
+        # Conversations stored before callers were recorded belong to the local caller.
+        add_columns(self._db, "conversations", {"caller": "TEXT NOT NULL DEFAULT 'local'"})
 
-    def resolve(self, collection: str, conversation_id: str | None = None) -> str:
-        """A new id, or `conversation_id` checked; nothing is stored before a turn succeeds."""
-        cid = conversation_id or secrets.token_hex(8)
-        if not 1 <= len(cid) <= 64 or not cid.replace("-", "").replace("_", "").isalnum():
-            raise InputError(f"invalid conversation id {cid!r}",
-                             hint="letters, digits, '-' or '_' (up to 64)")
-        row = self._db.execute("SELECT collection FROM conversations WHERE id=?",
-                               (cid,)).fetchone()
-        if row is not None and row[0] != collection:
-            raise InputError(f"conversation {cid} is about collection {row[0]!r}",
-                             hint="start a new conversation for another collection")
-        return cid
+    def resolve(self, collection: str, conversation_id: str | None = None,
+                caller: str = "local") -> str:
+        """A new id (None or NEW), or `conversation_id` if `caller` started it about
+        `collection`; nothing is stored before a turn succeeds."""
+        if conversation_id is None or conversation_id == NEW:
+            return secrets.token_hex(12)
+        row = self._db.execute("SELECT collection, caller FROM conversations WHERE id=?",
+                               (conversation_id,)).fetchone()
+        if row is None or tuple(row) != (collection, caller):
+            shown = conversation_id[:64].encode("ascii", "replace").decode()
+            raise NotFoundError(f"no conversation {shown!r} for this caller and app",
+                                hint=f"use the conversation_id returned by an earlier turn, "
+                                     f"or {NEW!r} to start one")
+        return conversation_id
 
     def history(self, conversation_id: str) -> list[Message]:
         """The turns so far (none for a conversation not stored yet)."""
@@ -65,10 +77,11 @@ class Conversations:
             out += [Message("user", question), Message("assistant", answer)]
         return out
 
-    def append(self, conversation_id: str, collection: str, answer: Answer) -> None:
+    def append(self, conversation_id: str, collection: str, answer: Answer,
+               caller: str = "local") -> None:
         with transaction(self._db) as db:
-            db.execute("INSERT OR IGNORE INTO conversations (id, collection) VALUES (?, ?)",
-                       (conversation_id, collection))
+            db.execute("INSERT OR IGNORE INTO conversations (id, collection, caller) "
+                       "VALUES (?, ?, ?)", (conversation_id, collection, caller))
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_turns "
                              "WHERE conversation_id=?", (conversation_id,)).fetchone()[0]
             db.execute("INSERT INTO chat_turns (conversation_id, seq, question, standalone, "

@@ -237,6 +237,8 @@ class RagChain:
             if out.blocked is not None:
                 return out
             if i == 0:
+                if req.standalone == req.question:  # one text: the redaction covers both
+                    req.standalone = out.text
                 req.question = out.text
             else:
                 req.standalone = out.text

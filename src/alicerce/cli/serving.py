@@ -41,8 +41,9 @@ def serve(home: HomeOpt = None,
 
 @keys_app.command()
 def create(name: Annotated[str, typer.Option("--name", help="Who or what the key is for.")],
-           scopes: Annotated[str, typer.Option(help="Comma-separated: ask, ingest, admin.")]
-           = "ask",
+           scopes: Annotated[str, typer.Option(help=(
+               "Comma-separated: ask, ingest, admin, models (raw models for a key with "
+               "--collections), unguarded (raw models without the default rails)."))] = "ask",
            collections: Annotated[str | None, typer.Option(
                help="Comma-separated collections (apps) the key may use [default: all].")]
            = None,

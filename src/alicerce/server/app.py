@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from alicerce.config import Settings
 from alicerce.errors import ConfigError
 from alicerce.platform import Alicerce
 from alicerce.server import errors, routes_native, routes_openai, ui
+from alicerce.server.body_limit import BodyLimit
 from alicerce.server.service import Service
 
 log = logging.getLogger("alicerce.server")
@@ -71,24 +72,15 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
     app.include_router(routes_openai.router)
     app.include_router(routes_native.router)
     app.include_router(ui.router)
-    body_limit = settings.max_body_kb * 1024
-    upload_limit = int(settings.max_upload_mb * 1024 * 1024) + 64 * 1024
+    app.add_middleware(BodyLimit, limit=settings.max_body_kb * 1024,
+                       upload_limit=int(settings.max_upload_mb * 1024 * 1024) + 64 * 1024)
 
     @app.middleware("http")
     async def observe(request: Request,
                       call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
-        limit = upload_limit if request.url.path.endswith("/documents") else body_limit
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > limit:
-            response: Response = JSONResponse(
-                {"error": {"message": f"the body has {size} bytes, over the limit of {limit}",
-                           "type": "invalid_request_error", "param": None,
-                           "code": "body_too_large"}}, 413)
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
+        response = await call_next(request)
+        path = route_of(request)
         svc: Service | None = getattr(request.app.state, "service", None)
         if svc is not None and path not in ("/metrics", "/static/{name}"):
             app_label = getattr(request.state, "app", "")
@@ -101,3 +93,18 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
         return response
 
     return app
+
+
+def route_of(request: Request) -> str:
+    """The route template a request was for; a request answered before routing (a 413 on
+    its size) is matched here, so only paths no route serves count as "unmatched"."""
+    route = request.scope.get("route")
+    if route is not None:
+        return str(getattr(route, "path", "unmatched"))
+    path = request.scope.get("path", "")
+    return next((t for regex, t in TEMPLATES if regex.match(path)), "unmatched")
+
+
+TEMPLATES = [(r.path_regex, r.path) for router in (routes_openai.router, routes_native.router,
+                                                   ui.router)
+             for r in router.routes if isinstance(r, APIRoute)]

@@ -38,6 +38,10 @@ _STATUS: tuple[tuple[type[AlicerceError], int, str, str], ...] = (
 )
 
 
+# Starlette's own errors (routing, body parsing) in OpenAI's `code` vocabulary.
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
 def describe(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
     """(status, error body, headers) for any exception; unknown ones are a bare 500."""
     headers: dict[str, str] = {}
@@ -76,7 +80,12 @@ def install(app: FastAPI) -> None:
         param = ".".join(loc) or None
         if first.get("type") == "extra_forbidden":
             message = f"unknown field {param!r}; check its spelling against the API reference"
-        elif first.get("type") in ("json_invalid", "model_attributes_type"):
+        elif first.get("type") == "json_invalid":  # its loc is a byte offset, not a field
+            where = f" at byte {loc[0]}" if loc else ""
+            message = (f"the body is not valid JSON{where}: {first.get('msg')}; send a JSON "
+                       "object with Content-Type: application/json")
+            param = None
+        elif first.get("type") == "model_attributes_type":
             message = "the body is not a JSON object: " + str(first.get("msg"))
         else:
             message = f"{param or 'body'}: {first.get('msg')}"
@@ -88,7 +97,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def on_http(_: Request, exc: HTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(_body(str(exc.detail), kind, None, None), exc.status_code,
+        message = str(exc.detail)
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's generic parse error
+            message = ("the body is not UTF-8 text; encode the JSON as UTF-8 "
+                       f"({exc.__cause__.reason} at byte {exc.__cause__.start})")
+        code = _HTTP_CODES.get(exc.status_code, "invalid_value")
+        return JSONResponse(_body(message, kind, None, code), exc.status_code,
                             headers=exc.headers)
 
     @app.exception_handler(Exception)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client import (
     PLATFORM_COLLECTOR,
@@ -121,7 +122,10 @@ class Metrics:
             self.top_score.labels(app).observe(max(dense))
         elif not answer.chunks and not answer.blocked:
             self.empty.labels(app).inc()
-        for v in answer.guards:
+        self.verdicts(app, answer.guards)
+
+    def verdicts(self, app: str, verdicts: Sequence[dict[str, Any]]) -> None:
+        for v in verdicts:
             self.guard_verdicts.labels(app, v["stage"], v["rail"], v["action"]).inc()
             self.guard_latency.labels(v["rail"]).observe(v["latency_ms"] / 1000)
             if v.get("error"):

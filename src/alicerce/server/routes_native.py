@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from alicerce.apps.registry import AppVersion
+from alicerce.apps.registry import AppVersion, split_ref
 from alicerce.errors import AlicerceError, InputError, NotFoundError
 from alicerce.observe.traces import Trace
 from alicerce.server.deps import Key, Svc, no_cache
@@ -39,7 +39,7 @@ async def ask(app: str, req: AskRequest, request: Request, svc: Svc,
     if svc.kind(app) != "app":
         raise NotFoundError(f"no app named {app!r}", hint="GET /v1/models lists the apps")
     svc.admit(key, "ask", app)
-    request.state.app = app
+    request.state.app = split_ref(app)[0]  # "kb@<anything>" must not become a new series
     params = svc.decoding(req, app)
     if req.model is not None:
         svc.kind(req.model)
@@ -98,7 +98,7 @@ async def feedback(req: FeedbackRequest, svc: Svc,
                    key: Key) -> dict[str, Any]:
     key.require("ask")
     trace = svc.alc.traces.get(req.trace_id)
-    svc.may_see_trace(key, trace.app, key.id)
+    svc.may_see_trace(key, trace.app, trace.caller)  # own traces only (admin excepted)
     fb = svc.alc.traces.feedback(req.trace_id, req.score, req.comment, key.id, req.rating,
                                  req.reference)
     kind = {1: "up", -1: "down"}.get(req.score, "rating" if req.rating else "comment")

@@ -8,26 +8,24 @@ trace id, timings and versions; streams carry it on their last chunk.
 from __future__ import annotations
 
 import base64
-import functools
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import anyio
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 
 from alicerce.access.keys import ApiKey
+from alicerce.apps.registry import split_ref
 from alicerce.embed import EMBEDDING_MODELS
-from alicerce.errors import AlicerceError, InputError
+from alicerce.errors import InputError
 from alicerce.generate.params import DecodingParams
+from alicerce.server import shapes
 from alicerce.server.deps import Key, Svc, no_cache
-from alicerce.server.errors import describe
+from alicerce.server.raw_models import raw
 from alicerce.server.service import Service
 from alicerce.server.wire import AppOptions, ChatRequest, CompletionRequest, EmbeddingRequest
-from alicerce.types import Completion, Delta, Message, TokenLogprob, Usage
+from alicerce.types import Message
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -54,11 +52,11 @@ async def completions(req: CompletionRequest, request: Request, svc: Svc, key: K
 async def embeddings(req: EmbeddingRequest, request: Request, svc: Svc,
                      key: Key) -> dict[str, Any]:
     svc.admit(key, "ask")
-    request.state.app = req.model
     texts = [req.input] if isinstance(req.input, str) else req.input
     if len(texts) > 2048:
         raise InputError(f"{len(texts)} inputs in one request", hint="send at most 2048")
     vectors = await svc.embeddings.embed(texts, req.model, req.input_type)
+    request.state.app = req.model  # a metric label only once the name is known to be valid
     tokens = sum(len(t.split()) for t in texts)  # words: close enough for limits and usage
     svc.spend(key, req.model, tokens, 0)
     out: list[Any] = vectors
@@ -91,14 +89,16 @@ async def _generate(svc: Service, key: ApiKey, request: Request,
     """Both completion routes: check access, then answer from an app or a raw model."""
     kind = svc.kind(req.model)
     svc.admit(key, "ask", req.model if kind == "app" else None)
-    request.state.app = req.model
+    if kind == "model":
+        key.require_models()
+    request.state.app = split_ref(req.model)[0]  # never a client-made "kb@<anything>" series
     params = decoding(req.model if kind == "app" else None)
     usage_chunk = bool(req.stream_options and req.stream_options.include_usage)
     if kind == "app":
         return await _app(svc, key, req.model, messages, params, req, req.stream,
                           usage_chunk, no_cache(request), shape)
     _no_app_options(req)
-    return await _raw(svc, key, req.model, messages, params, req.stream, usage_chunk, shape)
+    return await raw(svc, key, req.model, messages, params, req.stream, usage_chunk, shape)
 
 
 def _no_app_options(opts: AppOptions) -> None:
@@ -118,106 +118,29 @@ async def _app(svc: Service, key: ApiKey, app: str, messages: list[Message],
                        use_cache=not skip_cache)
     first = await anext(items)  # request errors surface here, before any byte is sent
     if stream:
-        return _sse(_app_chunks(_rid(shape), app, first, items, usage_chunk, shape))
+        return shapes.sse(_app_chunks(shapes.rid(shape), app, first, items, usage_chunk, shape))
     final: dict[str, Any] = first if isinstance(first, dict) else {}
     async for item in items:
         if isinstance(item, dict):
             final = item
     choice = (final["answer"], _finish(final, params), None)
-    return _completion(_rid(shape, final["trace_id"]), app, [choice], final["usage"],
-                       shape) | {"alicerce": _extra(final)}
+    return shapes.completion(shapes.rid(shape, final["trace_id"]), app, [choice],
+                            final["usage"], shape) | {"alicerce": _extra(final)}
 
 
 async def _app_chunks(rid: str, app: str, first: str | dict[str, Any],
                       items: AsyncIterator[str | dict[str, Any]], usage_chunk: bool,
                       shape: str) -> AsyncIterator[dict[str, Any]]:
-    yield _chunk(rid, app, "", shape, role=True)
+    yield shapes.chunk(rid, app, "", shape, role=True)
     item: str | dict[str, Any] = first
     while True:
         if isinstance(item, dict):
-            yield _chunk(rid, app, None, shape, finish="stop") | {"alicerce": _extra(item)}
+            yield shapes.chunk(rid, app, None, shape, finish="stop") | {"alicerce": _extra(item)}
             if usage_chunk:
-                yield _usage_chunk(rid, app, item["usage"], shape)
+                yield shapes.usage_chunk(rid, app, item["usage"], shape)
             return
-        yield _chunk(rid, app, item, shape)
+        yield shapes.chunk(rid, app, item, shape)
         item = await anext(items)
-
-
-async def _raw(svc: Service, key: ApiKey, model: str, messages: list[Message],
-               params: DecodingParams, stream: bool, usage_chunk: bool, shape: str) -> Any:
-    gen = svc.alc.generator(model)
-    started = time.perf_counter()
-
-    async def trace(output: str, usage: Usage | None, ttft: float | None = None,
-                    error: str = "") -> str:
-        """In a thread: the first trace of a GGUF path hashes the file for its lineage."""
-        return await anyio.to_thread.run_sync(functools.partial(
-            svc.alc.trace_call, model, key.id, messages, params, output=output, usage=usage,
-            latency_ms=(time.perf_counter() - started) * 1000, ttft_ms=ttft, error=error))
-
-    if not stream:
-        try:
-            done: Completion = await svc.work.call(gen.complete, messages, params)
-        except AlicerceError as exc:
-            await trace("", None, error=str(exc))
-            raise
-        svc.spend(key, model, done.usage.prompt_tokens, done.usage.completion_tokens)
-        tid = await trace(done.text, done.usage)
-        return _completion(_rid(shape, tid), gen.name,
-                           [(c.text, c.finish_reason, c.logprobs) for c in done.choices],
-                           {"prompt_tokens": done.usage.prompt_tokens,
-                            "completion_tokens": done.usage.completion_tokens}, shape)
-    rid = _rid(shape)
-    deltas = svc.work.iterate(lambda: gen.stream(messages, params))
-    first = await anext(deltas)
-
-    async def chunks() -> AsyncIterator[dict[str, Any]]:
-        yield _chunk(rid, gen.name, "", shape, role=True)
-        delta: Delta | None = first
-        ttft: float | None = None
-        text: list[str] = []
-        usage: Usage | None = None
-        while True:
-            if delta is None:
-                await trace("".join(text), usage, ttft)
-                return
-            text.append(delta.text or "")
-            usage = delta.usage or usage
-            if delta.text and ttft is None:
-                ttft = (time.perf_counter() - started) * 1000
-                svc.metrics.ttft.labels(model).observe(ttft / 1000)
-            if delta.text or delta.finish_reason:
-                yield _chunk(rid, gen.name, delta.text or None, shape,
-                             finish=delta.finish_reason, logprobs=delta.logprobs or None)
-            if delta.usage is not None:
-                svc.spend(key, model, delta.usage.prompt_tokens, delta.usage.completion_tokens)
-                if usage_chunk:
-                    yield _usage_chunk(rid, gen.name, {
-                        "prompt_tokens": delta.usage.prompt_tokens,
-                        "completion_tokens": delta.usage.completion_tokens}, shape)
-            try:
-                delta = await anext(deltas, None)
-            except AlicerceError as exc:
-                await trace("".join(text), usage, ttft, error=str(exc))
-                raise
-    return _sse(chunks())
-
-
-def _rid(shape: str, suffix: str = "") -> str:
-    return f"{'chatcmpl' if shape == 'chat' else 'cmpl'}-{suffix or int(time.time() * 1000)}"
-
-
-def _sse(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in chunks:
-                yield b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
-        except Exception as exc:  # a failure mid-stream ends the stream with an error event
-            _, err, _ = describe(exc)
-            yield b"data: " + json.dumps(err, ensure_ascii=False).encode() + b"\n\n"
-        yield b"data: [DONE]\n\n"
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 def _finish(final: dict[str, Any], params: DecodingParams) -> str:
@@ -232,60 +155,3 @@ def _extra(final: dict[str, Any]) -> dict[str, Any]:
                                   "timings", "versions", "cached", "standalone_question",
                                   "blocked", "guards", "redactions")}
 
-
-def _logprobs(items: tuple[TokenLogprob, ...] | None, shape: str) -> Any:
-    if not items:
-        return None
-    if shape == "text":
-        return {"tokens": [t.token for t in items], "token_logprobs": [t.logprob for t in items],
-                "top_logprobs": [dict(t.top) for t in items]}
-    return {"content": [{"token": t.token, "logprob": t.logprob,
-                         "bytes": list(t.token.encode()),
-                         "top_logprobs": [{"token": a, "logprob": lp,
-                                           "bytes": list(a.encode())} for a, lp in t.top]}
-                        for t in items]}
-
-
-def _completion(rid: str, model: str,
-                choices: list[tuple[str, str, tuple[TokenLogprob, ...] | None]],
-                usage: dict[str, int], shape: str) -> dict[str, Any]:
-    out = []
-    for i, (text, finish, lps) in enumerate(choices):
-        choice: dict[str, Any] = {"index": i, "finish_reason": finish,
-                                  "logprobs": _logprobs(lps, shape)}
-        if shape == "chat":
-            choice["message"] = {"role": "assistant", "content": text}
-        else:
-            choice["text"] = text
-        out.append(choice)
-    return {"id": rid, "object": "chat.completion" if shape == "chat" else "text_completion",
-            "created": int(time.time()), "model": model, "choices": out,
-            "usage": _usage(usage)}
-
-
-def _chunk(rid: str, model: str, text: str | None, shape: str, *, role: bool = False,
-           finish: str | None = None,
-           logprobs: tuple[TokenLogprob, ...] | None = None) -> dict[str, Any]:
-    choice: dict[str, Any] = {"index": 0, "finish_reason": finish,
-                              "logprobs": _logprobs(logprobs, shape)}
-    if shape == "chat":
-        delta: dict[str, Any] = {"role": "assistant"} if role else {}
-        if text is not None:
-            delta["content"] = text
-        choice["delta"] = delta
-    else:
-        choice["text"] = text or ""
-    return {"id": rid, "object": "chat.completion.chunk" if shape == "chat"
-            else "text_completion", "created": int(time.time()), "model": model,
-            "choices": [choice]}
-
-
-def _usage_chunk(rid: str, model: str, usage: dict[str, int], shape: str) -> dict[str, Any]:
-    return {"id": rid, "object": "chat.completion.chunk" if shape == "chat"
-            else "text_completion", "created": int(time.time()), "model": model,
-            "choices": [], "usage": _usage(usage)}
-
-
-def _usage(u: dict[str, int]) -> dict[str, int]:
-    p, c = int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}

@@ -28,6 +28,9 @@ from alicerce.apps.registry import split_ref
 from alicerce.embed import EMBEDDING_MODELS, get_embedder
 from alicerce.errors import AccessError, AlicerceError, InputError, NotFoundError
 from alicerce.generate.params import DecodingParams
+from alicerce.guard.base import Context
+from alicerce.guard.config import Guards
+from alicerce.guard.raw import raw_guards
 from alicerce.observe.windows import duration_s
 from alicerce.platform import Alicerce
 from alicerce.server.cache import AnswerCache, Vector
@@ -40,7 +43,8 @@ from alicerce.types import Answer, Message
 log = logging.getLogger("alicerce.server")
 
 # The caller when auth is off (loopback only): every scope, every collection, no limits.
-LOCAL = ApiKey("local", "local (auth off)", SCOPES, None, 10**9, 10**12, 0.0)
+LOCAL = ApiKey("local", "local (auth off)", tuple(s for s in SCOPES if s != "unguarded"),
+               None, 10**9, 10**12, 0.0)
 
 
 @dataclass
@@ -72,6 +76,7 @@ class Service:
         self.load_error = ""
         self._ingest_lock = threading.Lock()
         self.model_names = {m.name for m in alc.models() if m.installed}
+        self._raw_guards: Guards | None = None
 
     # -- start-up ----------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -174,6 +179,18 @@ class Service:
                 self.metrics.rate_limited.labels("key").inc()
                 raise
 
+    def raw_guards(self, key: ApiKey) -> Guards:
+        """The rails around a raw-model request: the settings' defaults (those that need no
+        sources), none for a key with the `unguarded` scope."""
+        if not key.guarded:
+            return Guards()
+        if self._raw_guards is None:
+            self._raw_guards = raw_guards(self.alc.guards(None))
+        return self._raw_guards
+
+    def count_verdicts(self, model: str, verdicts: list[dict[str, Any]]) -> None:
+        self.metrics.verdicts(model, verdicts)
+
     def spend(self, key: ApiKey, app: str, prompt_tokens: int, completion_tokens: int) -> None:
         self.metrics.tokens.labels(app, "in").inc(prompt_tokens)
         self.metrics.tokens.labels(app, "out").inc(completion_tokens)
@@ -274,7 +291,16 @@ class Service:
                                       params=params.as_dict(), options=options,
                                       scope=key.scope_id,
                                       history=[(m.role, m.content) for m in history])
-        return context, self.cache.get(context, question)
+        hit, kind = self.cache.get(context, question)
+        if hit is not None and kind == "semantic":
+            # Only questions the input rails left as they were are cached, so an exact hit
+            # is one too; a similar question is not: it may carry a CPF or an injection.
+            guards = self.alc.guards(self.alc.app(app))
+            if guards.input:
+                out = guards.input.run(question, Context(question=question))
+                if out.blocked is not None or out.text != question:
+                    return context, (None, "semantic")
+        return context, (hit, kind)
 
     async def answer(self, key: ApiKey, app: str, messages: Sequence[Message],
                      params: DecodingParams, options: dict[str, Any], *,
@@ -317,7 +343,8 @@ class Service:
             if isinstance(item, Answer):
                 out = answer_dict(item)
                 self.spend(key, app, item.usage.prompt_tokens, item.usage.completion_tokens)
-                if context and not item.abstained and not item.redactions:
+                if (context and not item.abstained and not item.blocked
+                        and not item.redactions and item.question == question):
                     ttl = spec.spec["cache"]["ttl_s"] if spec is not None else None
                     await anyio.to_thread.run_sync(self.cache.put, context, app, question, out,
                                                    ttl)
@@ -333,15 +360,16 @@ class Service:
                         conversation_id: str) -> AsyncIterator[str | dict[str, Any]]:
         """A turn of a stored conversation (native ask with conversation_id)."""
         opts = {**options, "model": model, "params": params, "caller": key.id}
+        cid = [conversation_id]
 
         def make() -> Any:
-            _, stream = self.alc.chat(question, app, conversation_id, stream=True, **opts)
+            cid[0], stream = self.alc.chat(question, app, conversation_id, stream=True, **opts)
             return stream
 
         async for item in self.work.iterate(make):
             if isinstance(item, Answer):
                 self.spend(key, app, item.usage.prompt_tokens, item.usage.completion_tokens)
-                yield {**answer_dict(item), "conversation_id": conversation_id}
+                yield {**answer_dict(item), "conversation_id": cid[0]}
             else:
                 yield item
 

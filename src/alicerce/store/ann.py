@@ -90,8 +90,10 @@ class AnnIndex:
             return
         tmp = self.path.with_suffix(".tmp")
         self._index.save(str(tmp))
+        os.chmod(tmp, 0o600)  # document vectors are as private as the texts
         os.replace(tmp, self.path)
         meta_tmp = self._meta.with_suffix(".json.tmp")
         meta_tmp.write_text(json.dumps({"stamp": self.stamp, "count": len(self._index)}))
+        os.chmod(meta_tmp, 0o600)
         os.replace(meta_tmp, self._meta)
         self.dirty = False

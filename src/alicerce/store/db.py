@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -20,9 +21,28 @@ class Connection(sqlite3.Connection):
         self.lock = threading.RLock()
 
 
+def private_dir(home: Path) -> None:
+    """The home holds documents, traces and conversations: only its owner may enter it."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if home.stat().st_uid == os.getuid():
+        os.chmod(home, 0o700)
+
+
+def _private_file(path: Path) -> None:
+    """The database and its WAL/SHM files readable by the owner alone (SQLite gives the
+    WAL and SHM files the database file's mode)."""
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if p.exists() and p.stat().st_uid == os.getuid() and p.stat().st_mode & 0o077:
+            os.chmod(p, 0o600)
+
+
 def connect(path: Path, schema: str = "") -> sqlite3.Connection:
     """WAL mode, so readers never block the writer; `schema` runs in one transaction."""
     try:
+        if str(path) != ":memory:":
+            _private_file(path)
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                              factory=Connection)
         db.execute("PRAGMA journal_mode=WAL")

@@ -28,7 +28,7 @@ from alicerce.store.base import (
     StoredCollection,
     check_filters,
 )
-from alicerce.store.db import connect, transaction
+from alicerce.store.db import connect, private_dir, transaction
 from alicerce.store.query import fts_query
 from alicerce.store.schema import FTS, SCHEMA, SCHEMA_VERSION
 from alicerce.types import CollectionInfo, Hit
@@ -41,7 +41,7 @@ class SQLiteStore:
 
     def __init__(self, home: Path, hnsw: HnswParams | None = None,
                  exact_search_limit: int = 20000) -> None:
-        home.mkdir(parents=True, exist_ok=True)
+        private_dir(home)
         self.home = home
         self.path = home / "alicerce.db"
         self._hnsw = hnsw or {}
