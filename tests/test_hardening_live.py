@@ -187,7 +187,8 @@ def test_raw_models_are_a_scope_and_pass_the_rails(live: Live) -> None:
     pii = {**body, "messages": [{"role": "user", "content": f"Repeat exactly: {CPF}"}]}
     status, out = live.call("POST", "/v1/chat/completions", granted, pii)
     assert status == 200 and CPF not in out["choices"][0]["message"]["content"]
-    trace = live.call("GET", f"/v1/traces/{out['id'].split('-', 1)[1]}", granted)[1]
+    status, trace = live.call("GET", f"/v1/traces/{out['id'].split('-', 1)[1]}", granted)
+    assert status == 200 and trace["question"]
     assert CPF not in json.dumps(trace)  # the model never saw it, the trace never kept it
     unguarded = key(live, "u", "ask,unguarded")
     status, out = live.call("POST", "/v1/chat/completions", unguarded, injection)
@@ -198,8 +199,8 @@ def test_redacted_text_is_stored_redacted_and_the_home_is_private(live: Live) ->
     k = key(live, "p", collections="rh")
     status, answer = ask(live, k, f"Meu CPF é {CPF}. Qual o prazo dos recibos?")
     assert status == 200, answer
-    trace = live.call("GET", f"/v1/traces/{answer['trace_id']}", k)[1]
-    assert trace["question"] and CPF not in json.dumps(trace)
+    status, trace = live.call("GET", f"/v1/traces/{answer['trace_id']}", k)
+    assert status == 200 and trace["question"] and CPF not in json.dumps(trace)
     time.sleep(0.5)  # the trace writer commits in the background
     raw = b"".join(p.read_bytes() for p in live.home.glob("alicerce.db*"))
     assert CPF.encode() not in raw

@@ -55,9 +55,9 @@ def check_input(guards: Guards, messages: Sequence[Message]) -> RawCheck:
         out = guards.input.run(m.content, Context(question=m.content,
                                                   language=check.language))
         _note(check, out, "input")
+        check.messages[i] = replace(m, content=out.text)  # redacted even when blocked
         if check.blocked:
             return check
-        check.messages[i] = replace(m, content=out.text)
     return check
 
 

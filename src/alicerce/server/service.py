@@ -212,10 +212,13 @@ class Service:
     def may_see_trace(self, key: ApiKey, app: str, caller: str) -> None:
         """Own traces with the ask scope; anyone's with admin; never an app's the key may
         not use (an app deleted since falls back to its name as a collection)."""
-        try:
-            self.require_app(key, app)
-        except NotFoundError:
-            key.require_collection(app)
+        if app in self.model_names or app in self.settings.models:
+            key.require_models()  # a raw-model trace
+        else:
+            try:
+                self.require_app(key, app)
+            except NotFoundError:
+                key.require_collection(app)
         if key.id != caller:
             key.require("admin")
 
