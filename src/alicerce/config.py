@@ -119,7 +119,9 @@ class Settings(BaseSettings):
         "`generator`): bundled name, [models.NAME] entry (any OpenAI-compatible server), "
         "or .gguf path.")
     llm_threads: int = Field(0, ge=0, le=256, description="0 = all cores.")
-    llm_context: int = Field(4096, ge=512, le=131072, description="Context window in tokens.")
+    llm_context: int = Field(
+        8192, ge=512, le=131072,
+        description="KV cache in tokens, shared by the parallel slots: requests wait for room.")
     llm_parallel: int = Field(4, ge=1, le=64,
                               description="Sequences decoded together (candidates, requests).")
     llm_cache_ram_mb: int = Field(
@@ -145,6 +147,10 @@ class Settings(BaseSettings):
     queue_size: int = Field(
         32, ge=0, le=100000,
         description="Requests waiting for a model slot (beyond llm_parallel) before 503.")
+    queue_max_wait_s: float = Field(
+        60.0, gt=0, le=3600,
+        description="Longest a request may wait for a model slot; beyond it (or when the "
+                    "expected wait is longer) the server answers 503 with Retry-After.")
     max_body_kb: int = Field(1024, ge=1, description="Largest JSON request body.")
     max_upload_mb: float = Field(50.0, gt=0, description="Largest upload to ingest.")
     max_tokens_cap: int = Field(2048, ge=1, le=32768,

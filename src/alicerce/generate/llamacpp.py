@@ -21,6 +21,7 @@ from typing import Any
 
 from alicerce.errors import GeneratorError, InputError
 from alicerce.generate.base import BULLETS_GBNF, parse_chunk, parse_completion, request_body
+from alicerce.generate.kv_budget import PER_MESSAGE, PER_PROMPT, KvBudget
 from alicerce.generate.params import DecodingParams, require
 from alicerce.types import Completion, Delta, Message
 
@@ -68,6 +69,7 @@ class LlamaCppGenerator:
                                  hint="the file may be truncated or corrupt, or too large "
                                       "for memory; re-install it or pick another model") from exc
         self.name, self.path, self.context_size, self.parallel = name, path, context, parallel
+        self.kv = KvBudget(context)
 
     # -- requests ------------------------------------------------------------------------
     def _body(self, messages: Sequence[Message], params: DecodingParams) -> dict[str, Any]:
@@ -85,10 +87,21 @@ class LlamaCppGenerator:
             body["grammar"] = BULLETS_GBNF
         return body
 
+    def _claim(self, messages: Sequence[Message], body: dict[str, Any],
+               params: DecodingParams) -> int:
+        """The KV tokens this request needs (its max_tokens shrunk to fit the window)."""
+        prompt = (sum(self.count_tokens(m.content) + PER_MESSAGE for m in messages)
+                  + PER_PROMPT)
+        fitted = self.kv.fit(prompt, params.max_tokens, params.n)
+        body["max_tokens"] = fitted
+        return (prompt + fitted) * params.n
+
     def complete(self, messages: Sequence[Message], params: DecodingParams) -> Completion:
         body = self._body(messages, params)
+        need = self._claim(messages, body, params)
         started = time.perf_counter()
-        data = self._server.handle_chat_completions(body)
+        with self.kv.claim(need):
+            data = self._server.handle_chat_completions(body)
         _raise_for(data, self.name)
         return parse_completion(data, self.name, _timings(data, started))
 
@@ -98,7 +111,13 @@ class LlamaCppGenerator:
             raise InputError("streaming returns one candidate", hint="use n=1 to stream")
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-        return _stream(lambda cb: self._server.handle_chat_completions(body, cb), self.name)
+        need = self._claim(messages, body, params)  # errors surface before the first delta
+        return self._claimed(need, body)
+
+    def _claimed(self, need: int, body: dict[str, Any]) -> Iterator[Delta]:
+        with self.kv.claim(need):
+            yield from _stream(lambda cb: self._server.handle_chat_completions(body, cb),
+                               self.name)
 
     def count_tokens(self, text: str) -> int:
         req = urllib.request.Request(

@@ -64,7 +64,8 @@ class Service:
         self.metrics = Metrics(StoredResults(self.stored_metrics))
         alc.traces.on_failure = self.metrics.trace_failures.inc
         alc.on_answer = self.metrics.answered
-        self.work = WorkQueue(s.llm_parallel, s.queue_size, self.metrics.depth)
+        self.work = WorkQueue(s.llm_parallel, s.queue_size, s.queue_max_wait_s,
+                              self.metrics.depth)
         self.metrics.queue_capacity.set(s.llm_parallel + s.queue_size)
         self.limiter = RateLimiter()
         self.cache = AnswerCache(s.cache_size, s.cache_ttl_s,
