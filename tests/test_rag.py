@@ -242,3 +242,22 @@ def test_an_abstention_behind_a_citation_marker_is_still_one() -> None:
     assert is_abstention("[1, 2]. I could not find this in the documents.")
     assert is_abstention("   ")
     assert not is_abstention("[1] O prazo é de 30 dias.")
+
+
+def test_numbered_lists_keep_their_numbers_and_pages_come_from_the_sources() -> None:
+    """Issue 16 item 15: list numbers were taken as sentence ends and cited ("1 [1]. ...")."""
+    from alicerce.chains.rag import attach
+    from alicerce.evaluate.grounding import check
+
+    src = [Hit(1, "reembolso.md", 1.0, "Acesse o portal em até 30 dias e anexe as notas "
+               "fiscais 1 e 2 do pedido.", "Reembolso", "", None, "reembolso.md", {})]
+    text = "1. Acesse o portal em até 30 dias.\n2. Anexe as notas fiscais."
+    out = attach(text, src)
+    assert out.startswith("1. Acesse") and "\n2. Anexe" in out
+    assert "1 [1]" not in out and "2 [1]" not in out
+    assert "30 dias [1]." in out
+    invented = check("The vacation policy is on page 10 and gives 30 days [1].",
+                     ["Vacation: 30 days a year, at most 10 per request."])
+    assert invented.score <= 0.5 and "page 10" in invented.unsupported
+    real = check("A política está na página 2 [1].", ["A política de férias"], pages=[2])
+    assert "page 2" not in real.unsupported and real.facts == 1.0

@@ -474,3 +474,49 @@ def test_the_server_runs_drift_and_continuous_evaluation_on_its_schedule(
     assert alc.drift_runs.history("kb")[0].window == "1h"
     assert alc.evals.runs.list(app="kb")[0].kind == "online"
     alc.close()
+
+
+def wait_job(client: TestClient, key: str, coll: str, jid: str) -> dict[str, object]:
+    for _ in range(200):
+        state = client.get(f"/v1/collections/{coll}/jobs/{jid}", headers=bearer(key)).json()
+        if state["state"] in ("done", "failed"):
+            return dict(state)
+        time.sleep(0.05)
+    raise AssertionError(state)
+
+
+def test_reupload_replaces_and_bad_names_leave_nothing(
+        server: tuple[Alicerce, TestClient]) -> None:
+    alc, client = server
+    _, key = alc.keys.create("up", ["ingest", "ask"], ["kb3", "..", "-x"])
+    _, other = alc.keys.create("up2", ["ingest", "ask"], ["kb3"])
+    up = alc.settings.home / "uploads"
+
+    def send(coll: str, name: str, data: bytes = b"# P\n\nTexto.") -> object:
+        # multipart by hand: httpx would percent-encode a NUL in the file name
+        body = (b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\""
+                + name.encode() + b"\"\r\nContent-Type: text/markdown\r\n\r\n" + data
+                + b"\r\n--b--\r\n")
+        return client.post(f"/v1/collections/{coll}/documents", content=body, headers={
+            **bearer(key), "Content-Type": "multipart/form-data; boundary=b"})
+
+    for coll, name, why in [("kb3", "a\x00b.md", "NUL"), ("kb3", "x" * 300 + ".md", "255"),
+                            ("kb3", ".env", "hidden"), ("kb3", "virus.exe", "unsupported"),
+                            ("%2E%2E", "policy.md", "invalid collection name"),
+                            ("-x", "policy.md", "invalid collection name")]:
+        r = send(coll, name)
+        assert r.status_code == 400 and why in r.json()["error"]["message"], r.text
+    assert not up.exists() or not any(up.iterdir())  # nothing left behind
+    first = send("kb3", "policy.md", b"# Policy\n\nReceipts within 10 days.").json()
+    assert wait_job(client, key, "kb3", first["id"])["state"] == "done"
+    again = send("kb3", "policy.md", b"# Policy\n\nReceipts within 45 days.").json()
+    state = wait_job(client, key, "kb3", again["id"])
+    assert state["report"]["updated"] == 1 and state["report"]["added"] == 0, state
+    info = next(c for c in alc.collections() if c.name == "kb3")
+    assert info.documents == 1
+    hits = alc.search("receipts days", "kb3", mode="sparse")
+    assert "45 days" in hits[0].text and all("10 days" not in h.text for h in hits)
+    assert not any(up.iterdir())  # files removed when the jobs ended
+    # a job is its caller's: another key of the same collection is told it does not exist
+    foreign = client.get(f"/v1/collections/kb3/jobs/{again['id']}", headers=bearer(other))
+    assert foreign.status_code == 404

@@ -148,7 +148,7 @@ class Settings(BaseSettings):
         32, ge=0, le=100000,
         description="Requests waiting for a model slot (beyond llm_parallel) before 503.")
     queue_max_wait_s: float = Field(
-        60.0, gt=0, le=3600,
+        30.0, gt=0, le=3600,
         description="Longest a request may wait for a model slot; beyond it (or when the "
                     "expected wait is longer) the server answers 503 with Retry-After.")
     max_body_kb: int = Field(1024, ge=1, description="Largest JSON request body.")

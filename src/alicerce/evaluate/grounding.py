@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from alicerce.evaluate.judges import Judge, Verdict
 
 _CITE = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
+_PAGE = re.compile(r"\b(?:pages?|p[aá]ginas?|p[aá]g\.?|pp?\.)\s*(\d{1,5})\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+|\n+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -72,8 +73,11 @@ def facts(answer: str) -> tuple[list[str], list[str]]:
     return _NUMBER.findall(text), names
 
 
-def check(answer: str, contexts: Sequence[str], judge: Judge | None = None) -> Grounding:
-    """How well `contexts` support `answer` (1 = fully)."""
+def check(answer: str, contexts: Sequence[str], judge: Judge | None = None,
+          pages: Collection[int] = ()) -> Grounding:
+    """How well `contexts` support `answer` (1 = fully). A page the answer names ("page
+    10", "página 3") must be one of the sources' `pages`, or it counts as an invented
+    number (a figure elsewhere in the passages does not make it true)."""
     context = fold(" ".join(contexts))
     ctx_words = set(_WORD.findall(context))
     ctx_numbers = {_number(n) for n in _NUMBER.findall(context)}
@@ -83,15 +87,18 @@ def check(answer: str, contexts: Sequence[str], judge: Judge | None = None) -> G
         if words:
             overlaps.append(sum(w in ctx_words for w in words) / len(words))
     lexical = sum(overlaps) / len(overlaps) if overlaps else 1.0
-    numbers, names = facts(answer)
+    numbers, names = facts(_PAGE.sub("", answer))  # pages are judged by `pages` alone
     missing = [n for n in numbers if _number(n) not in ctx_numbers]
     missing += [n for n in names if fold(n) not in context]
-    checked = len(numbers) + len(names)
+    named_pages = _PAGE.findall(_CITE.sub("", answer))
+    bad_pages = [f"page {p}" for p in named_pages if int(p) not in set(pages)]
+    missing += bad_pages
+    checked = len(numbers) + len(names) + len(named_pages)
     fact_score = 1.0 - len(missing) / checked if checked else 1.0
     verdict = judge.groundedness(answer, contexts) if judge else None
     score = (0.5 * verdict.score + 0.25 * lexical + 0.25 * fact_score if verdict
              else 0.5 * lexical + 0.5 * fact_score)
-    if any(_NUMBER.fullmatch(m) for m in missing):
+    if bad_pages or any(_NUMBER.fullmatch(m) for m in missing):
         score = min(score, NUMBER_CAP)
     return Grounding(round(score, 4), round(lexical, 4), round(fact_score, 4), verdict,
                      tuple(dict.fromkeys(missing)))

@@ -60,6 +60,7 @@ class Context:
     sources: Sequence[str] = ()
     system: str = ""
     canary: str = ""
+    pages: Sequence[int] = ()  # the sources' page numbers: an answer may cite only these
 
 
 class Guard(Protocol):

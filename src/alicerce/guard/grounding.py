@@ -26,7 +26,7 @@ class GroundingGuard:
         t0 = time.perf_counter()
         if not ctx.sources:  # an abstention or a refusal: nothing is claimed
             return Verdict(self.name, "allow", 1.0, "", 0.0, text)
-        g = check(_PLACEHOLDER.sub("", text), ctx.sources)
+        g = check(_PLACEHOLDER.sub("", text), ctx.sources, pages=ctx.pages)
         fired = g.score < self.min
         reason = (f"groundedness {g.score:.2f} below {self.min}"
                   + (f"; not in the sources: {', '.join(g.unsupported[:5])}"

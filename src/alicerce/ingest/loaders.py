@@ -163,8 +163,14 @@ def load_html(data: bytes, name: str, _: RecordMapping) -> Loaded:
 
 
 def load_pdf(data: bytes, name: str, _: RecordMapping) -> Loaded:
+    import logging
+
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
+
+    # pypdf logs its own repairs ("incorrect startxref pointer") to the terminal; a file it
+    # cannot read is reported once, by us, with a hint.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
 
     try:
         reader = PdfReader(io.BytesIO(data))

@@ -90,8 +90,9 @@ class Ingestor:
                 continue
             try:
                 docs, failures = load_file(file, name, mapping, self.max_bytes)
-            except IngestError as exc:
-                report.failures.append(IngestFailure(name, exc.message, exc.hint))
+            except IngestError as exc:  # its message starts with the name: said once
+                report.failures.append(IngestFailure(
+                    name, exc.message.removeprefix(f"{name}: "), exc.hint))
                 continue
             except Exception as exc:  # a parser bug on one odd file must not stop the run
                 report.failures.append(IngestFailure(

@@ -45,6 +45,7 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
         alc = alicerce or Alicerce.open(settings=settings)
         svc = Service(alc)
         app.state.service = svc
+        svc.resume_jobs()
         warm = threading.Thread(target=svc.warm_up, daemon=True, name="alicerce-warm-up")
         warm.start()
         stop = threading.Event()
@@ -67,6 +68,7 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
                 alc.close()
 
     app = FastAPI(title="Alicerce", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None,  # /docs is served offline by ui.py
                   description="OpenAI-compatible API over your documents, with citations.")
     errors.install(app)
     app.include_router(routes_openai.router)

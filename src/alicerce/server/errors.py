@@ -38,6 +38,10 @@ _STATUS: tuple[tuple[type[AlicerceError], int, str, str], ...] = (
 )
 
 
+# A failing backend's code names the part that failed, never a Python class.
+_BACKEND = {"GeneratorError": "model_error", "JudgeError": "model_error",
+            "EmbedderError": "embedding_error", "StoreError": "store_error",
+            "IngestError": "ingest_error", "ConfigError": "configuration_error"}
 # Starlette's own errors (routing, body parsing) in OpenAI's `code` vocabulary.
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
@@ -46,7 +50,8 @@ def describe(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
     """(status, error body, headers) for any exception; unknown ones are a bare 500."""
     headers: dict[str, str] = {}
     if isinstance(exc, AlicerceError):
-        status, kind, code = 500, "server_error", type(exc).__name__
+        status, kind, code = 500, "server_error", _BACKEND.get(type(exc).__name__,
+                                                               "server_error")
         for cls, s, k, c in _STATUS:
             if isinstance(exc, cls):
                 status, kind, code = s, k, c

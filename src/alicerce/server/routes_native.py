@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from alicerce.apps.registry import AppVersion, split_ref
 from alicerce.errors import AlicerceError, InputError, NotFoundError
+from alicerce.ingest.jobs import IngestJob
 from alicerce.observe.traces import Trace
 from alicerce.server.deps import Key, Svc, no_cache
 from alicerce.server.wire import (
@@ -85,12 +86,8 @@ async def upload(name: str, files: Annotated[list[UploadFile], File()],
 @router.get("/v1/collections/{name}/jobs/{job_id}", tags=["collections"])
 async def job(name: str, job_id: str, svc: Svc,
               key: Key) -> dict[str, Any]:
-    key.require_collection(name)
-    found = svc.jobs.get(job_id)
-    if found is None or found.collection != name:
-        raise NotFoundError(f"no ingest job {job_id!r} for {name!r}",
-                            hint="use the id returned by the upload")
-    return _job(found)
+    """An upload job the key started: queued, running, done (with the report) or failed."""
+    return _job(svc.job(key, name, job_id))
 
 
 @router.post("/v1/feedback", tags=["feedback"])
@@ -109,7 +106,8 @@ async def feedback(req: FeedbackRequest, svc: Svc,
 
 
 @router.get("/v1/traces", tags=["traces"])
-async def traces(svc: Svc, key: Key, app: str | None = None, since_s: float | None = None,
+async def traces(svc: Svc, key: Key, app: str | None = None,
+                 since_s: Annotated[float | None, Query(ge=0)] = None,
                  feedback: Literal["up", "down", "none", "any"] = "any",
                  status: Literal["ok", "error"] | None = None,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
@@ -221,6 +219,8 @@ def _summary(t: Trace) -> dict[str, Any]:
             "status": t.status, "error": t.error, "latency_ms": t.latency_ms}
 
 
-def _job(job: Any) -> dict[str, Any]:
-    return {"id": job.id, "collection": job.collection, "files": job.files,
-            "state": job.state, "report": job.report, "error": job.error}
+def _job(job: IngestJob) -> dict[str, Any]:
+    return {"id": job.id, "collection": job.collection, "files": list(job.files),
+            "state": job.state, "report": job.report, "error": job.error,
+            "resumed": job.resumed, "created_at": job.created_at,
+            "updated_at": job.updated_at}

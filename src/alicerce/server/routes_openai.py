@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 
 from alicerce.access.keys import ApiKey
 from alicerce.apps.registry import split_ref
-from alicerce.embed import EMBEDDING_MODELS
+from alicerce.embed import available as available_embedders
 from alicerce.errors import InputError
 from alicerce.generate.params import DecodingParams
 from alicerce.server import shapes
@@ -75,10 +75,9 @@ async def models(svc: Svc,
     rows = [{"id": a, "object": "model", "created": created, "owned_by": "alicerce",
              "kind": "app"} for a in svc.apps(key)]
     rows += [{"id": m, "object": "model", "created": created, "owned_by": "alicerce",
-              "kind": "model"} for m in sorted(svc.model_names | set(svc.settings.models))]
+              "kind": "model"} for m in sorted(svc.model_names)]  # installed ones only
     rows += [{"id": e, "object": "model", "created": created, "owned_by": "alicerce",
-              "kind": "embedding"} for e in EMBEDDING_MODELS if e != "remote"
-             or svc.settings.remote_embed_url]
+              "kind": "embedding"} for e in available_embedders(svc.settings)]
     return {"object": "list", "data": rows}
 
 

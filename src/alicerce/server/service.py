@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any, Literal
 
 import anyio
@@ -31,8 +27,9 @@ from alicerce.generate.params import DecodingParams
 from alicerce.guard.base import Context
 from alicerce.guard.config import Guards
 from alicerce.guard.raw import raw_guards
+from alicerce.ingest.jobs import IngestJob
 from alicerce.observe.windows import duration_s
-from alicerce.platform import Alicerce
+from alicerce.platform import Alicerce, check_collection_name
 from alicerce.server.cache import AnswerCache, Vector
 from alicerce.server.limits import RateLimiter
 from alicerce.server.metrics import Metrics, StoredResults, gauge
@@ -45,16 +42,6 @@ log = logging.getLogger("alicerce.server")
 # The caller when auth is off (loopback only): every scope, every collection, no limits.
 LOCAL = ApiKey("local", "local (auth off)", tuple(s for s in SCOPES if s != "unguarded"),
                None, 10**9, 10**12, 0.0)
-
-
-@dataclass
-class Job:
-    id: str
-    collection: str
-    files: list[str]
-    state: Literal["queued", "running", "done", "failed"] = "queued"
-    report: dict[str, Any] = field(default_factory=dict)
-    error: str = ""
 
 
 class Service:
@@ -72,7 +59,6 @@ class Service:
                                  self._question_vector if s.semantic_cache else None,
                                  s.semantic_cache_threshold)
         self.embeddings = EmbedBatcher(self, s.embed_batch_ms / 1000)
-        self.jobs: dict[str, Job] = {}
         self.ready = threading.Event()
         self.load_error = ""
         self._ingest_lock = threading.Lock()
@@ -384,36 +370,51 @@ class Service:
         return np.asarray(embedder.embed_queries([question])[0], dtype=np.float32)
 
     # -- ingestion -----------------------------------------------------------------------
-    def start_ingest(self, key: ApiKey, collection: str, files: list[tuple[str, bytes]]) -> Job:
-        if not files:
-            raise InputError("no files were uploaded", hint="send multipart field 'files'")
-        folder = Path(tempfile.mkdtemp(prefix="alicerce-upload-"))
-        names = []
-        for i, (name, data) in enumerate(files):
-            safe = Path(name).name  # never a path: "../x" and "/etc/x" become "x"
-            safe = safe if safe not in ("", ".", "..") else f"upload-{i}"
-            (folder / safe).write_bytes(data)
-            names.append(safe)
-        job = Job(f"job-{secrets.token_hex(6)}", collection, names)
-        self.jobs[job.id] = job
-        self.alc.keys.audit(key.id, "collection.ingest", collection, {"files": names})
-        threading.Thread(target=self._ingest, args=(job, folder), daemon=True).start()
+    def start_ingest(self, key: ApiKey, collection: str,
+                     files: list[tuple[str, bytes]]) -> IngestJob:
+        """Check the upload whole, keep its files in the home, run it in the background."""
+        check_collection_name(collection)
+        job = self.alc.jobs.create(key.id, collection, files)
+        self.alc.keys.audit(key.id, "collection.ingest", collection,
+                            {"files": list(job.files), "job": job.id})
+        self._run_job(job)
         return job
 
-    def _ingest(self, job: Job, folder: Path) -> None:
+    def resume_jobs(self) -> None:
+        """Jobs a stopped server left unfinished run again (ingestion is incremental)."""
+        for job in self.alc.jobs.recover():
+            log.info("resuming upload job %s (%d files)", job.id, len(job.files))
+            self._run_job(job)
+
+    def job(self, key: ApiKey, collection: str, job_id: str) -> IngestJob:
+        """A job of `collection` the key started (any, for admin); others are not found."""
+        key.require_collection(collection)
+        job = self.alc.jobs.get(job_id)
+        if job.collection != collection or (job.caller != key.id and
+                                            "admin" not in key.scopes):
+            raise NotFoundError(f"no ingest job {job_id[:40]!r} for {collection!r}",
+                                hint="use the id returned by the upload")
+        return job
+
+    def _run_job(self, job: IngestJob) -> None:
+        threading.Thread(target=self._ingest, args=(job,), daemon=True,
+                         name=f"alicerce-{job.id}").start()
+
+    def _ingest(self, job: IngestJob) -> None:
         with self._ingest_lock:
-            job.state = "running"
+            jobs = self.alc.jobs
+            jobs.start(job.id)
             try:
-                report = self.alc.ingest([folder], job.collection)
-                job.report = asdict(report)
-                job.state = "done"
+                # each file on its own: its document id is its name, so a re-upload of
+                # policy.md replaces the stored policy.md
+                report = self.alc.ingest(jobs.paths(job), job.collection)
+                jobs.finish(job.id, "done", asdict(report))
                 self.cache.drop(job.collection)
             except AlicerceError as exc:
-                job.state, job.error = "failed", str(exc)
+                jobs.finish(job.id, "failed", {}, str(exc))
             except Exception as exc:  # reported on the job; the server goes on
-                job.state, job.error = "failed", f"unexpected error: {exc}"
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
+                log.exception("upload job %s failed", job.id)
+                jobs.finish(job.id, "failed", {}, f"unexpected error: {exc}")
 
 
 def answer_dict(a: Answer) -> dict[str, Any]:

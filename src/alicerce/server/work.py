@@ -11,7 +11,6 @@ soon as llama.cpp ends the request (at its next token).
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,15 +31,20 @@ class WorkQueue:
         self.slots, self.max_waiting, self.max_wait_s = slots, waiting, max_wait_s
         self.running = self.waiting = 0
         self.hold_s = 0.0  # how long a request holds its slot (moving average; 0 = unknown)
+        self._started: dict[object, float] = {}  # when each running request got its slot
         self._sem: asyncio.Semaphore | None = None
         self._threads = anyio.CapacityLimiter(slots + 4)
         self._on_depth = on_depth
 
     def expected_wait(self) -> float:
-        """Seconds a request arriving now would wait for a slot, from the recent hold time."""
+        """Seconds a request arriving now would wait for a slot: the running requests' time
+        left (from the recent hold time), then whole holds for each round of waiters."""
         if self.running < self.slots:
             return 0.0
-        return math.ceil((self.waiting + 1) / self.slots) * self.hold_s
+        now = time.monotonic()
+        left = sorted(max(0.0, self.hold_s - (now - t)) for t in self._started.values())
+        rounds, place = divmod(self.waiting, self.slots)
+        return left[min(place, len(left) - 1)] + rounds * self.hold_s if left else 0.0
 
     def _busy(self, why: str, retry_after: float) -> OverloadedError:
         return OverloadedError(
@@ -72,9 +76,12 @@ class WorkQueue:
         self.running += 1
         self._on_depth(self.running, self.waiting)
         started = time.monotonic()
+        token = object()
+        self._started[token] = started
         try:
             yield
         finally:
+            del self._started[token]
             held = time.monotonic() - started
             self.hold_s = held if not self.hold_s else 0.8 * self.hold_s + 0.2 * held
             self.running -= 1

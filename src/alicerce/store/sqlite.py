@@ -28,7 +28,7 @@ from alicerce.store.base import (
     StoredCollection,
     check_filters,
 )
-from alicerce.store.db import connect, private_dir, transaction
+from alicerce.store.db import add_columns, connect, private_dir, transaction
 from alicerce.store.query import fts_query
 from alicerce.store.schema import FTS, SCHEMA, SCHEMA_VERSION
 from alicerce.types import CollectionInfo, Hit
@@ -48,6 +48,9 @@ class SQLiteStore:
         self._exact_limit = exact_search_limit
         self._ann: dict[int, AnnIndex] = {}
         self._db = connect(self.path, SCHEMA)
+        # 1 from a content write until a version names that content (same transactions), so
+        # an ingest killed half-way is seen, and its committed part becomes a version.
+        add_columns(self._db, "collections", {"dirty": "INTEGER NOT NULL DEFAULT 0"})
         with self._tx():
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
@@ -82,6 +85,7 @@ class SQLiteStore:
         return [r[0] for r in self._db.execute("SELECT name FROM collections ORDER BY name")]
 
     def collections(self) -> list[CollectionInfo]:
+        self._reconcile()
         rows = self._db.execute(
             "SELECT c.name, c.embedder, c.chunking, c.updated_at,"
             " (SELECT count(*) FROM documents d WHERE d.collection_id=c.id),"
@@ -198,7 +202,7 @@ class SQLiteStore:
         return len(ids)
 
     def _bump(self, db: sqlite3.Connection, cid: int) -> int:
-        db.execute("UPDATE collections SET vec_epoch=vec_epoch+1, "
+        db.execute("UPDATE collections SET vec_epoch=vec_epoch+1, dirty=1, "
                    "updated_at=strftime('%Y-%m-%dT%H:%M:%SZ','now') WHERE id=?", (cid,))
         return self._epoch(cid)
 
@@ -216,15 +220,18 @@ class SQLiteStore:
             ann.save()
 
     def record_version(self, coll: StoredCollection) -> str:
-        digest = hashlib.sha256()
-        digest.update(json.dumps([coll.embedder, coll.chunking], sort_keys=True).encode())
-        docs = 0
-        for key, h in self._db.execute("SELECT key, content_hash FROM documents "
-                                       "WHERE collection_id=? ORDER BY key", (coll.id,)):
-            digest.update(f"{key}\x00{h}\n".encode())
-            docs += 1
-        vid = digest.hexdigest()[:16]
+        """Name what is stored now: the version is a hash of every document's key and
+        content hash (with the embedder and chunking), computed and recorded in one
+        transaction with clearing the collection's dirty mark."""
         with self._tx() as db:
+            digest = hashlib.sha256()
+            digest.update(json.dumps([coll.embedder, coll.chunking], sort_keys=True).encode())
+            docs = 0
+            for key, h in db.execute("SELECT key, content_hash FROM documents "
+                                     "WHERE collection_id=? ORDER BY key", (coll.id,)):
+                digest.update(f"{key}\x00{h}\n".encode())
+                docs += 1
+            vid = digest.hexdigest()[:16]
             last = db.execute("SELECT id FROM collection_versions WHERE collection_id=? "
                               "ORDER BY seq DESC LIMIT 1", (coll.id,)).fetchone()
             if last is None or last[0] != vid:
@@ -236,9 +243,21 @@ class SQLiteStore:
                            "embedder, chunking, documents, chunks) VALUES (?,?,?,?,?,?,?)",
                            (coll.id, vid, seq, coll.embedder, json.dumps(coll.chunking), docs,
                             chunks))
+            db.execute("UPDATE collections SET dirty=0 WHERE id=?", (coll.id,))
         return vid
 
+    def _reconcile(self, coll: StoredCollection | None = None) -> None:
+        """Record a version for content no version names yet (an ingest that was killed,
+        or one still running): a version always names what a reader sees."""
+        where, args = ("WHERE dirty=1 AND id=?", (coll.id,)) if coll else ("WHERE dirty=1", ())
+        for cid, in self._db.execute(f"SELECT id FROM collections {where}", args).fetchall():
+            row = self._db.execute("SELECT name FROM collections WHERE id=?", (cid,)).fetchone()
+            dirty = self.collection(row[0]) if row else None
+            if dirty is not None:
+                self.record_version(dirty)
+
     def versions(self, coll: StoredCollection) -> list[dict[str, Any]]:
+        self._reconcile(coll)
         cols = ("id", "seq", "embedder", "chunking", "documents", "chunks", "created_at")
         rows = self._db.execute(f"SELECT {', '.join(cols)} FROM collection_versions "
                                 "WHERE collection_id=? ORDER BY seq", (coll.id,))
