@@ -163,12 +163,17 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=300)
     ap.add_argument("--model", default="qwen-1.5b", help="the generator (default settings "
                     "otherwise)")
+    ap.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
+                    help="a server setting, e.g. --set llm_parallel=2 (repeatable)")
     args = ap.parse_args()
+    extra = {f"ALICERCE_{k.strip().upper()}": v for k, v in
+             (item.split("=", 1) for item in args.set)}
     print(f"# load: {args.clients} clients x {args.seconds:.0f} s, {args.model}, "
-          f"{machine()}")
+          f"settings {' '.join(args.set) or 'default'}, {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
-        env = {**os.environ, "ALICERCE_HOME": str(home), "ALICERCE_GENERATOR": args.model}
+        env = {**os.environ, "ALICERCE_HOME": str(home), "ALICERCE_GENERATOR": args.model,
+               **extra}
         with Alicerce(Settings.load(home=home, generator=args.model)) as alc:
             alc.ingest([ROOT / "examples" / "handbook"], "handbook")
             _, key = alc.keys.create("load", ["ask", "models"], rpm=10**6, tpm=10**9)

@@ -120,3 +120,39 @@ def test_models_lists_the_bundled_ones(home: Path) -> None:
     rows = {m["name"]: m for m in json.loads(r.stdout)}
     assert {"qwen-1.5b", "qwen-0.5b", "smollm2-135m"} <= set(rows)
     assert rows["smollm2-135m"]["installed"] and rows["smollm2-135m"]["default"]
+
+
+def test_waiting_shows_progress_on_a_terminal_only(home: Path) -> None:
+    """Issue 16 item 12: the first ask was silent for ~80 s. On a terminal, a spinner names
+    each stage; into a pipe nothing is drawn."""
+    import pty
+    import select
+
+    env = {**os.environ, "ALICERCE_HOME": str(home), "ALICERCE_EMBEDDER": "hashing",
+           "ALICERCE_GENERATOR": "smollm2-135m", "ALICERCE_ABSTAIN_BELOW": "0",
+           "ALICERCE_LLM_CONTEXT": "2048", "TERM": "xterm", "COLUMNS": "120"}
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "alicerce", "ask", "How long for receipts?",
+                             "-c", "kb", "--max-tokens", "20"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 120)
+        if not ready:
+            break
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed its end
+            break
+        if not data:
+            break
+        seen += data
+    proc.wait(timeout=120)
+    os.close(master)
+    shown = seen.decode("utf-8", "replace")
+    assert proc.returncode == 0
+    assert "loading the model smollm2-135m" in shown
+    assert "searching the documents" in shown
+    piped = run("ask", "How long for receipts?", "-c", "kb", "--max-tokens", "20", home=home)
+    assert piped.returncode == 0 and "loading the model" not in piped.stderr

@@ -520,3 +520,41 @@ def test_reupload_replaces_and_bad_names_leave_nothing(
     # a job is its caller's: another key of the same collection is told it does not exist
     foreign = client.get(f"/v1/collections/kb3/jobs/{again['id']}", headers=bearer(other))
     assert foreign.status_code == 404
+
+
+def test_newcomer_errors_are_precise(server: tuple[Alicerce, TestClient]) -> None:
+    """Issue 16 items 13, 14, 16: what a new user (or a sloppy client) runs into."""
+    from alicerce.errors import GeneratorError, StoreError
+    from alicerce.server.errors import describe
+
+    alc, client = server
+    _, key = alc.keys.create("n", ["ask"])
+    h = {**bearer(key), "Content-Type": "application/json"}
+    bad_json = client.post("/v1/chat/completions", headers=h, content=b'{"model": "kb",')
+    err = bad_json.json()["error"]
+    assert bad_json.status_code == 400 and err["param"] is None and "at byte" in err["message"]
+    latin1 = client.post("/v1/chat/completions", headers=h,
+                         content='{"model": "kb", "messages": "ação"}'.encode("latin-1"))
+    err = latin1.json()["error"]
+    assert latin1.status_code == 400 and "UTF-8" in err["message"] and err["code"]
+    assert client.get("/v1/traces?since_s=-1", headers=bearer(key)).status_code == 400
+    ids = {m["id"] for m in client.get("/v1/models", headers=bearer(key)).json()["data"]}
+    assert "remote" not in ids  # no remote_embed_url: listed nowhere, refused with why
+    remote = client.post("/v1/embeddings", headers=bearer(key),
+                         json={"model": "remote", "input": "x"})
+    assert remote.status_code == 404 and "remote_embed_url" in remote.json()["error"]["message"]
+    for exc, code in ((GeneratorError("x"), "model_error"), (StoreError("x"), "store_error")):
+        assert describe(exc)[1]["error"]["code"] == code  # never a Python class name
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower() and '"validatorUrl": null' in docs.text
+    assert client.get("/static/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/favicon.ico").status_code == 200
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(40):
+            yield b" " * 65536
+    big = client.post("/v1/chat/completions", headers=h, content=chunks())  # chunked
+    assert big.status_code == 413 and big.json()["error"]["code"] == "body_too_large"
+    metrics = client.get("/metrics").text
+    assert 'route="/v1/chat/completions",status="413"' in metrics

@@ -182,7 +182,11 @@ def test_chat_page_in_a_real_browser(live: tuple[str, str, str], home: Path) -> 
         page.select_option("#app", "kb")
         page.fill("#question", "How long do I have to send receipts?")
         page.click("#send")
+        # the user sees work going on until the first words (issue 16 item 12)
+        page.wait_for_selector(".turn .working", state="attached", timeout=10_000)
+        assert page.inner_text("#send") == "Respondendo…"
         page.wait_for_selector(".thumbs button", timeout=120_000)
+        assert page.locator(".working").count() == 0 and page.inner_text("#send") == "Enviar"
         assert page.inner_text(".turn .a").strip()
         sources = page.locator(".sources li").all_inner_texts()
         assert not sources or any("Refund" in s or "Wi-Fi" in s for s in sources)
@@ -197,6 +201,16 @@ def test_chat_page_in_a_real_browser(live: tuple[str, str, str], home: Path) -> 
             page.click(".rate button")
         assert fb.value.status == 200
         trace_id = page.inner_text(".rate .trace").removeprefix("trace ").strip()
+        # the API reference renders offline: every request stays on this server
+        docs = browser.new_page()
+        asked: list[str] = []
+        docs.on("request", lambda r: asked.append(r.url))
+        docs.goto(base + "/docs")
+        docs.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
+        assert "Alicerce" in docs.inner_text(".swagger-ui .info .title")
+        assert asked and all(u.startswith(base) for u in asked), asked
+        icon = docs.request.get(base + "/favicon.ico")
+        assert icon.status == 200 and "svg" in icon.headers["content-type"]
         browser.close()
     # What the page sent is what an operator finds from the command line.
     listed = cli(home, "traces", "list", "--app", "kb", "--feedback", "up", "--json")

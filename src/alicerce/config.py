@@ -122,8 +122,10 @@ class Settings(BaseSettings):
     llm_context: int = Field(
         8192, ge=512, le=131072,
         description="KV cache in tokens, shared by the parallel slots: requests wait for room.")
-    llm_parallel: int = Field(4, ge=1, le=64,
-                              description="Sequences decoded together (candidates, requests).")
+    llm_parallel: int = Field(
+        0, ge=0, le=64,
+        description="Sequences decoded together (candidates, requests); 0 = as many as the "
+                    "cores, at most 4 (on 2 cores, 4 at once made answers pass 120 s).")
     llm_cache_ram_mb: int = Field(
         128, ge=0, le=65536,
         description="Host RAM for llama.cpp's cache of earlier prompts (0 = off).")
@@ -198,6 +200,13 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_GUARDS),
         description="Rails for answers from a bare collection (an app spec sets its own); "
                     "same form as an app spec's guards section; {} turns them off.")
+
+    @field_validator("llm_parallel")
+    @classmethod
+    def _parallel(cls, v: int) -> int:
+        """0 = auto: a CPU decodes a batch at about the cost of its sequences one by one,
+        so more slots than cores only make each answer slower (docs/benchmarks.md)."""
+        return v or min(4, max(1, os.cpu_count() or 1))
 
     @field_validator("drift_window")
     @classmethod

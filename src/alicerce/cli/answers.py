@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sys
@@ -12,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from alicerce.chains.techniques import TECHNIQUES, load_examples
+from alicerce.cli import progress
 from alicerce.cli.common import (
     AppOpt,
     HomeOpt,
@@ -25,6 +27,7 @@ from alicerce.cli.common import (
 )
 from alicerce.cli.kb import parse_filters
 from alicerce.errors import AlicerceError, InputError
+from alicerce.platform import Alicerce
 from alicerce.types import Answer, TokenLogprob
 
 StreamOpt = Annotated[bool, typer.Option("--stream", help="Print the answer as it is written.")]
@@ -58,9 +61,29 @@ def _likelihood(tokens: tuple[TokenLogprob, ...]) -> None:
                                                                          else ""))
 
 
+def load_model(alc: Alicerce, app: str, model: str | None, quiet: bool) -> None:
+    """Load the answering model first, under a spinner: the first use joins its parts and
+    loads it (a minute or more on a laptop), which would otherwise look like a hang."""
+    alc.app_collections(app)  # an unknown app or collection fails before the slow part
+    spec = alc.app(app) if alc.apps.exists(app.split("@")[0]) else None
+    name = model or (spec.spec["model"]["name"] if spec else alc.settings.generator)
+    with progress.status(f"loading the model {name} (the first time joins and checks its "
+                         "files)", not quiet):
+        alc.generator(name)
+
+
 def _print_answer(stream: Any, live: bool, as_json: bool) -> Answer:
     answer: Answer | None = None
-    for item in stream:
+    items = iter(stream)
+    with progress.status("searching the documents and reading the sources",
+                         not as_json) as shown:
+        first = next(items)  # the wait before the first words: retrieval and the prompt
+        pieces = 0
+        while not live and not isinstance(first, Answer):  # nothing shown until the end
+            pieces += 1
+            shown.say(f"writing the answer ({pieces} pieces)")
+            first = next(items)
+    for item in itertools.chain([first], items):
         if isinstance(item, Answer):
             answer = item
         elif live and not as_json:
@@ -101,6 +124,7 @@ def ask(
         options = dict(model=model, params=decoding, k=k, mode=mode,
                        filters=parse_filters(filter_), step_back=step_back or None,
                        extractiveness=extractiveness, prompt=prompt)
+        load_model(alc, collection, model, as_json)
         out = alc.ask_stream(question, collection, **options)
         _print_answer(out, stream, as_json)
 
@@ -122,6 +146,7 @@ def chat(
 ) -> None:
     """Multi-turn chat over a collection; follow-ups are rewritten into standalone questions."""
     with open_home(home) as alc:
+        load_model(alc, collection, model, as_json)
         if message is not None:
             started, out = alc.chat(message, collection, conversation,
                                     stream=stream and not as_json, model=model, params=decoding)

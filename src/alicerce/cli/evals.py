@@ -11,6 +11,7 @@ import typer
 
 from alicerce.cli.answers import models_app
 from alicerce.cli.common import AppOpt, CollOpt, HomeOpt, JsonOpt, ModelOpt, app, emit, open_home
+from alicerce.cli.progress import Bar
 from alicerce.errors import InputError
 from alicerce.evaluate import datasets
 from alicerce.evaluate.compare import Comparison, compare, gate, parse_limits
@@ -31,10 +32,7 @@ MetricsOpt = Annotated[str, typer.Option(
 
 
 def _progress(label: str) -> Any:
-    def show(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 20) == 0:
-            typer.echo(f"  {label}: {done}/{total}", err=True)
-    return show
+    return Bar(label)
 
 
 def _load(path: Path, limit: int | None, seed: int = 0,

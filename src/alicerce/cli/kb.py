@@ -8,14 +8,10 @@ from typing import Annotated
 
 import typer
 
+from alicerce.cli import progress
 from alicerce.cli.common import CollOpt, HomeOpt, JsonOpt, app, emit, open_home
 from alicerce.errors import InputError
 from alicerce.types import IngestReport
-
-
-def _progress(report: IngestReport) -> None:
-    done = report.added + report.updated + report.unchanged
-    typer.echo(f"  {done} documents, {report.chunks_embedded} chunks embedded...", err=True)
 
 
 @app.command()
@@ -47,13 +43,19 @@ def ingest(
     as_json: JsonOpt = False,
 ) -> None:
     """Add or update documents in a collection; unchanged files cost nothing."""
-    with open_home(home) as alc:
+    with open_home(home) as alc, progress.status(f"ingesting into {collection}",
+                                                 not as_json) as shown:
+        def show(report: IngestReport) -> None:
+            done = report.added + report.updated + report.unchanged
+            shown.say(f"ingesting into {collection}: {done} documents, "
+                      f"{report.chunks_embedded} chunks embedded")
+
         report = alc.ingest(paths, collection, sync=sync, text_field=text_field,
                             id_field=id_field, title_field=title_field,
                             metadata_fields=metadata_fields, chunk_tokens=chunk_tokens,
                             chunk_overlap=chunk_overlap, redact_pii=redact_pii,
                             embedder=embedder,  # type: ignore[arg-type]
-                            progress=None if as_json else _progress)
+                            progress=show)
     if as_json:
         emit({**asdict(report), "ok": report.ok})
     else:

@@ -90,8 +90,8 @@ class LlamaCppGenerator:
     def _claim(self, messages: Sequence[Message], body: dict[str, Any],
                params: DecodingParams) -> int:
         """The KV tokens this request needs (its max_tokens shrunk to fit the window)."""
-        prompt = (sum(self.count_tokens(m.content) + PER_MESSAGE for m in messages)
-                  + PER_PROMPT)
+        prompt = (self.count_tokens("\n".join(m.content for m in messages))  # one call
+                  + PER_MESSAGE * len(messages) + PER_PROMPT)
         fitted = self.kv.fit(prompt, params.max_tokens, params.n)
         body["max_tokens"] = fitted
         return (prompt + fitted) * params.n

@@ -91,13 +91,30 @@ $("ask").addEventListener("submit", async (ev) => {
   const turn = el("div", "turn");
   turn.append(el("div", "q", question));
   const answer = el("div", "a", "");
-  turn.append(answer);
+  // A working state until the first words: reading the sources takes a while on a CPU.
+  const working = el("div", "working", "");
+  working.setAttribute("role", "status");
+  const started = Date.now();
+  const tick = () => {
+    const s = Math.round((Date.now() - started) / 1000);
+    working.textContent = (s < 5 ? "Procurando nos documentos" : "Lendo as fontes e escrevendo a resposta") + `… ${s} s`;
+  };
+  tick();
+  const timer = setInterval(tick, 1000);
+  const stopWorking = () => { clearInterval(timer); working.remove(); };
+  turn.append(working, answer);
   log.append(turn);
   $("question").value = "";
+  $("send").textContent = "Respondendo…";
   try {
     const resp = await fetch("/v1/chat/completions", { method: "POST", headers: headers(),
       body: JSON.stringify({ model: appBox.value, stream: true, messages: [{ role: "user", content: question }] }) });
-    if (!resp.ok) { answer.textContent = ""; status.textContent = await failure(resp); return; }
+    if (!resp.ok) {
+      answer.textContent = "";
+      const wait = resp.headers.get("Retry-After");
+      status.textContent = await failure(resp) + (wait ? ` Tente de novo em ${wait} s.` : "");
+      return;
+    }
     const reader = resp.body.getReader(), decoder = new TextDecoder();
     let buffer = "";
     for (;;) {
@@ -112,14 +129,16 @@ $("ask").addEventListener("submit", async (ev) => {
         const chunk = JSON.parse(line);
         if (chunk.error) { status.textContent = chunk.error.message; continue; }
         const choice = chunk.choices[0];
-        if (choice && choice.delta.content) answer.textContent += choice.delta.content;
+        if (choice && choice.delta.content) { stopWorking(); answer.textContent += choice.delta.content; }
         if (chunk.alicerce) { answer.textContent = chunk.alicerce.answer; showSources(turn, chunk.alicerce); }
       }
     }
   } catch (e) {
     status.textContent = String(e);
   } finally {
+    stopWorking();
     $("send").disabled = false;
+    $("send").textContent = "Enviar";
   }
 });
 
