@@ -27,7 +27,11 @@ CPF = "123.456.789-09"
 def env_for(home: Path) -> dict[str, str]:
     return {**os.environ, "ALICERCE_HOME": str(home), "ALICERCE_GENERATOR": "smollm2-135m",
             "ALICERCE_ABSTAIN_BELOW": "0", "ALICERCE_LLM_CONTEXT": "2048",
-            "ALICERCE_LLM_PARALLEL": "2", "ALICERCE_MAX_TOKENS": "32"}
+            "ALICERCE_LLM_PARALLEL": "2", "ALICERCE_MAX_TOKENS": "32",
+            # raw models: PII both ways (the default) and the injection rail, opted in
+            "ALICERCE_RAW_MODEL_GUARDS": json.dumps({
+                "input": [{"pii": {"entities": ["CPF", "EMAIL_ADDRESS"]}}, "injection"],
+                "output": [{"pii": {"entities": ["CPF"]}}, "toxicity"]})}
 
 
 def cli(home: Path, *args: str) -> str:

@@ -200,6 +200,9 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_GUARDS),
         description="Rails for answers from a bare collection (an app spec sets its own); "
                     "same form as an app spec's guards section; {} turns them off.")
+    raw_model_guards: dict[str, Any] | None = Field(
+        None, description="Rails around raw-model requests (same form); default: `guards` "
+                          "without injection, grounding and canary (docs/guardrails.md).")
 
     @field_validator("llm_parallel")
     @classmethod
@@ -218,6 +221,11 @@ class Settings(BaseSettings):
     @classmethod
     def _guards(cls, v: dict[str, Any]) -> dict[str, Any]:
         return normalise_guards(v) if v else {}
+
+    @field_validator("raw_model_guards")
+    @classmethod
+    def _raw_guards(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if v is None else normalise_guards(v) if v else {}
 
     @field_validator("chunk_overlap")
     @classmethod

@@ -4,7 +4,11 @@ Without them a raw model repeats a CPF back and obeys an injection that the app 
 same server blocks. The input rails run on every user message (redactions replace the text
 the model sees); the output rails run on each candidate, and on a stream a sentence at a time.
 Rails that judge an answer against retrieved sources or an app's system prompt (grounding,
-canary) have nothing to judge here and are left out.
+canary) have nothing to judge here, and the injection rail is left out by default: a raw
+model's caller writes the instructions, and the head (trained to tell questions from
+attempts to override an app's prompt) scores plain instructions as injections ("Say hello."
+0.92, "Translate to English: bom dia" 0.98; 7 of 9 benign instructions measured would be
+refused). The setting `raw_model_guards` names the rails explicitly, injection included.
 """
 
 from __future__ import annotations
@@ -20,14 +24,16 @@ from alicerce.guard.rails import Outcome, Rails
 from alicerce.guard.watch import StreamWatch
 from alicerce.types import Delta, Message
 
-NEED_SOURCES = ("grounding", "canary")
+LEFT_OUT = ("grounding", "canary", "injection")
 
 
 def raw_guards(guards: Guards) -> Guards:
-    """An app's (or the settings') rails as they apply to a raw model."""
-    return Guards(guards.input, Rails("context"),
+    """The settings' rails as they apply to a raw model by default."""
+    return Guards(Rails("input", [r for r in guards.input.rails
+                                  if r.guard.name not in LEFT_OUT]),
+                  Rails("context"),
                   Rails("output", [r for r in guards.output.rails
-                                   if r.guard.name not in NEED_SOURCES]))
+                                   if r.guard.name not in LEFT_OUT]))
 
 
 @dataclass

@@ -26,6 +26,7 @@ from alicerce.errors import AccessError, AlicerceError, InputError, NotFoundErro
 from alicerce.generate.params import DecodingParams
 from alicerce.guard.base import Context
 from alicerce.guard.config import Guards
+from alicerce.guard.config import build as build_guards
 from alicerce.guard.raw import raw_guards
 from alicerce.ingest.jobs import IngestJob
 from alicerce.observe.windows import duration_s
@@ -167,12 +168,14 @@ class Service:
                 raise
 
     def raw_guards(self, key: ApiKey) -> Guards:
-        """The rails around a raw-model request: the settings' defaults (those that need no
-        sources), none for a key with the `unguarded` scope."""
+        """The rails around a raw-model request: `raw_model_guards`, or the settings'
+        defaults that fit a raw model; none for a key with the `unguarded` scope."""
         if not key.guarded:
             return Guards()
         if self._raw_guards is None:
-            self._raw_guards = raw_guards(self.alc.guards(None))
+            chosen = self.settings.raw_model_guards
+            self._raw_guards = (raw_guards(self.alc.guards(None)) if chosen is None
+                                else build_guards(chosen, self.settings))
         return self._raw_guards
 
     def count_verdicts(self, model: str, verdicts: list[dict[str, Any]]) -> None:
