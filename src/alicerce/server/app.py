@@ -45,7 +45,7 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
         alc = alicerce or Alicerce.open(settings=settings)
         svc = Service(alc)
         app.state.service = svc
-        svc.resume_jobs()
+        svc.uploads.resume()
         warm = threading.Thread(target=svc.warm_up, daemon=True, name="alicerce-warm-up")
         warm.start()
         stop = threading.Event()

@@ -79,7 +79,7 @@ async def upload(name: str, files: Annotated[list[UploadFile], File()],
             raise InputError(f"{f.filename} is over {svc.settings.max_upload_mb} MB",
                              hint="split it, or raise max_upload_mb")
         got.append((f.filename or "upload", data))
-    job = svc.start_ingest(key, name, got)
+    job = svc.uploads.start(key, name, got)
     return _job(job)
 
 
@@ -87,7 +87,7 @@ async def upload(name: str, files: Annotated[list[UploadFile], File()],
 async def job(name: str, job_id: str, svc: Svc,
               key: Key) -> dict[str, Any]:
     """An upload job the key started: queued, running, done (with the report) or failed."""
-    return _job(svc.job(key, name, job_id))
+    return _job(svc.uploads.get(key, name, job_id))
 
 
 @router.post("/v1/feedback", tags=["feedback"])

@@ -28,12 +28,12 @@ from alicerce.guard.base import Context
 from alicerce.guard.config import Guards
 from alicerce.guard.config import build as build_guards
 from alicerce.guard.raw import raw_guards
-from alicerce.ingest.jobs import IngestJob
 from alicerce.observe.windows import duration_s
-from alicerce.platform import Alicerce, check_collection_name
+from alicerce.platform import Alicerce
 from alicerce.server.cache import AnswerCache, Vector
 from alicerce.server.limits import RateLimiter
 from alicerce.server.metrics import Metrics, StoredResults, gauge
+from alicerce.server.uploads import Uploads
 from alicerce.server.wire import AppOptions, ChatRequest, Sampling
 from alicerce.server.work import WorkQueue
 from alicerce.types import Answer, Message
@@ -62,7 +62,7 @@ class Service:
         self.embeddings = EmbedBatcher(self, s.embed_batch_ms / 1000)
         self.ready = threading.Event()
         self.load_error = ""
-        self._ingest_lock = threading.Lock()
+        self.uploads = Uploads(alc, self.cache.drop)
         self.model_names = {m.name for m in alc.models() if m.installed}
         self._raw_guards: Guards | None = None
 
@@ -371,54 +371,6 @@ class Service:
         """The semantic cache's view of a question: the configured embedder, query form."""
         embedder = get_embedder(self.settings.embedder, self.settings)
         return np.asarray(embedder.embed_queries([question])[0], dtype=np.float32)
-
-    # -- ingestion -----------------------------------------------------------------------
-    def start_ingest(self, key: ApiKey, collection: str,
-                     files: list[tuple[str, bytes]]) -> IngestJob:
-        """Check the upload whole, keep its files in the home, run it in the background."""
-        check_collection_name(collection)
-        job = self.alc.jobs.create(key.id, collection, files)
-        self.alc.keys.audit(key.id, "collection.ingest", collection,
-                            {"files": list(job.files), "job": job.id})
-        self._run_job(job)
-        return job
-
-    def resume_jobs(self) -> None:
-        """Jobs a stopped server left unfinished run again (ingestion is incremental)."""
-        for job in self.alc.jobs.recover():
-            log.info("resuming upload job %s (%d files)", job.id, len(job.files))
-            self._run_job(job)
-
-    def job(self, key: ApiKey, collection: str, job_id: str) -> IngestJob:
-        """A job of `collection` the key started (any, for admin); others are not found."""
-        key.require_collection(collection)
-        job = self.alc.jobs.get(job_id)
-        if job.collection != collection or (job.caller != key.id and
-                                            "admin" not in key.scopes):
-            raise NotFoundError(f"no ingest job {job_id[:40]!r} for {collection!r}",
-                                hint="use the id returned by the upload")
-        return job
-
-    def _run_job(self, job: IngestJob) -> None:
-        threading.Thread(target=self._ingest, args=(job,), daemon=True,
-                         name=f"alicerce-{job.id}").start()
-
-    def _ingest(self, job: IngestJob) -> None:
-        with self._ingest_lock:
-            jobs = self.alc.jobs
-            jobs.start(job.id)
-            try:
-                # each file on its own: its document id is its name, so a re-upload of
-                # policy.md replaces the stored policy.md
-                report = self.alc.ingest(jobs.paths(job), job.collection)
-                jobs.finish(job.id, "done", asdict(report))
-                self.cache.drop(job.collection)
-            except AlicerceError as exc:
-                jobs.finish(job.id, "failed", {}, str(exc))
-            except Exception as exc:  # reported on the job; the server goes on
-                log.exception("upload job %s failed", job.id)
-                jobs.finish(job.id, "failed", {}, f"unexpected error: {exc}")
-
 
 def answer_dict(a: Answer) -> dict[str, Any]:
     return {"answer": a.text, "abstained": a.abstained, "language": a.language,
