@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -59,16 +60,20 @@ def test_budget_makes_requests_wait_in_line_for_room() -> None:
     assert order[1:] == ["a", "b"] and kv.free == 1000
 
 
+def holding(q: WorkQueue, gate: asyncio.Event) -> Callable[[], Awaitable[None]]:
+    """A request that holds a slot until `gate` is set."""
+    async def hold() -> None:
+        async with q.slot():
+            await gate.wait()
+    return hold
+
+
 def test_queue_refuses_early_when_the_wait_would_pass_its_bound() -> None:
     async def main() -> None:
         q = WorkQueue(slots=1, waiting=10, max_wait_s=5.0)
         q.hold_s = 4.0  # recent requests held their slot 4 s
         gate = asyncio.Event()
-
-        async def hold() -> None:
-            async with q.slot():
-                await gate.wait()
-
+        hold = holding(q, gate)
         holder = asyncio.create_task(hold())
         await asyncio.sleep(0.01)
         assert 3.9 < q.expected_wait() <= 4.0  # the running request's time left
@@ -90,12 +95,7 @@ def test_queue_gives_up_on_a_wait_that_outlasts_the_bound() -> None:
     async def main() -> None:
         q = WorkQueue(slots=1, waiting=10, max_wait_s=0.2)
         gate = asyncio.Event()
-
-        async def hold() -> None:
-            async with q.slot():
-                await gate.wait()
-
-        holder = asyncio.create_task(hold())
+        holder = asyncio.create_task(holding(q, gate)())
         await asyncio.sleep(0.01)
         started = time.monotonic()
         with pytest.raises(OverloadedError, match="no slot came free"):

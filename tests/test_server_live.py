@@ -16,7 +16,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from alicerce.testing.procs import free_port, wait_until_up
+from alicerce.testing.procs import serving
 
 pytestmark = pytest.mark.real
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -51,21 +51,8 @@ def live(home: Path) -> Iterator[tuple[str, str, str]]:
     admin = cli(home, "keys", "create", "--name", "admin", "--scopes", "ask,ingest,admin")
     limited = cli(home, "keys", "create", "--name", "o", "--collections", "other")
     assert admin.returncode == 0 and limited.returncode == 0, admin.stderr
-    port = free_port()
-    log = (home.parent / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "alicerce", "serve", "--port", str(port),
-                             "--log-level", "warning"], env=env_for(home), stdout=log,
-                            stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until_up(base + "/readyz", proc)
-        except (RuntimeError, TimeoutError) as exc:
-            raise AssertionError((home.parent / "server.log").read_text()) from exc
+    with serving(env_for(home), home.parent / "server.log") as (base, _):
         yield base, admin.stdout.strip(), limited.stdout.strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def client(base: str, key: str) -> openai.OpenAI:

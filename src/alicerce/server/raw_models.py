@@ -52,7 +52,7 @@ class _Call:
                     error: str = "") -> str:
         """In a thread: the first trace of a GGUF path hashes the file for its lineage."""
         check = self.check
-        self.svc.count_verdicts(self.model, check.verdicts)
+        self.svc.metrics.verdicts(self.model, check.verdicts)
         if check.blocked.startswith("output"):
             output = f"[withheld by {check.blocked}]"
         return await anyio.to_thread.run_sync(functools.partial(

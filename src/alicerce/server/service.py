@@ -178,9 +178,6 @@ class Service:
                                 else build_guards(chosen, self.settings))
         return self._raw_guards
 
-    def count_verdicts(self, model: str, verdicts: list[dict[str, Any]]) -> None:
-        self.metrics.verdicts(model, verdicts)
-
     def spend(self, key: ApiKey, app: str, prompt_tokens: int, completion_tokens: int) -> None:
         self.metrics.tokens.labels(app, "in").inc(prompt_tokens)
         self.metrics.tokens.labels(app, "out").inc(completion_tokens)

@@ -250,10 +250,9 @@ class SQLiteStore:
         """Record a version for content no version names yet (an ingest that was killed,
         or one still running): a version always names what a reader sees."""
         where, args = ("WHERE dirty=1 AND id=?", (coll.id,)) if coll else ("WHERE dirty=1", ())
-        for cid, in self._db.execute(f"SELECT id FROM collections {where}", args).fetchall():
-            row = self._db.execute("SELECT name FROM collections WHERE id=?", (cid,)).fetchone()
-            dirty = self.collection(row[0]) if row else None
-            if dirty is not None:
+        for (name,) in self._db.execute(f"SELECT name FROM collections {where}",
+                                        args).fetchall():
+            if (dirty := self.collection(name)) is not None:
                 self.record_version(dirty)
 
     def versions(self, coll: StoredCollection) -> list[dict[str, Any]]:
