@@ -481,8 +481,7 @@ class Alicerce:
             # The condenser is a model call and a span: it must see the redacted message
             # and history (a client's history may carry personal data too). A blocked text
             # is left as it is; the chain refuses a blocked question before retrieval.
-            screened = guards.input.run(message, Context(message, lang))
-            message = message if screened.blocked else screened.text
+            message = _screened(guards, Message("user", message), lang).content
             kept = [_screened(guards, m, lang) for m in kept]
         standalone = message
         if kept:

