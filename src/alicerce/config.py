@@ -140,6 +140,9 @@ class Settings(BaseSettings):
         description="Abstain when the best chunk's dense similarity is below this.")
     extractiveness: Extractiveness = "balanced"
     max_question_chars: int = Field(2000, ge=10, le=100000)
+    max_chain_input_chars: int = Field(
+        50_000, ge=100, le=2_000_000,
+        description="Characters of one chain run's inputs (as JSON), checked before it runs.")
     chat_history_tokens: int = Field(1024, ge=0, description="History kept in a chat prompt.")
 
     # Serving (docs/serving.md)

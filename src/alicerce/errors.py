@@ -12,6 +12,8 @@
     │   └── JudgeError         a judge gave no usable verdict for one row (recorded on the
     │                          row; the evaluation run goes on)
     ├── StoreError             the store cannot be opened or is incompatible
+    ├── ChainError             a chain's step failed at run time (a transform raised, a
+    │                          value had the wrong shape); the message names the step
     ├── AccessError            missing, invalid or revoked API key (HTTP 401)
     │   └── ForbiddenError     the key lacks the scope or the collection (HTTP 403)
     └── BusyError              try again after `retry_after` seconds
@@ -64,6 +66,10 @@ class JudgeError(GeneratorError):
 
 class StoreError(AlicerceError):
     """The store cannot be opened, or was written by an incompatible version."""
+
+
+class ChainError(AlicerceError):
+    """A step of a chain failed in a way that is neither bad input nor a backend's fault."""
 
 
 class AccessError(AlicerceError):

@@ -3,10 +3,13 @@ default filled, so the stored spec alone says exactly how the app answers."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from alicerce.apps.registry import split_ref
 from alicerce.apps.spec import AppSpec
+from alicerce.chains.resolve import ChainResolver, stored
+from alicerce.chains.transforms import Transform
 from alicerce.config import Settings
 from alicerce.errors import InputError, NotFoundError
 from alicerce.generate.models import model_identity
@@ -16,7 +19,17 @@ from alicerce.store.base import Store
 
 
 def resolve(spec: AppSpec, store: Store, prompts: PromptRegistry,
-            settings: Settings, custom_models: set[str]) -> dict[str, Any]:
+            settings: Settings, custom_models: set[str],
+            transforms: Mapping[str, Transform] | None = None) -> dict[str, Any]:
+    flow = spec.flow()
+    if flow is not None:
+        def pin(model: str) -> str:
+            return (f"custom:{model}" if model in custom_models
+                    else model_identity(model, settings))
+        chain = ChainResolver(store, prompts, settings, pin, transforms or {})
+        return {"name": spec.name, "description": spec.description,
+                "use_case": spec.use_case.model_dump(), "kind": "chain",
+                "chain": stored(chain.resolve(flow, spec.name))}
     collections = []
     for name in spec.collections:
         coll = store.collection(name)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from alicerce.chains.spec import ChainSpec, InputSpec, StepSpec, short_inputs
 from alicerce.config import Extractiveness, SearchMode
 from alicerce.errors import InputError
 from alicerce.guard.config import normalise
@@ -61,7 +62,7 @@ class AppSpec(_Strict):
     name: str
     description: str = ""
     use_case: UseCase = UseCase()
-    collections: list[str] = Field(min_length=1)
+    collections: list[str] = Field(default_factory=list)
     retrieval: Retrieval = Retrieval()
     prompt: str = "rag-answer:production"
     model: str | None = None
@@ -72,6 +73,21 @@ class AppSpec(_Strict):
         default_factory=dict, description="Rails on input, retrieved context and output "
         "(docs/guardrails.md).")
     cache: Cache = Cache()
+    # A chain app (docs/chains.md): declared inputs and outputs, and its steps.
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    steps: list[StepSpec] = Field(default_factory=list, max_length=100)
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _short_inputs(cls, v: Any) -> Any:
+        return short_inputs(v)
+
+    def flow(self) -> ChainSpec | None:
+        """The chain of a chain app; None for a RAG app."""
+        if not self.steps:
+            return None
+        return ChainSpec(inputs=self.inputs, outputs=self.outputs, steps=self.steps)
 
     @field_validator("name")
     @classmethod
@@ -96,6 +112,25 @@ class AppSpec(_Strict):
     @classmethod
     def _guards(cls, v: dict[str, Any]) -> dict[str, Any]:
         return normalise(v) if v else {}
+
+    @model_validator(mode="after")
+    def _kind(self) -> AppSpec:
+        """A chain app (steps) or a RAG app (collections), never a mix of the two."""
+        if self.steps:
+            rag = sorted(self.model_fields_set & {"collections", "retrieval", "prompt",
+                                                  "model", "decoding", "extractiveness",
+                                                  "chain", "guards"})
+            if rag:
+                raise ValueError(f"a chain app (steps) does not take {', '.join(rag)}: "
+                                 "put them in its steps (docs/chains.md)")
+            if not self.inputs or not self.outputs:
+                raise ValueError("a chain app needs inputs and outputs")
+        elif self.inputs or self.outputs:
+            raise ValueError("inputs and outputs belong to a chain app: add its steps")
+        elif not self.collections:
+            raise ValueError("collections: a RAG app needs at least one collection; "
+                             "or give steps for a chain app (docs/chains.md)")
+        return self
 
     @model_validator(mode="after")
     def _guard_steps(self) -> AppSpec:

@@ -6,7 +6,17 @@ import sys
 
 import typer
 
-from alicerce.cli import answers, apps, evals, guards, kb, monitor, prompts, serving  # noqa: F401  (they register their commands)
+from alicerce.cli import (  # noqa: F401  (they register their commands)
+    answers,
+    apps,
+    chains,
+    evals,
+    guards,
+    kb,
+    monitor,
+    prompts,
+    serving,
+)
 from alicerce.cli.common import app
 from alicerce.errors import AlicerceError
 

@@ -12,6 +12,7 @@ import typer
 
 from alicerce.apps.registry import AppVersion
 from alicerce.cli.common import HomeOpt, JsonOpt, app, emit, open_home
+from alicerce.cli.plans import plan_rows, print_plan
 from alicerce.errors import InputError
 from alicerce.observe.traces import FeedbackFilter, Trace
 from alicerce.observe.windows import duration_s
@@ -71,9 +72,21 @@ def list_(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @apps_app.command()
-def show(ref: RefArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+def show(ref: RefArg, plan: Annotated[bool, typer.Option(
+             "--plan", help="The compiled plan of a chain app: steps in run order.")] = False,
+         home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """One version: its resolved spec, labels, label history and feedback per version."""
     with open_home(home) as alc:
+        if plan:
+            v = alc.chains.version(ref)
+            compiled = alc.chains.plan(v)
+            if as_json:
+                emit({"app": v.ref, "hash": v.hash, "steps": plan_rows(compiled.nodes),
+                      "outputs": {k: t.type for k, t in compiled.output_types.items()}})
+            else:
+                typer.echo(f"{v.ref}  hash {v.hash[:12]}")
+                print_plan(compiled)
+            return
         v = alc.apps.get(ref)
         history = alc.apps.history(v.name)
         summary = alc.traces.summary(v.name)

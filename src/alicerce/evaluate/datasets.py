@@ -37,6 +37,9 @@ class Row:
     tags: tuple[str, ...] = ()
     filters: dict[str, str] = field(default_factory=dict, hash=False)
     origin: dict[str, Any] = field(default_factory=dict, hash=False)
+    # A chain app's row: its inputs, and the outputs expected (docs/chains.md).
+    inputs: dict[str, Any] = field(default_factory=dict, hash=False)
+    expected: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,8 @@ def build(name: str, rows: Sequence[Row], problems: Sequence[Problem] = (),
                                                                  else ""),
                          hint="each row needs at least a question; see docs/evaluation.md")
     canon = json.dumps([[r.id, r.question, r.sources, r.reference, r.tags, r.filters]
-                        for r in rows], ensure_ascii=False, sort_keys=True)
+                        + ([r.inputs, r.expected] if r.inputs else []) for r in rows],
+                       ensure_ascii=False, sort_keys=True)
     version = hashlib.sha256(canon.encode()).hexdigest()[:12]
     return Dataset(name, version, tuple(rows), tuple(problems), source)
 
@@ -150,6 +154,9 @@ def _tabular(p: Path, filter_fields: Sequence[str]) -> Dataset:
         if rec is None:
             problems.append(Problem(line, error))
             continue
+        if isinstance(rec.get("inputs"), dict):
+            rows.append(_chain_row(rec, seen))
+            continue
         question = _pick(rec, QUESTION)
         if not isinstance(question, str) or not question.strip():
             problems.append(Problem(line, "no question (columns: " + ", ".join(rec) + ")"))
@@ -172,6 +179,21 @@ def _tabular(p: Path, filter_fields: Sequence[str]) -> Dataset:
                         tuple(tags.split("|") if isinstance(tags, str) else map(str, tags)),
                         {f: str(rec[f]) for f in filter_fields}, origin))
     return build(p.stem, rows, problems, str(p))
+
+
+def _chain_row(rec: dict[str, Any], seen: dict[str, int]) -> Row:
+    """`{"id", "inputs": {...}, "expected": {...}}`: a row for a chain app."""
+    inputs = rec["inputs"]
+    shown = json.dumps(inputs, ensure_ascii=False, sort_keys=True)
+    rid = str(rec.get("id") or hashlib.sha1(shown.encode()).hexdigest()[:10])
+    seen[rid] = seen.get(rid, 0) + 1
+    if seen[rid] > 1:
+        rid = f"{rid}-{seen[rid]}"
+    expected = rec.get("expected")
+    tags = rec.get("tags") or ()
+    return Row(rid, shown[:500], tags=tuple(tags.split("|") if isinstance(tags, str)
+                                            else map(str, tags)),
+               inputs=inputs, expected=expected if isinstance(expected, dict) else {})
 
 
 def _squad(p: Path) -> Dataset:

@@ -50,7 +50,8 @@ class OnlineEvaluation:
         runs = self.alc.evals.runs
         traces = [t for t in self.alc.traces.find(app=app.split("@")[0], since_s=since,
                                                   status="ok", limit=10_000)
-                  if t.caller not in NOT_TRAFFIC and sampled(t.id, sample, seed)]
+                  if t.caller not in NOT_TRAFFIC and t.origin == "live"
+                  and sampled(t.id, sample, seed)]
         done = runs.scored([t.id for t in traces])
         todo = [t for t in traces if t.id not in done][:limit]
         by_version: dict[int | None, list[Trace]] = {}

@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from alicerce.apps.registry import AppVersion
 from alicerce.embed import get_embedder
 from alicerce.errors import AlicerceError, InputError, NotFoundError
 from alicerce.evaluate import retrieval as rm
+from alicerce.evaluate.chains import ChainEval
 from alicerce.evaluate.datasets import Dataset, Row
 from alicerce.evaluate.grounding import Grounding, check
 from alicerce.evaluate.judges import Judge, Preference, Verdict
-from alicerce.evaluate.runs import RowResult, Run, RunStore, memo_key
-from alicerce.evaluate.stats import bootstrap
+from alicerce.evaluate.runs import RowResult, Run, RunStore, memo_key, summarise
 from alicerce.evaluate.text import answer_scores
 
 if TYPE_CHECKING:
@@ -99,6 +100,9 @@ class Evaluator:
         """Score `app` (answering with `model` if given) on every row of `dataset`; stored,
         and logged to MLflow when on."""
         groups = parse_metrics(metrics)
+        version = self.alc.app(app)
+        if version is not None and version.spec.get("kind") == "chain":
+            return self._chain_run(version, dataset, groups, judge_model, cache, progress)
         target = self.target(app, model)
         judge = self.judge(judge_model) if {"triad", "judge"} & set(groups) else None
         jid = self.judge_identity(judge) if judge else ""  # once: it reads five prompts
@@ -136,6 +140,27 @@ class Evaluator:
                   "alicerce.app_version": str(target.version), "alicerce.eval_run": run.id},
             texts={"results.jsonl": "\n".join(json.dumps(asdict(r), ensure_ascii=False)
                                               for r in results)}))
+        if mlflow_run:
+            run.mlflow_run = mlflow_run
+            self.runs.set_mlflow(run.id, mlflow_run)
+        return run
+
+    def _chain_run(self, version: AppVersion, dataset: Dataset, groups: Sequence[str],
+                   judge_model: str | None, cache: bool, progress: Progress | None) -> Run:
+        """A chain app's run: its declared outputs against each row's expected ones."""
+        judge = self.judge(judge_model) if "judge" in groups else None
+        jid = self.judge_identity(judge) if judge else ""
+        run = ChainEval(self).run(version, dataset, groups, judge, jid, cache, progress)
+        run.count()
+        self.runs.save(run)
+        mlflow_run = self.alc.track(lambda ex: ex.log_run(
+            f"alicerce/eval/{version.name}", f"{run.id} {version.ref} on {dataset.ref}",
+            params={"app": version.name, "app_version": version.version, "kind": "chain",
+                    "dataset": dataset.name, "dataset_version": dataset.version,
+                    "metrics": ",".join(groups), "rows": run.rows},
+            metrics={name: est.mean for name, est in run.summary.items()},
+            tags={"alicerce.kind": "eval.run", "alicerce.app": version.name,
+                  "alicerce.app_version": str(version.version), "alicerce.eval_run": run.id}))
         if mlflow_run:
             run.mlflow_run = mlflow_run
             self.runs.set_mlflow(run.id, mlflow_run)
@@ -360,9 +385,3 @@ def resolve_ids(ids: Sequence[str], known: set[str]) -> tuple[list[str], list[st
 def _grounding(d: dict[str, Any]) -> Grounding:
     return Grounding(d["score"], d["lexical"], d["facts"],
                      Verdict(**d["judge"]) if d["judge"] else None, tuple(d["unsupported"]))
-
-
-def summarise(results: Sequence[RowResult]) -> dict[str, Any]:
-    """Each metric's mean and 95% interval over the rows that have it."""
-    names = sorted({m for r in results for m in r.scores})
-    return {m: bootstrap([r.scores[m] for r in results if m in r.scores]) for m in names}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from alicerce.errors import NotFoundError
-from alicerce.evaluate.stats import Estimate
+from alicerce.evaluate.stats import Estimate, bootstrap
 from alicerce.store.db import connect, transaction
 
 SCHEMA = """
@@ -236,3 +236,9 @@ class RunStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def summarise(results: Sequence[RowResult]) -> dict[str, Any]:
+    """Each metric's mean and 95% interval over the rows that have it."""
+    names = sorted({m for r in results for m in r.scores})
+    return {m: bootstrap([r.scores[m] for r in results if m in r.scores]) for m in names}

@@ -121,6 +121,7 @@ class DriftRuns:
         `limit`. Failed requests have no answer: they join the inputs only."""
         rows = self._db.execute(
             "SELECT question, answer, status FROM traces WHERE app=? AND at>=? AND at<? "
+            "AND origin='live' "
             f"AND caller NOT IN ({','.join('?' * len(NOT_TRAFFIC))}) "
             "ORDER BY random() LIMIT ?", (app, start, end, *NOT_TRAFFIC, limit)).fetchall()
         return Sample([r[0] for r in rows], [r[1] for r in rows if r[2] == "ok" and r[1]],
@@ -129,7 +130,7 @@ class DriftRuns:
     def active_apps(self, since: float) -> list[str]:
         """Apps with production traffic since `since`."""
         return [r[0] for r in self._db.execute(
-            "SELECT DISTINCT app FROM traces WHERE at >= ? AND caller NOT IN "
+            "SELECT DISTINCT app FROM traces WHERE at >= ? AND origin='live' AND caller NOT IN "
             f"({','.join('?' * len(NOT_TRAFFIC))})", (since, *NOT_TRAFFIC))]
 
     # -- the embedding memo -------------------------------------------------------------

@@ -61,7 +61,9 @@ CREATE TABLE IF NOT EXISTS feedback (
 # Columns added after the first release; existing homes get them on open.
 TRACE_COLUMNS = {"app_version": "INTEGER", "status": "TEXT NOT NULL DEFAULT 'ok'",
                  "error": "TEXT NOT NULL DEFAULT ''", "latency_ms": "REAL",
-                 "spans": "BLOB", "redacted": "INTEGER NOT NULL DEFAULT 0"}
+                 "spans": "BLOB", "redacted": "INTEGER NOT NULL DEFAULT 0",
+                 # "live" traffic, or "batch:<job id>": monitoring reads live traffic only
+                 "origin": "TEXT NOT NULL DEFAULT 'live'"}
 FEEDBACK_COLUMNS = {"rating": "INTEGER", "reference": "TEXT NOT NULL DEFAULT ''"}
 INDEXES = """
 CREATE INDEX IF NOT EXISTS traces_app_at ON traces (app, at);
@@ -95,6 +97,7 @@ class Trace:
     latency_ms: float | None
     spans: list[dict[str, Any]]
     redacted: bool
+    origin: str = "live"
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class _Pending:
     spans: list[dict[str, Any]]
     error: str
     latency_ms: float
+    origin: str = "live"
 
 
 class Traces:
@@ -157,12 +161,15 @@ class Traces:
                answer: Answer | dict[str, Any] | None = None,
                error: str = "", spans: list[dict[str, Any]] | None = None,
                lineage: dict[str, Any] | None = None, app_version: int | None = None,
-               latency_ms: float = 0.0, at: float | None = None) -> str:
+               latency_ms: float = 0.0, at: float | None = None,
+               origin: str = "live") -> str:
         """Queue a trace and return its id; never raises (a lost trace is counted). `at`
-        backdates it (imports of past traffic, benchmarks); default now."""
+        backdates it (imports of past traffic, benchmarks); default now. `origin` tells
+        batch work from live traffic."""
         tid = secrets.token_hex(12)
         item = _Pending(tid, time.time() if at is None else at, app, app_version, caller,
-                        question, answer, lineage or {}, spans or [], error, latency_ms)
+                        question, answer, lineage or {}, spans or [], error, latency_ms,
+                        origin)
         try:
             self._ensure_writer()
             self._queue.put_nowait(item)
@@ -247,7 +254,7 @@ class Traces:
             db.executemany(
                 "INSERT INTO traces (id, at, app, caller, question, answer, abstained, "
                 "citations, versions, timings, usage, app_version, status, error, latency_ms, "
-                "spans, redacted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "spans, redacted, origin) VALUES (" + ", ".join("?" * 18) + ")",
                 rows)
             self._since_prune += len(rows)
             if self._since_prune >= self.PRUNE_EVERY:
@@ -271,7 +278,7 @@ class Traces:
                 REDACTED if redact and text else text, int(abstained), _json(cites),
                 _json(p.lineage), _json(timings), _json(usage), p.app_version,
                 "error" if p.error else "ok", p.error, round(p.latency_ms, 3),
-                zlib.compress(_json(spans).encode(), 1), int(redact))
+                zlib.compress(_json(spans).encode(), 1), int(redact), p.origin)
 
     def _exported(self, p: _Pending, row: tuple[Any, ...]) -> dict[str, Any]:
         """The trace as OTLP sends it: the stored (possibly redacted) texts and spans."""
@@ -425,14 +432,15 @@ class Traces:
 
 
 _COLUMNS = ("id, at, app, app_version, caller, question, answer, abstained, citations, "
-            "versions, timings, usage, status, error, latency_ms, spans, redacted")
+            "versions, timings, usage, status, error, latency_ms, spans, redacted, origin")
 
 
 def _trace(row: tuple[Any, ...]) -> Trace:
     spans = json.loads(zlib.decompress(row[15])) if row[15] else []
     return Trace(row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]),
                  json.loads(row[8]), json.loads(row[9]), json.loads(row[10]),
-                 json.loads(row[11]), row[12], row[13], row[14], spans, bool(row[16]))
+                 json.loads(row[11]), row[12], row[13], row[14], spans, bool(row[16]),
+                 row[17])
 
 
 def _prune(db: sqlite3.Connection, days: float, count: int) -> int:

@@ -156,6 +156,36 @@ Background question: {{ step_back }}
 
 Using the background, answer: {{ input }}"""
 
+SUMMARISE = """\
+Resuma o texto abaixo em duas ou três frases, no mesmo idioma do texto. Mantenha a opinião \
+do autor e os fatos principais; não acrescente nada.
+
+Texto:
+{{ text }}
+
+Resumo:"""
+
+CLASSIFY_SENTIMENT = """\
+Classifique o sentimento do autor no texto abaixo como positive, negative ou neutral, com \
+a sua confiança entre 0 e 1. Responda só com JSON: {"label": ..., "confidence": ...}
+
+Texto:
+{{ text }}"""
+
+EXTRACT_JSON = """\
+Extraia do documento abaixo: {{ instructions }}. Use só o que está escrito no documento; \
+quando algo não estiver lá, use null. Responda só com JSON.
+
+Documento:
+{{ text }}"""
+
+RERANK_RELEVANCE = """\
+Question: {{ query }}
+
+Passage: {{ passage }}
+
+Does the passage contain the answer to the question? Answer yes or no."""
+
 BUILTINS: tuple[PromptTemplate, ...] = (
     PromptTemplate("rag-answer", RAG_TEMPLATE, RAG_SYSTEM,
                    "Grounded answer with numbered sources and [n] citations."),
@@ -170,5 +200,13 @@ BUILTINS: tuple[PromptTemplate, ...] = (
     PromptTemplate("least-to-most-solve", SOLVE_STEP, "", "Least-to-most: one sub-question."),
     PromptTemplate("step-back", STEP_BACK, "", "Step-back: the more general question."),
     PromptTemplate("step-back-answer", STEP_BACK_ANSWER, "", "Step-back: the final answer."),
+    PromptTemplate("summarise", SUMMARISE, "", "Chains: a two or three sentence summary."),
+    PromptTemplate("classify-sentiment", CLASSIFY_SENTIMENT, "",
+                   "Chains: sentiment label and confidence, as JSON."),
+    PromptTemplate("extract-json", EXTRACT_JSON, "",
+                   "Chains: fields named in `instructions`, from a document, as JSON."),
+    PromptTemplate("rerank-relevance", RERANK_RELEVANCE,
+                   "You judge whether a passage answers a question. Reply yes or no.",
+                   "Rerank step (llm): does the passage answer the query?"),
     *EVAL_PROMPTS,
 )

@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from alicerce.config import Settings
 from alicerce.errors import ConfigError
 from alicerce.platform import Alicerce
-from alicerce.server import errors, routes_native, routes_openai, ui
+from alicerce.server import errors, routes_chains, routes_native, routes_openai, ui
 from alicerce.server.body_limit import BodyLimit
 from alicerce.server.service import Service
 
@@ -46,6 +46,7 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
         svc = Service(alc)
         app.state.service = svc
         svc.uploads.resume()
+        svc.batches.resume()
         warm = threading.Thread(target=svc.warm_up, daemon=True, name="alicerce-warm-up")
         warm.start()
         stop = threading.Event()
@@ -73,6 +74,7 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(routes_openai.router)
     app.include_router(routes_native.router)
+    app.include_router(routes_chains.router)
     app.include_router(ui.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_kb * 1024,
                        upload_limit=int(settings.max_upload_mb * 1024 * 1024) + 64 * 1024)
@@ -108,5 +110,6 @@ def route_of(request: Request) -> str:
 
 
 TEMPLATES = [(r.path_regex, r.path) for router in (routes_openai.router, routes_native.router,
+                                                   routes_chains.router,
                                                    ui.router)
              for r in router.routes if isinstance(r, APIRoute)]

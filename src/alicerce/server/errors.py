@@ -41,7 +41,8 @@ _STATUS: tuple[tuple[type[AlicerceError], int, str, str], ...] = (
 # A failing backend's code names the part that failed, never a Python class.
 _BACKEND = {"GeneratorError": "model_error", "JudgeError": "model_error",
             "EmbedderError": "embedding_error", "StoreError": "store_error",
-            "IngestError": "ingest_error", "ConfigError": "configuration_error"}
+            "IngestError": "ingest_error", "ChainError": "chain_error",
+            "ConfigError": "configuration_error"}
 # Starlette's own errors (routing, body parsing) in OpenAI's `code` vocabulary.
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 

@@ -39,16 +39,17 @@ async def ask(app: str, req: AskRequest, request: Request, svc: Svc,
     """
     if svc.kind(app) != "app":
         raise NotFoundError(f"no app named {app!r}", hint="GET /v1/models lists the apps")
-    svc.admit(key, "ask", app)
+    ref = svc.alc.resolve_app(app)  # looked up once: this version serves the request
+    svc.admit(key, "ask", ref)
     request.state.app = split_ref(app)[0]  # "kb@<anything>" must not become a new series
-    params = svc.decoding(req, app)
+    params = svc.decoding(req, ref)
     if req.model is not None:
         svc.kind(req.model)
     if req.conversation_id is not None:
-        items = svc.chat_turn(key, app, req.question, params, svc.app_options(req),
+        items = svc.chat_turn(key, ref, req.question, params, svc.app_options(req),
                               req.model, req.conversation_id)
     else:
-        items = svc.answer(key, app, [Message("user", req.question)], params,
+        items = svc.answer(key, ref, [Message("user", req.question)], params,
                            svc.app_options(req), model=req.model,
                            use_cache=not no_cache(request))
     final: dict[str, Any] = {}

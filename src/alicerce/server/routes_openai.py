@@ -17,14 +17,21 @@ from fastapi import APIRouter, Request
 
 from alicerce.access.keys import ApiKey
 from alicerce.apps.registry import split_ref
+from alicerce.core.apps import AppRef
 from alicerce.embed import available as available_embedders
 from alicerce.errors import InputError
 from alicerce.generate.params import DecodingParams
-from alicerce.server import shapes
+from alicerce.server import routes_chains, shapes
 from alicerce.server.deps import Key, Svc, no_cache
 from alicerce.server.raw_models import raw
 from alicerce.server.service import Service
-from alicerce.server.wire import AppOptions, ChatRequest, CompletionRequest, EmbeddingRequest
+from alicerce.server.wire import (
+    AppOptions,
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    Sampling,
+)
 from alicerce.types import Message
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -84,20 +91,36 @@ async def models(svc: Svc,
 # -- helpers -----------------------------------------------------------------------------
 async def _generate(svc: Service, key: ApiKey, request: Request,
                     req: ChatRequest | CompletionRequest, messages: list[Message],
-                    decoding: Callable[[str | None], DecodingParams], shape: str) -> Any:
-    """Both completion routes: check access, then answer from an app or a raw model."""
+                    decoding: Callable[[AppRef | None], DecodingParams], shape: str) -> Any:
+    """Both completion routes: check access, then answer from an app or a raw model. An
+    app is looked up once, here, and that version serves the whole request."""
     kind = svc.kind(req.model)
-    svc.admit(key, "ask", req.model if kind == "app" else None)
-    if kind == "model":
+    ref = svc.alc.resolve_app(req.model) if kind == "app" else None
+    svc.admit(key, "ask", ref)
+    if ref is None:
         key.require_models()
     request.state.app = split_ref(req.model)[0]  # never a client-made "kb@<anything>" series
-    params = decoding(req.model if kind == "app" else None)
     usage_chunk = bool(req.stream_options and req.stream_options.include_usage)
-    if kind == "app":
-        return await _app(svc, key, req.model, messages, params, req, req.stream,
+    if ref is not None and ref.version is not None and ref.version.spec.get("kind") == "chain":
+        _no_app_options(req)
+        _no_sampling(req)
+        return await routes_chains.chat(svc, key, ref.version, messages, req.stream,
+                                        usage_chunk, shape)
+    params = decoding(ref)
+    if ref is not None:
+        return await _app(svc, key, ref, messages, params, req, req.stream,
                           usage_chunk, no_cache(request), shape)
     _no_app_options(req)
     return await raw(svc, key, req.model, messages, params, req.stream, usage_chunk, shape)
+
+
+def _no_sampling(req: ChatRequest | CompletionRequest) -> None:
+    """A chain's steps carry their own decoding: a knob sent for it would do nothing."""
+    sent = sorted(k for k in req.model_fields_set if k in Sampling.model_fields
+                  and k not in ("user", "n")) + (["n"] if req.n != 1 else [])
+    if sent:
+        raise InputError(f"{', '.join(sent)} do not apply to a chain app: its steps set "
+                         "their own decoding", hint="drop them, or change the app's spec")
 
 
 def _no_app_options(opts: AppOptions) -> None:
@@ -107,13 +130,14 @@ def _no_app_options(opts: AppOptions) -> None:
                          hint="name an app in `model`, or drop these fields")
 
 
-async def _app(svc: Service, key: ApiKey, app: str, messages: list[Message],
+async def _app(svc: Service, key: ApiKey, ref: AppRef, messages: list[Message],
                params: DecodingParams, opts: AppOptions, stream: bool, usage_chunk: bool,
                skip_cache: bool, shape: str) -> Any:
     if params.n > 1 or params.logprobs:
         raise InputError("an app answers with one candidate and no log-probabilities",
                          hint="drop n/logprobs, or call a raw model")
-    items = svc.answer(key, app, messages, params, svc.app_options(opts),
+    app = ref.ref
+    items = svc.answer(key, ref, messages, params, svc.app_options(opts),
                        use_cache=not skip_cache)
     first = await anext(items)  # request errors surface here, before any byte is sent
     if stream:

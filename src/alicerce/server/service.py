@@ -21,6 +21,7 @@ from prometheus_client.core import Metric
 
 from alicerce.access.keys import SCOPES, ApiKey, Scope
 from alicerce.apps.registry import split_ref
+from alicerce.core.apps import AppRef
 from alicerce.embed import EMBEDDING_MODELS, get_embedder
 from alicerce.errors import AccessError, AlicerceError, InputError, NotFoundError
 from alicerce.generate.params import DecodingParams
@@ -30,6 +31,7 @@ from alicerce.guard.config import build as build_guards
 from alicerce.guard.raw import raw_guards
 from alicerce.observe.windows import duration_s
 from alicerce.platform import Alicerce
+from alicerce.server.batches import Batches
 from alicerce.server.cache import AnswerCache, Vector
 from alicerce.server.limits import RateLimiter
 from alicerce.server.metrics import Metrics, StoredResults, gauge
@@ -63,6 +65,7 @@ class Service:
         self.ready = threading.Event()
         self.load_error = ""
         self.uploads = Uploads(alc, self.cache.drop)
+        self.batches = Batches(alc, self.work)
         self.model_names = {m.name for m in alc.models() if m.installed}
         self._raw_guards: Guards | None = None
 
@@ -151,12 +154,13 @@ class Service:
                               hint="send 'Authorization: Bearer alc-...'")
         return self.alc.keys.verify(token.strip())
 
-    def admit(self, key: ApiKey, scope: Scope, app: str | None = None) -> None:
+    def admit(self, key: ApiKey, scope: Scope, app: str | AppRef | None = None) -> None:
         """Scope, app/collection and rate limit checks, in that order. Ingest names a
         collection (which may not exist yet); every other scope names an app."""
         key.require(scope)
         if app is not None:
             if scope == "ingest":
+                assert isinstance(app, str)
                 key.require_collection(app)
             else:
                 self.require_app(key, app)
@@ -184,16 +188,19 @@ class Service:
         if key is not LOCAL:
             self.limiter.spend(key, prompt_tokens + completion_tokens)
 
-    def require_app(self, key: ApiKey, app: str) -> None:
+    def require_app(self, key: ApiKey, app: str | AppRef) -> None:
         """A key restricted by name may use a deployed app it names (the app is the unit
         of access: it answers from its own collections), or any app whose collections it
         may all read."""
         if key.collections is None:
             return
-        name = split_ref(app)[0]
+        name = split_ref(app.ref if isinstance(app, AppRef) else app)[0]
         if name in key.collections and self.alc.apps.exists(name):
             return
-        for coll in self.alc.app_collections(app):
+        colls = self.alc.app_collections(app)
+        if not colls:  # a chain app that reads no collection: only keys that name it
+            key.require_collection(name)
+        for coll in colls:
             key.require_collection(coll)
 
     def may_see_trace(self, key: ApiKey, app: str, caller: str) -> None:
@@ -231,7 +238,8 @@ class Service:
         return out
 
     # -- decoding ------------------------------------------------------------------------
-    def decoding(self, req: Sampling, app: str | None = None, *, logprobs: bool = False,
+    def decoding(self, req: Sampling, app: str | AppRef | None = None, *,
+                 logprobs: bool = False,
                  top_logprobs: int = 0, fmt: str | None = None,
                  schema: dict[str, Any] | None = None) -> DecodingParams:
         """The request's parameters over `app`'s decoding (a deployed app) or the defaults."""
@@ -252,7 +260,8 @@ class Service:
                              f"of {cap}", hint=f"ask for at most {cap} (setting max_tokens_cap)")
         return self.alc.decoding(values, app)
 
-    def chat_decoding(self, req: ChatRequest, app: str | None = None) -> DecodingParams:
+    def chat_decoding(self, req: ChatRequest, app: str | AppRef | None = None
+                      ) -> DecodingParams:
         fmt, schema = req.format, None
         if req.response_format is not None and req.response_format.type != "text":
             fmt = "json"
@@ -273,11 +282,12 @@ class Service:
                                   "extractiveness": opts.extractiveness}.items()
                 if v is not None}
 
-    def _lookup(self, key: ApiKey, app: str, model: str | None, params: DecodingParams,
+    def _lookup(self, key: ApiKey, app: AppRef, model: str | None, params: DecodingParams,
                 options: dict[str, Any], history: Sequence[Message],
                 question: str) -> tuple[str, tuple[dict[str, Any] | None, str]]:
         """(the cache context of this request, the cache's answer): one trip to a thread."""
-        context = AnswerCache.context(app=app, versions=self.alc.answer_versions(app, model),
+        context = AnswerCache.context(app=app.ref,
+                                      versions=self.alc.answer_versions(app, model),
                                       params=params.as_dict(), options=options,
                                       scope=key.scope_id,
                                       history=[(m.role, m.content) for m in history])
@@ -285,14 +295,14 @@ class Service:
         if hit is not None and kind == "semantic":
             # Only questions the input rails left as they were are cached, so an exact hit
             # is one too; a similar question is not: it may carry a CPF or an injection.
-            guards = self.alc.guards(self.alc.app(app))
+            guards = self.alc.guards(app.version)
             if guards.input:
                 out = guards.input.run(question, Context(question=question))
                 if out.blocked is not None or out.text != question:
                     return context, (None, "semantic")
         return context, (hit, kind)
 
-    async def answer(self, key: ApiKey, app: str, messages: Sequence[Message],
+    async def answer(self, key: ApiKey, ref: str | AppRef, messages: Sequence[Message],
                      params: DecodingParams, options: dict[str, Any], *,
                      model: str | None = None, use_cache: bool = True
                      ) -> AsyncIterator[str | dict[str, Any]]:
@@ -303,10 +313,11 @@ class Service:
         started = time.perf_counter()
         question, history = messages[-1].content, list(messages[:-1])
         context = ""
-        spec = await anyio.to_thread.run_sync(self.alc.app, app)
+        target = await anyio.to_thread.run_sync(self.alc.resolve_app, ref)
+        app, spec = target.ref, target.version
         if use_cache and self.cache.enabled and (spec is None or spec.spec["cache"]["enabled"]):
             context, (hit, kind) = await anyio.to_thread.run_sync(
-                self._lookup, key, app, model, params, options, history, question)
+                self._lookup, key, target, model, params, options, history, question)
             self.metrics.cache.labels(kind or "exact", "hit" if hit else "miss").inc()
             if hit is not None:
                 tid = self.alc.traces.record(
@@ -326,7 +337,7 @@ class Service:
         opts = {**options, "model": model, "params": params, "caller": key.id}
 
         def make() -> Any:
-            return self.alc.ask_messages(messages, app, stream=True, **opts)
+            return self.alc.ask_messages(messages, target, stream=True, **opts)
 
         first = True
         async for item in self.work.iterate(make):
@@ -345,7 +356,7 @@ class Service:
                     first = False
                 yield item
 
-    async def chat_turn(self, key: ApiKey, app: str, question: str, params: DecodingParams,
+    async def chat_turn(self, key: ApiKey, ref: AppRef, question: str, params: DecodingParams,
                         options: dict[str, Any], model: str | None,
                         conversation_id: str) -> AsyncIterator[str | dict[str, Any]]:
         """A turn of a stored conversation (native ask with conversation_id)."""
@@ -353,12 +364,12 @@ class Service:
         cid = [conversation_id]
 
         def make() -> Any:
-            cid[0], stream = self.alc.chat(question, app, conversation_id, stream=True, **opts)
+            cid[0], stream = self.alc.chat(question, ref, conversation_id, stream=True, **opts)
             return stream
 
         async for item in self.work.iterate(make):
             if isinstance(item, Answer):
-                self.spend(key, app, item.usage.prompt_tokens, item.usage.completion_tokens)
+                self.spend(key, ref.ref, item.usage.prompt_tokens, item.usage.completion_tokens)
                 yield {**answer_dict(item), "conversation_id": cid[0]}
             else:
                 yield item

@@ -105,6 +105,37 @@ class AskRequest(Sampling, AppOptions):
     conversation_id: str | None = Field(None, max_length=64)
 
 
+class RunRequest(Strict):
+    """A chain app's declared inputs (checked against its spec before it runs)."""
+
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunUsage(Strict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class RunResponse(Strict):
+    app: str
+    app_version: int
+    outputs: dict[str, Any]
+    blocked: str | None = Field(None, description="step:rail when a guard step stopped it")
+    trace_id: str
+    latency_ms: float
+    usage: RunUsage
+
+
+class BatchRequest(Strict):
+    """Rows as `alicerce batch run` reads them: objects of inputs, `{custom_id, inputs}`, or
+    OpenAI Batch API lines (`{custom_id, method, url, body}`)."""
+
+    app: str = Field(min_length=1, max_length=200)
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=100_000)
+    concurrency: int = Field(1, ge=1, le=16)
+
+
 class FeedbackRequest(Strict):
     """At least one of: a thumbs (score 1 / -1), a 1-5 rating, a comment, the right answer."""
 

@@ -1,0 +1,1 @@
+"""Batch jobs: a chain app over a file, resumable (docs/chains.md)."""

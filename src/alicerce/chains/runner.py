@@ -1,0 +1,332 @@
+"""The runner: one compiled plan, one set of inputs, every step in order, one span each.
+
+Models are the host's (loaded once per process and shared by every step and request);
+the runner keeps only what it builds from a plan (rails, rerankers), keyed by the step.
+A step that fails raises an error naming the step; the spans recorded so far stay with
+the request's Recorder, so the trace of a failed run shows how far it got.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import jsonschema
+
+from alicerce.chains.language import detect
+from alicerce.chains.plan import Node, Plan, Scope, value
+from alicerce.chains.rag import interleave
+from alicerce.chains.spec import (
+    BranchStep,
+    ChainSpec,
+    Condition,
+    GenerateStep,
+    GuardStep,
+    MapStep,
+    RerankStep,
+    RetrieveStep,
+    TransformStep,
+)
+from alicerce.config import SearchMode, Settings
+from alicerce.errors import AlicerceError, ChainError, GeneratorError, InputError
+from alicerce.generate.base import Generator
+from alicerce.generate.params import DecodingParams
+from alicerce.guard.base import Context
+from alicerce.guard.config import Guards
+from alicerce.guard.config import build as build_guards
+from alicerce.observe.spans import Recorder
+from alicerce.prompts.registry import PromptRegistry
+from alicerce.retrieve.rerankers import CrossEncoderReranker, LlmReranker
+from alicerce.store.base import Filters
+from alicerce.types import Hit, Message, Usage
+
+_SPAN_CHARS = 4000  # longer texts are cut in spans: a trace must stay small
+
+
+class Host(Protocol):
+    """What the runner needs from the platform."""
+
+    settings: Settings
+
+    def generator(self, model: str | None = None) -> Generator: ...
+
+    @property
+    def prompts(self) -> PromptRegistry: ...
+
+    def search(self, query: str, collection: str, *, mode: SearchMode | None = None,
+               k: int | None = None, alpha: float | None = None,
+               filters: Filters | None = None) -> list[Hit]: ...
+
+
+@dataclass
+class RunState:
+    """What one run accumulates besides the values: tokens, and a stop by a guard."""
+
+    usage: Usage = field(default_factory=Usage)
+    blocked: str = ""
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    outputs: dict[str, Any]
+    blocked: str  # "step:rail" when a guard stopped the chain, else ""
+    usage: Usage
+    latency_ms: float
+    trace_id: str = ""
+
+
+class ChainRunner:
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._rails: dict[tuple[str, str], Guards] = {}
+        self._cross: dict[str, CrossEncoderReranker] = {}
+        self._params: dict[tuple[str, str], DecodingParams] = {}
+
+    def run(self, plan: Plan, inputs: Mapping[str, Any], rec: Recorder,
+            key: str = "") -> ChainResult:
+        """Outputs of `plan` for `inputs` (checked first); `key` names the plan for caches."""
+        given = check_inputs(plan.spec, inputs, self.host.settings.max_chain_input_chars)
+        scope, state = Scope(given), RunState()
+        self._nodes(plan.nodes, scope, state, rec, key, "")
+        outputs = {} if state.blocked else {k: value(v, scope) for k, v in plan.outputs.items()}
+        return ChainResult(outputs, state.blocked, state.usage, rec.elapsed_ms())
+
+    def _nodes(self, nodes: Sequence[Node], scope: Scope, state: RunState, rec: Recorder,
+               key: str, prefix: str) -> None:
+        for node in nodes:
+            if state.blocked:
+                return
+            scope.steps[node.id] = self._node(node, scope, state, rec, key, prefix)
+
+    def _node(self, node: Node, scope: Scope, state: RunState, rec: Recorder, key: str,
+              prefix: str) -> dict[str, Any]:
+        s = node.step
+        ins = {k: value(v, scope) for k, v in node.inputs.items()}
+        with rec.span(f"{prefix}{s.id}", kind=s.kind, inputs=_shown(ins)) as span:
+            try:
+                out = self._kind(node, ins, scope, state, rec, key, prefix, span)
+            except AlicerceError as exc:
+                if exc.message.startswith(f"step {s.id!r}"):
+                    raise
+                raise type(exc)(f"step {s.id!r} ({s.kind}) failed: {exc.message}",
+                                hint=exc.hint) from None
+            except Exception as exc:  # a plugin transform's own bug
+                raise ChainError(f"step {s.id!r} ({s.kind}) failed: "
+                                 f"{type(exc).__name__}: {exc}",
+                                 hint="see the trace for the step's inputs") from None
+            span["outputs"] = _shown(out)
+        return out
+
+    def _kind(self, node: Node, ins: dict[str, Any], scope: Scope, state: RunState,
+              rec: Recorder, key: str, prefix: str, span: dict[str, Any]) -> dict[str, Any]:
+        s = node.step
+        if isinstance(s, GenerateStep):
+            return self._generate(s, ins, state, span, key)
+        if isinstance(s, RetrieveStep):
+            return self._retrieve(s, ins["query"])
+        if isinstance(s, RerankStep):
+            return self._rerank(s, ins["query"], ins["passages"], span)
+        if isinstance(s, GuardStep):
+            return self._guard(s, ins, state, key, prefix)
+        if isinstance(s, TransformStep):
+            assert node.transform is not None
+            result = node.transform.fn(**ins)
+            missing = [k for k in node.outputs if k not in result]
+            if missing:
+                raise ChainError(f"transform {s.function!r} returned no "
+                                 f"{', '.join(missing)}", hint="fix the plugin")
+            return {k: result[k] for k in node.outputs}
+        if isinstance(s, MapStep):
+            assert node.over is not None
+            items = node.over.get(scope)
+            if not isinstance(items, list):
+                raise InputError(f"over: {s.over} is not a list here ({type(items).__name__})",
+                                 hint="map over a list")
+            if len(items) > s.max_items:
+                raise InputError(f"{len(items)} items to map, over max_items {s.max_items}",
+                                 hint="raise max_items in the step, or send fewer items")
+            results = []
+            for i, item in enumerate(items):
+                child = scope.child(item, i)
+                self._nodes(node.body, child, state, rec, key, f"{prefix}{s.id}[{i}].")
+                results.append({k: value(v, child) for k, v in node.mapping.items()})
+            return {"results": results}
+        assert isinstance(s, BranchStep) and node.over is not None
+        taken = holds(s.if_, node.over.get(scope))
+        child = scope.child()
+        span["taken"] = "then" if taken else "else"
+        self._nodes(node.body if taken else node.other, child, state, rec, key,
+                    f"{prefix}{s.id}.")
+        return {"taken": span["taken"], **{k: value(v, child) for k, v in node.mapping.items()}}
+
+    # -- kinds ---------------------------------------------------------------------------
+    def _generate(self, s: GenerateStep, ins: dict[str, Any], state: RunState,
+                  span: dict[str, Any], key: str) -> dict[str, Any]:
+        template = self.host.prompts.get(s.prompt)
+        messages = template.render(**ins)
+        if (key, s.id) not in self._params:  # validating a JSON schema takes a while
+            self._params[(key, s.id)] = DecodingParams.build(**s.decoding)
+        params = self._params[(key, s.id)]
+        gen = self.host.generator(s.model)
+        span.update(model=gen.name, backend=gen.backend, prompt=s.prompt,
+                    messages=[{"role": m.role, "content": m.content} for m in messages])
+        tries = 1 + (s.output.retries if s.output else 0)
+        problem = ""
+        for attempt in range(1, tries + 1):
+            done = gen.complete(messages, params)
+            state.usage = _add(state.usage, done.usage)
+            span["prompt_tokens"] = span.get("prompt_tokens", 0) + done.usage.prompt_tokens
+            span["completion_tokens"] = (span.get("completion_tokens", 0)
+                                         + done.usage.completion_tokens)
+            span["attempts"] = attempt
+            text = done.text.strip()
+            if s.output is None:
+                return {"text": text}
+            parsed, problem = _json(text, s.output.schema_)
+            if not problem:
+                return {"text": text, "json": parsed}
+            span.setdefault("invalid", []).append(_cut(f"{problem}: {text}"))
+            messages = [*messages, Message("assistant", text), Message(
+                "user", f"That reply is not valid: {problem}. Reply again with JSON only, "
+                        "following the schema.")]
+        raise GeneratorError(f"the model's reply did not match the JSON schema after {tries} "
+                             f"tries: {problem}",
+                             hint="raise output.retries, simplify the schema, or use a larger "
+                                  "model for this step")
+
+    def _retrieve(self, s: RetrieveStep, query: str) -> dict[str, Any]:
+        if not query.strip():
+            raise InputError("the query is empty", hint="map a non-empty text to query")
+        ranked = [self.host.search(query, c, mode=s.mode, k=s.k, alpha=s.alpha,
+                                   filters=dict(s.filters) or None) for c in s.collections]
+        hits = interleave(ranked)[: s.k]
+        passages = [passage(i, h) for i, h in enumerate(hits, 1)]
+        return {"passages": passages, "count": len(passages)}
+
+    def _rerank(self, s: RerankStep, query: str, passages: list[dict[str, Any]],
+                span: dict[str, Any]) -> dict[str, Any]:
+        if s.reranker == "fusion" or not passages:
+            ranked = list(passages)
+        else:
+            scorer: LlmReranker | CrossEncoderReranker
+            if s.reranker == "llm":
+                scorer = LlmReranker(self.host.generator(s.model), self.host.prompts.get(s.prompt))
+            else:
+                scorer = self._cross.setdefault(s.path, CrossEncoderReranker(s.path))
+            scores = scorer.scores(query, [str(p.get("text", "")) for p in passages])
+            span["scores"] = [round(x, 4) for x in scores]
+            order = sorted(range(len(passages)), key=lambda i: (-scores[i], i))
+            ranked = [dict(passages[i], score=round(scores[i], 6)) for i in order]
+        return {"passages": [dict(p, n=i) for i, p in enumerate(ranked[: s.k], 1)]}
+
+    def _guard(self, s: GuardStep, ins: dict[str, Any], state: RunState, key: str,
+               prefix: str) -> dict[str, Any]:
+        cache = (key, f"{prefix}{s.id}")
+        if cache not in self._rails:
+            self._rails[cache] = build_guards({s.stage: s.rails}, self.host.settings)
+        rails = getattr(self._rails[cache], s.stage)
+        text = str(ins["text"])
+        sources = [str(p.get("text", "")) for p in ins.get("sources") or []]
+        out = rails.run(text, Context(question=text, language=detect(text), sources=sources))
+        rail = out.blocked.rail if out.blocked else ""
+        if rail and s.on_block == "stop":
+            state.blocked = f"{s.id}:{rail}"
+        return {"text": out.text, "blocked": bool(rail), "rail": rail}
+
+
+def passage(n: int, h: Hit) -> dict[str, Any]:
+    """A retrieved chunk as a chain value (PASSAGE_FIELDS)."""
+    return {"n": n, "text": h.text, "title": h.title or h.doc_key, "section": h.section,
+            "doc": h.doc_key, "chunk_id": h.chunk_id, "score": round(h.score, 6),
+            "page": h.page, "source": h.source}
+
+
+def holds(c: Condition, v: Any) -> bool:
+    op, want = c.operator()
+    tests: dict[str, Callable[[], bool]] = {
+        "equals": lambda: v == want,
+        "not_equals": lambda: v != want,
+        "in": lambda: v in want,
+        "contains": lambda: isinstance(v, (str, list)) and want in v,
+        "gt": lambda: isinstance(v, (int, float)) and v > want,
+        "lt": lambda: isinstance(v, (int, float)) and v < want,
+        "exists": lambda: (v is not None) == want,
+    }
+    return tests[op]()
+
+
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "number": (int, float), "integer": (int,), "boolean": (bool,),
+    "object": (dict,), "list": (list,), "passages": (list,)}
+
+
+def check_inputs(spec: ChainSpec, given: Mapping[str, Any], max_chars: int) -> dict[str, Any]:
+    """The inputs with defaults filled, or an InputError naming what is wrong, before any
+    work is done."""
+    unknown = sorted(set(given) - set(spec.inputs))
+    if unknown:
+        raise InputError(f"unknown input(s): {', '.join(unknown)}",
+                         hint="this app takes: " + ", ".join(spec.inputs))
+    out: dict[str, Any] = {}
+    for name, decl in spec.inputs.items():
+        if name not in given or given[name] is None:
+            if decl.required and decl.default is None:
+                raise InputError(f"the input {name!r} is missing",
+                                 hint=f"give {name} ({decl.type}"
+                                      f"{': ' + decl.description if decl.description else ''})")
+            out[name] = decl.default
+            continue
+        v = given[name]
+        kinds = _PY_TYPES.get(decl.type)
+        wrong = kinds is not None and (not isinstance(v, kinds) or (
+            isinstance(v, bool) and decl.type in ("number", "integer")))
+        if wrong:
+            raise InputError(f"the input {name!r} must be {decl.type}, got "
+                             f"{type(v).__name__}", hint=f"send {name} as JSON {decl.type}")
+        if decl.type == "string" and not v.strip():
+            raise InputError(f"the input {name!r} is empty", hint="give a non-empty text")
+        out[name] = v
+    size = len(json.dumps(out, ensure_ascii=False))
+    if size > max_chars:
+        raise InputError(f"the inputs are {size} characters, over the limit of {max_chars}",
+                         hint="send less text, or raise max_chain_input_chars")
+    return out
+
+
+def _json(text: str, schema: dict[str, Any]) -> tuple[Any, str]:
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON ({exc.msg} at character {exc.pos})"
+    try:
+        jsonschema.validate(parsed, schema)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "top level"
+        return None, f"at {where}: {exc.message}"
+    return parsed, ""
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return Usage(a.prompt_tokens + b.prompt_tokens, a.completion_tokens + b.completion_tokens,
+                 a.cached_tokens + b.cached_tokens)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _SPAN_CHARS else text[:_SPAN_CHARS] + "…"
+
+
+def _shown(v: Any) -> Any:
+    """A value as a span keeps it: long texts cut, passages by id and title."""
+    if isinstance(v, str):
+        return _cut(v)
+    if isinstance(v, dict):
+        if "chunk_id" in v and "text" in v:
+            return {"n": v.get("n"), "chunk_id": v["chunk_id"], "title": v.get("title"),
+                    "score": v.get("score")}
+        return {k: _shown(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_shown(x) for x in v[:100]]
+    return v
+

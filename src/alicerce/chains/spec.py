@@ -1,0 +1,188 @@
+"""The chain section of an app spec: declared inputs and outputs, and typed steps.
+
+    inputs:  {text: string}                      # or {text: {type: string, description: ...}}
+    outputs: {summary: $summarise.text, label: $classify.json.label}
+    steps:
+      - id: summarise
+        kind: generate
+        model: qwen2.5-1.5b-instruct
+        prompt: summarise-text@production       # name, name@version or name@label
+        inputs: {text: $inputs.text}            # every prompt variable, mapped
+      - id: classify
+        kind: generate
+        model: qwen2.5-0.5b-instruct
+        prompt: classify-sentiment
+        inputs: {text: $summarise.text}
+        output: {schema: {type: object, ...}}   # JSON, validated, retried on failure
+
+A value in `inputs`/`output` is a reference (`$inputs.NAME`, `$STEP.FIELD[.KEY...]`, inside
+a map `$item[.KEY]` and `$index`) or a literal. Steps may be listed in any order: the order
+they run in comes from their references (a DAG, checked at deploy). Code never lives in the
+YAML: a `transform` names a Python function registered as a plugin.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from alicerce.config import SearchMode
+
+ValueType = Literal["string", "number", "integer", "boolean", "object", "list", "passages",
+                    "any"]
+STEP_ID = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+RESERVED = {"inputs", "item", "index"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class InputSpec(_Strict):
+    type: ValueType = "string"
+    description: str = ""
+    required: bool = True
+    default: Any = None
+
+
+class _Step(_Strict):
+    id: str
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not STEP_ID.match(v) or v in RESERVED:
+            raise ValueError("a step id is lower-case letters, digits and '_' (up to 40), "
+                             "starting with a letter, and not inputs/item/index")
+        return v
+
+
+class JsonOutput(_Strict):
+    schema_: dict[str, Any] = Field(alias="schema")
+    retries: int = Field(2, ge=0, le=5)
+
+
+class GenerateStep(_Step):
+    """A prompt from the registry, rendered with `inputs`, run on `model`."""
+
+    kind: Literal["generate"]
+    prompt: str
+    model: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    decoding: dict[str, Any] = Field(default_factory=dict)
+    output: JsonOutput | None = None
+    # filled when the spec is resolved against a home
+    model_identity: str = ""
+
+
+class RetrieveStep(_Step):
+    kind: Literal["retrieve"]
+    collections: list[str] = Field(min_length=1)
+    inputs: dict[str, Any]
+    mode: SearchMode | None = None
+    k: int | None = Field(None, ge=1, le=50)
+    alpha: float | None = Field(None, ge=0.0, le=1.0)
+    filters: dict[str, str | list[str]] = Field(default_factory=dict)
+
+
+class RerankStep(_Step):
+    """Reorder passages: `fusion` keeps retrieval's fused order, `llm` asks a model
+    whether each passage answers the query, `cross-encoder` scores pairs with local
+    sentence-transformers CrossEncoder weights."""
+
+    kind: Literal["rerank"]
+    reranker: Literal["fusion", "llm", "cross-encoder"] = "fusion"
+    inputs: dict[str, Any]
+    k: int = Field(5, ge=1, le=50)
+    model: str | None = None
+    prompt: str = "rerank-relevance"
+    path: str = ""
+    model_identity: str = ""
+
+
+class GuardStep(_Step):
+    """Rails on a text, as in an app's `guards:` section; a block stops the chain
+    (`on_block: stop`) or is reported in the outputs (`continue`)."""
+
+    kind: Literal["guard"]
+    stage: Literal["input", "output"] = "input"
+    rails: list[Any] = Field(min_length=1)
+    inputs: dict[str, Any]
+    on_block: Literal["stop", "continue"] = "stop"
+
+
+class TransformStep(_Step):
+    kind: Literal["transform"]
+    function: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class MapStep(_Step):
+    """Run `steps` once per item of the list `over` (`$item`, `$index` inside); the
+    outputs are `results`, one `output` mapping per item."""
+
+    kind: Literal["map"]
+    over: str
+    steps: list[StepSpec] = Field(min_length=1)
+    output: dict[str, Any] = Field(min_length=1)
+    max_items: int = Field(50, ge=1, le=1000)
+
+
+class Condition(_Strict):
+    """One test on a value; exactly one operator."""
+
+    value: str
+    equals: Any = None
+    not_equals: Any = None
+    in_: list[Any] | None = Field(None, alias="in")
+    contains: str | None = None
+    gt: float | None = None
+    lt: float | None = None
+    exists: bool | None = None
+
+    def operator(self) -> tuple[str, Any]:
+        set_ = [(k, v) for k, v in (("equals", self.equals), ("not_equals", self.not_equals),
+                                    ("in", self.in_), ("contains", self.contains),
+                                    ("gt", self.gt), ("lt", self.lt), ("exists", self.exists))
+                if v is not None]
+        if len(set_) != 1:
+            raise ValueError("a condition has exactly one of equals, not_equals, in, "
+                             "contains, gt, lt, exists")
+        return set_[0]
+
+
+class BranchStep(_Step):
+    """`then` when the condition holds, else `else`; `output` maps the arm's results
+    (a reference into the arm not taken is null)."""
+
+    kind: Literal["branch"]
+    if_: Condition = Field(alias="if")
+    then: list[StepSpec] = Field(default_factory=list)
+    else_: list[StepSpec] = Field(default_factory=list, alias="else")
+    output: dict[str, Any] = Field(default_factory=dict)
+
+
+StepSpec = Annotated[GenerateStep | RetrieveStep | RerankStep | GuardStep | TransformStep
+                     | MapStep | BranchStep, Field(discriminator="kind")]
+MapStep.model_rebuild()
+BranchStep.model_rebuild()
+
+
+class ChainSpec(_Strict):
+    inputs: dict[str, InputSpec] = Field(min_length=1)
+    outputs: dict[str, Any] = Field(min_length=1)
+    steps: list[StepSpec] = Field(min_length=1, max_length=100)
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _short_inputs(cls, v: Any) -> Any:
+        return short_inputs(v)
+
+
+def short_inputs(v: Any) -> Any:
+    """`text: string` is short for `text: {type: string}`."""
+    if isinstance(v, dict):
+        return {k: {"type": t} if isinstance(t, str) else t for k, t in v.items()}
+    return v

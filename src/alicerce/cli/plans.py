@@ -1,0 +1,54 @@
+"""Printing a compiled chain plan (`alicerce apps show APP --plan`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from alicerce.chains.plan import Node, Plan
+
+
+def plan_rows(nodes: tuple[Node, ...]) -> list[dict[str, Any]]:
+    rows = []
+    for n in nodes:
+        s = n.step
+        row: dict[str, Any] = {"id": s.id, "kind": s.kind,
+                               "outputs": {k: t.type for k, t in n.outputs.items()}}
+        for attr in ("model", "model_identity", "prompt", "collections", "reranker",
+                     "function", "decoding"):
+            if getattr(s, attr, None):
+                row[attr] = getattr(s, attr)
+        inputs = getattr(s, "inputs", None)
+        if inputs:
+            row["inputs"] = inputs
+        if n.body:
+            row["then" if s.kind == "branch" else "steps"] = plan_rows(n.body)
+        if n.other:
+            row["else"] = plan_rows(n.other)
+        rows.append(row)
+    return rows
+
+
+def print_plan(p: Plan) -> None:
+    typer.echo("inputs:  " + ", ".join(f"{k}: {i.type}" for k, i in p.spec.inputs.items()))
+
+    def show(rows: list[dict[str, Any]], depth: int) -> None:
+        for r in rows:
+            what = " ".join(str(r[k]) for k in ("model", "prompt", "reranker", "function")
+                            if k in r)
+            if "collections" in r:
+                what += " " + ",".join(r["collections"])
+            typer.echo(f"{'  ' * depth}- {r['id']} ({r['kind']}) {what}".rstrip())
+            if "inputs" in r:
+                typer.echo(f"{'  ' * depth}    in:  " + json.dumps(r["inputs"],
+                                                               ensure_ascii=False)[:200])
+            typer.echo(f"{'  ' * depth}    out: " + ", ".join(
+                f"{k}: {t}" for k, t in r["outputs"].items()))
+            for key in ("steps", "then", "else"):
+                if key in r:
+                    typer.echo(f"{'  ' * depth}    {key}:")
+                    show(r[key], depth + 2)
+    show(plan_rows(p.nodes), 0)
+    typer.echo("outputs: " + ", ".join(f"{k}: {t.type}" for k, t in p.output_types.items()))

@@ -1,0 +1,126 @@
+"""Governance of what is served: feedback and review exports, continuous evaluation,
+drift."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from alicerce.apps.registry import split_ref
+from alicerce.core.answering import Answering
+from alicerce.errors import InputError
+from alicerce.evaluate.online import OnlineEvaluation
+from alicerce.evaluate.runs import Run
+from alicerce.observe.drift_runs import (
+    DriftRun,
+    baseline_sample,
+    compare_samples,
+    new_id,
+)
+from alicerce.observe.traces import FeedbackFilter, Trace
+from alicerce.observe.windows import duration_s
+
+if TYPE_CHECKING:
+    from alicerce.platform import Alicerce
+
+
+class Governance(Answering):
+    """Exports, reviews, continuous evaluation and drift of served apps."""
+
+    def export_feedback(self, to: str | Path, *, app: str | None = None,
+                        rating: FeedbackFilter = "any", min_stars: int | None = None,
+                        max_stars: int | None = None, actor: str = "local") -> int:
+        """Write rated answers as JSONL evaluation rows; the file is replaced only once
+        every row is written, so a failed export leaves the old file whole."""
+        rows = list(self.traces.export(app=app, rating=rating, min_stars=min_stars,
+                                       max_stars=max_stars))
+        _write_rows(Path(to), rows)
+        self.keys.audit(actor, "feedback.export", str(to),
+                        {"rows": len(rows), "app": app, "rating": rating})
+        return len(rows)
+
+    def monitor(self, app: str, *, sample: float = 0.05, window: str = "24h",
+                judge: bool = False, judge_model: str | None = None,
+                limit: int = 1000) -> list[Run]:
+        """Score a sample of the app's live traces (groundedness; with a judge the RAG
+        triad) joined with their feedback, off the request path; one stored run of kind
+        "online" per app version (docs/monitoring.md)."""
+        j = self.evals.judge(judge_model) if judge or judge_model else None
+        return OnlineEvaluation(cast("Alicerce", self), j).run(app, sample=sample,
+                                                               window=window, limit=limit)
+
+    def review_queue(self, app: str | None = None, limit: int = 100) -> list[tuple[Trace, str]]:
+        """Traces waiting for a person: rated down, or scored low by `monitor`."""
+        return [(self.traces.get(tid), why)
+                for tid, why in self.evals.runs.review_queue(app, limit)]
+
+    def export_review(self, to: str | Path, app: str | None = None,
+                      actor: str = "local") -> int:
+        """Write the review queue as JSONL evaluation rows (question, the answer given,
+        the user's reference answer if any) and take them off the queue."""
+        queue = self.review_queue(app, limit=10_000)
+        rows: list[dict[str, Any]] = []
+        for t, why in queue:
+            refs = [f.reference for f in self.traces.feedback_for(t.id) if f.reference]
+            rows.append({"question": t.question, "answer": t.answer,
+                         "reference_answer": refs[-1] if refs else None, "sources": [],
+                         "origin": {"trace_id": t.id, "app": t.app,
+                                    "app_version": t.app_version, "review": why}})
+        _write_rows(Path(to), rows)
+        self.evals.runs.mark_reviewed([t.id for t, _ in queue])
+        self.keys.audit(actor, "review.export", str(to), {"rows": len(rows), "app": app})
+        return len(rows)
+
+    def drift(self, app: str, baseline: str, window: str = "24h", *,
+              sides: Sequence[str] = ("input", "output"), sample: int = 500,
+              alpha: float = 0.01, seed: int = 0, limit: int = 100_000) -> DriftRun:
+        """Skew (`baseline` dataset:PATH, the eval set) or drift (window:7d, the traces of
+        the week before) of an app's production traffic in the last `window`, on the
+        questions and the answers; the run is stored with the app's drift history."""
+        name = split_ref(app)[0]
+        window_s = duration_s(window, "--window")
+        if not 10 <= sample <= 5000:
+            raise InputError(f"sample must be 10..5000 texts per side, got {sample}",
+                             hint="e.g. --sample 500")
+        if not 0 < alpha < 1:
+            raise InputError(f"alpha must be between 0 and 1, got {alpha}", hint="e.g. 0.01")
+        unknown = [s for s in sides if s not in ("input", "output")]
+        if unknown or not sides:
+            raise InputError(f"unknown side(s) {', '.join(unknown) or '(none)'}",
+                             hint="use input, output or both")
+        coll = self._collection(self.app_collections(app)[0])
+        self.traces.flush()
+        started, now = time.perf_counter(), time.time()
+        runs = self.drift_runs
+        current = runs.traces(name, now - window_s, now, limit)
+        base = baseline_sample(runs, name, baseline, window_s, now, limit)
+        reports = compare_samples(runs, self.embedder_for(coll), base, current,
+                                  sample=sample, alpha=alpha, seed=seed, sides=sides)
+        if not reports:
+            raise InputError(
+                f"too few texts to compare: {len(base.inputs)} in the baseline "
+                f"({base.source}), {len(current.inputs)} in the last {window} for {name!r}",
+                hint="each side needs at least 5; widen --window or the baseline, or check "
+                     "--app names the app that served the traffic")
+        run = DriftRun(new_id(), now, name, baseline, window, any(r.drifted for r in reports),
+                       time.perf_counter() - started, reports,
+                       {"baseline": base.source, "current": current.source})
+        runs.save(run)
+        return run
+
+
+def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """JSONL, replacing the file only once every row is written."""
+    tmp = path.with_name(path.name + ".part")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {exc.strerror}",
+                         hint="pick a writable path") from None

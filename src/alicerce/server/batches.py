@@ -1,0 +1,106 @@
+"""Batch jobs through the server: rows posted as JSON are kept in the home
+(`<home>/batches/<job>/`, owner-only), run in a background thread with each row going
+through the server's work queue (so batch rows and live requests share the model slots),
+and resumed when a stopped server starts again."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alicerce.access.keys import ApiKey
+from alicerce.batch.jobs import BatchJob, new_id
+from alicerce.batch.runner import MAX_ROWS, BatchRunner
+from alicerce.errors import InputError, NotFoundError
+from alicerce.platform import Alicerce
+from alicerce.server.work import WorkQueue
+from alicerce.store.db import private_dir
+
+log = logging.getLogger("alicerce.server")
+T = TypeVar("T")
+
+
+class _Stopping(Exception):
+    """The server is shutting down under a running job: leave it to be resumed."""
+
+
+class Batches:
+    def __init__(self, alc: Alicerce, work: WorkQueue) -> None:
+        self.alc, self.work = alc, work
+        self.root = alc.settings.home / "batches"
+
+    def start(self, key: ApiKey, app: str, rows: list[dict[str, Any]],
+              concurrency: int) -> BatchJob:
+        """Check the request whole, keep its rows, run it in the background."""
+        version = self.alc.chains.version(app)
+        if not rows or len(rows) > MAX_ROWS:
+            raise InputError(f"a batch takes 1 to {MAX_ROWS} rows, got {len(rows)}",
+                             hint="split the rows over several batches")
+        cap = self.alc.settings.llm_parallel or 1
+        if not 1 <= concurrency <= cap:
+            raise InputError(f"concurrency must be 1..{cap} (llm_parallel) here, got "
+                             f"{concurrency}", hint="rows share the model slots with live "
+                                                    "requests")
+        job_id = new_id()
+        folder = self.root / job_id
+        private_dir(self.root)
+        private_dir(folder)
+        src, out = folder / "input.jsonl", folder / "output.jsonl"
+        src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                       encoding="utf-8")
+        src.chmod(0o600)
+        job = self.alc.batches.create(key.id, version.name, version.version, src, out,
+                                      concurrency, job_id)
+        self.alc.keys.audit(key.id, "batch.create", version.ref,
+                            {"job": job.id, "rows": len(rows)})
+        self._run(job, asyncio.get_running_loop())
+        return job
+
+    def resume(self) -> None:
+        """Jobs a stopped server left unfinished go on where their output ends."""
+        loop = asyncio.get_running_loop()
+        for job in self.alc.batches.interrupted(self.root):
+            log.info("resuming batch job %s (%s)", job.id, job.ref)
+            self._run(job, loop)
+
+    def get(self, key: ApiKey, job_id: str) -> BatchJob:
+        """A job the key started (any, for admin); others are not found."""
+        return self.alc.batches.get(job_id, None if "admin" in key.scopes else key.id)
+
+    def output(self, key: ApiKey, job_id: str) -> Path:
+        job = self.get(key, job_id)
+        path = Path(job.output)
+        if not path.exists():
+            raise NotFoundError(f"{job.id} has no results yet", hint="poll the job")
+        return path
+
+    def _run(self, job: BatchJob, loop: asyncio.AbstractEventLoop) -> None:
+        def submit(fn: Callable[[], T]) -> T:
+            try:
+                future = asyncio.run_coroutine_threadsafe(self.work.call(fn), loop)
+            except RuntimeError:  # the event loop is closed
+                raise _Stopping from None
+            try:
+                return future.result()
+            except concurrent.futures.CancelledError:
+                raise _Stopping from None
+
+        runner = BatchRunner(self.alc, self.alc.batches, submit)
+        threading.Thread(target=self._guarded, args=(runner, job), daemon=True,
+                         name=f"alicerce-{job.id}").start()
+
+    def _guarded(self, runner: BatchRunner, job: BatchJob) -> None:
+        try:
+            runner.run(job)
+        except _Stopping:  # rows not written are run again when the server starts
+            log.info("batch job %s stopped with the server; it resumes on the next start",
+                     job.id)
+        except Exception as exc:  # reported on the job; the server goes on
+            log.exception("batch job %s failed", job.id)
+            self.alc.batches.finish(job.id, "failed", f"unexpected error: {exc}")
