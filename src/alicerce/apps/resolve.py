@@ -4,11 +4,12 @@ default filled, so the stored spec alone says exactly how the app answers."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from alicerce.apps.registry import split_ref
 from alicerce.apps.spec import AppSpec
-from alicerce.chains.resolve import ChainResolver, stored
+from alicerce.chains.resolve import ChainResolver, folder_hash, stored
 from alicerce.chains.transforms import Transform
 from alicerce.config import Settings
 from alicerce.errors import InputError, NotFoundError
@@ -61,6 +62,7 @@ def resolve(spec: AppSpec, store: Store, prompts: PromptRegistry,
     if decoding.n != 1:
         raise InputError(f"app {spec.name!r}: decoding n must be 1", hint="leave n out")
     r = spec.retrieval
+    rerank = _reranker(spec, prompts, settings, custom_models, model)
     return {
         "name": spec.name,
         "description": spec.description,
@@ -75,6 +77,7 @@ def resolve(spec: AppSpec, store: Store, prompts: PromptRegistry,
             "context_tokens": r.context_tokens or settings.answer_context_tokens,
             "abstain_below": settings.abstain_below if r.abstain_below is None
             else r.abstain_below,
+            **rerank,
         },
         "prompt": f"{pname}@{pversion}",
         "model": {"name": model, "identity": identity},
@@ -85,3 +88,26 @@ def resolve(spec: AppSpec, store: Store, prompts: PromptRegistry,
         "cache": {"enabled": spec.cache.enabled,
                   "ttl_s": spec.cache.ttl_s or settings.cache_ttl_s},
     }
+
+
+def _reranker(spec: AppSpec, prompts: PromptRegistry, settings: Settings,
+              custom_models: set[str], app_model: str) -> dict[str, Any]:
+    """The reranker's pinned identity: its model and prompt versions, or its folder's hash."""
+    r = spec.retrieval
+    if r.reranker == "none":
+        return {}
+    k = r.k or settings.answer_k
+    out: dict[str, Any] = {"candidates": r.candidates or min(50, 3 * k)}
+    if r.reranker == "llm":
+        model = r.reranker_model or app_model
+        pname, pversion = prompts.resolve("rerank-relevance")
+        return {**out, "reranker_model": model, "reranker_prompt": f"{pname}@{pversion}",
+                "reranker_identity": f"custom:{model}" if model in custom_models
+                else model_identity(model, settings)}
+    path = Path(r.reranker_path).expanduser()
+    if not r.reranker_path or not (path / "config.json").is_file():
+        raise InputError(f"app {spec.name!r}: retrieval.reranker_path "
+                         f"{r.reranker_path or '(empty)'} is not a saved CrossEncoder",
+                         hint="give the folder CrossEncoder.save() wrote")
+    return {**out, "reranker_path": str(path.resolve()),
+            "reranker_identity": folder_hash(path)}

@@ -48,7 +48,12 @@ class Retrieval(_Strict):
     alpha: float | None = Field(default=None, ge=0.0, le=1.0)
     k: int | None = Field(default=None, ge=1, le=50)
     filters: dict[str, str | list[str]] = Field(default_factory=dict)
-    reranker: Literal["none"] = "none"
+    reranker: Literal["none", "llm", "cross-encoder"] = "none"
+    reranker_model: str | None = Field(
+        default=None, description="llm: the model that judges each candidate [app's model]")
+    reranker_path: str = Field(default="", description="cross-encoder: a local folder")
+    candidates: int | None = Field(default=None, ge=1, le=100, description=(
+        "Chunks retrieved for the reranker to reorder, before keeping k [3 x k, up to 50]."))
     context_tokens: int | None = Field(default=None, ge=128)
     abstain_below: float | None = Field(default=None, ge=0.0, le=1.0)
 
@@ -137,8 +142,12 @@ class AppSpec(_Strict):
         """The chain names the guard steps exactly when the guards section has rails for
         them, so a stored chain always says what runs."""
         wanted = {"input_guards": bool(self.guards.get("input") or self.guards.get("context")),
-                  "output_guards": bool(self.guards.get("output"))}
+                  "output_guards": bool(self.guards.get("output")),
+                  "rerank": self.retrieval.reranker != "none"}
         for step, on in wanted.items():
+            if step in self.chain and not on and step == "rerank":
+                raise ValueError("chain: rerank has nothing to run; set retrieval.reranker "
+                                 "(llm or cross-encoder), or drop the step")
             if step in self.chain and not on:
                 raise ValueError(f"chain: {step} has no rails; add them under guards "
                                  "(docs/guardrails.md) or drop the step")

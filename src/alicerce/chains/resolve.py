@@ -113,7 +113,7 @@ class ChainResolver:
                                  "CrossEncoder (no config.json there)",
                                  hint="give the folder CrossEncoder.save() wrote")
             return s.model_copy(update={"path": str(path.resolve()),
-                                        "model_identity": _folder_hash(path)})
+                                        "model_identity": folder_hash(path)})
         return s
 
     def _prompt(self, ref: str, where: str, variables: set[str]) -> str:
@@ -141,7 +141,7 @@ class ChainResolver:
             raise type(exc)(f"{where}, model: {exc.message}", hint=exc.hint) from None
 
 
-def _folder_hash(path: Path) -> str:
+def folder_hash(path: Path) -> str:
     digest = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         digest.update(f.relative_to(path).as_posix().encode())

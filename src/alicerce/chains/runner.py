@@ -84,6 +84,10 @@ class ChainRunner:
         self._cross: dict[str, CrossEncoderReranker] = {}
         self._params: dict[tuple[str, str], DecodingParams] = {}
 
+    def cross_encoder(self, path: str) -> CrossEncoderReranker:
+        """One loaded cross-encoder per folder, shared by chains and RAG apps."""
+        return self._cross.setdefault(path, CrossEncoderReranker(path))
+
     def run(self, plan: Plan, inputs: Mapping[str, Any], rec: Recorder,
             key: str = "") -> ChainResult:
         """Outputs of `plan` for `inputs` (checked first); `key` names the plan for caches."""
@@ -214,7 +218,7 @@ class ChainRunner:
             if s.reranker == "llm":
                 scorer = LlmReranker(self.host.generator(s.model), self.host.prompts.get(s.prompt))
             else:
-                scorer = self._cross.setdefault(s.path, CrossEncoderReranker(s.path))
+                scorer = self.cross_encoder(s.path)
             scores = scorer.scores(query, [str(p.get("text", "")) for p in passages])
             span["scores"] = [round(x, 4) for x in scores]
             order = sorted(range(len(passages)), key=lambda i: (-scores[i], i))

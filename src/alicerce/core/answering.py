@@ -166,10 +166,21 @@ class Answering(Apps):
                               retrieval.get("alpha"))
         where = {**(filters or {}), **retrieval.get("filters", {})} or None
         searchers = [(c, self._searcher(c)) for c in colls]
+        rerank = self.reranker(retrieval)
+        pool = (self._params(search.mode, max(search.k, retrieval["candidates"]), search.alpha)
+                if rerank is not None else search)
 
         def retrieve(q: str, r: Recorder) -> list[Hit]:
-            return interleave([s.search(c, q, search, where, spans=r)
-                               for c, s in searchers])[:search.k]
+            hits = interleave([s.search(c, q, pool, where, spans=r)
+                               for c, s in searchers])[:pool.k]
+            if rerank is not None and hits:
+                with r.span("rerank", reranker=rerank.name, candidates=len(hits)) as out:
+                    scores = rerank.scores(q, [h.text for h in hits])
+                    order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))
+                    hits = [replace(hits[i], score=scores[i]) for i in order]
+                    out.update(scores=[round(scores[i], 4) for i in order],
+                               kept=[h.chunk_id for h in hits[:search.k]])
+            return hits[:search.k]
         return retrieve
 
     def retrieve(self, question: str, app: str | AppRef, *, k: int | None = None,
@@ -207,7 +218,9 @@ class Answering(Apps):
             history = self.store.versions(coll)
             current.append(f"{coll.name}@{history[-1]['id'] if history else ''}")
         identity = self.model_identity(gen)
-        return {"app": app.ref if app else None, "collection": ",".join(current),
+        reranker = app.spec["retrieval"].get("reranker_identity") if app else None
+        return {**({"reranker": reranker} if reranker else {}),
+                "app": app.ref if app else None, "collection": ",".join(current),
                 "embedder": ",".join(sorted({c.embedder for c in colls})),
                 "chunking": {c.name: dict(c.chunking) for c in colls},
                 "prompt": prompt_ref, "model": gen.name, "backend": gen.backend,

@@ -3,7 +3,7 @@ decoding; chain apps run through the chain runner (chains/apps.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from alicerce.guard.config import build as build_guards
 from alicerce.guard.config import normalise as normalise_guards
 from alicerce.guard.rails import Outcome, Rails
 from alicerce.prompts.template import PromptTemplate
+from alicerce.retrieve.rerankers import CrossEncoderReranker, LlmReranker
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,16 @@ class Apps(Models):
     def use_transform(self, transform: Transform) -> None:
         """Make a Python function callable from chains' transform steps in this process."""
         self.chains.transforms[transform.name] = transform
+
+    def reranker(self, retrieval: Mapping[str, Any]) -> LlmReranker | CrossEncoderReranker | None:
+        """The reranker a RAG app's resolved retrieval names; None for fusion alone."""
+        kind = retrieval.get("reranker", "none")
+        if kind == "llm":
+            return LlmReranker(self.generator(retrieval["reranker_model"]),
+                               self.prompts.get(retrieval["reranker_prompt"]))
+        if kind == "cross-encoder":
+            return self.chains.runner.cross_encoder(retrieval["reranker_path"])
+        return None
 
     def guards(self, version: AppVersion | None = None) -> Guards:
         """The rails of an app version, or the settings' for a bare collection (built once;
