@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from alicerce import __version__
 from alicerce.apps.registry import AppVersion
 from alicerce.chains.plan import Plan, compile_chain, walk
 from alicerce.chains.runner import ChainResult, ChainRunner
@@ -19,6 +18,7 @@ from alicerce.chains.spec import ChainSpec, GenerateStep, RerankStep, RetrieveSt
 from alicerce.chains.transforms import Transform
 from alicerce.errors import AlicerceError, InputError, NotFoundError
 from alicerce.observe.spans import Recorder
+from alicerce.version import __version__
 
 if TYPE_CHECKING:
     from alicerce.core.apps import AppRef

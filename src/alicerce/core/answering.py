@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from alicerce import __version__
 from alicerce.apps.registry import AppVersion
 from alicerce.chains.chat import condense, recent
 from alicerce.chains.language import detect
@@ -22,6 +21,7 @@ from alicerce.guard.config import Guards
 from alicerce.observe.spans import Recorder
 from alicerce.store.base import Filters, StoredCollection
 from alicerce.types import Answer, Hit, Message
+from alicerce.version import __version__
 
 
 class Answering(Apps):

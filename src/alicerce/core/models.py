@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from alicerce import __version__
 from alicerce.apps.registry import AppVersion
 from alicerce.chains.techniques import Example, Generation, run
 from alicerce.core.knowledge import KnowledgeBase
@@ -18,6 +17,7 @@ from alicerce.generate.models import ModelInfo, list_models
 from alicerce.generate.models import model_identity as _identity
 from alicerce.generate.params import DecodingParams
 from alicerce.types import Message, Usage
+from alicerce.version import __version__
 
 
 class Models(KnowledgeBase):

@@ -30,8 +30,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from alicerce import __version__
 from alicerce.types import Answer
+from alicerce.version import __version__
 
 log = logging.getLogger("alicerce.server")
 LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)

@@ -6,7 +6,6 @@ Routes stay thin: they parse, call one method here, and shape the response.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -33,6 +32,7 @@ from alicerce.observe.windows import duration_s
 from alicerce.platform import Alicerce
 from alicerce.server.batches import Batches
 from alicerce.server.cache import AnswerCache, Vector
+from alicerce.server.embed_batch import EmbedBatcher
 from alicerce.server.limits import RateLimiter
 from alicerce.server.metrics import Metrics, StoredResults, gauge
 from alicerce.server.uploads import Uploads
@@ -61,7 +61,7 @@ class Service:
         self.cache = AnswerCache(s.cache_size, s.cache_ttl_s,
                                  self._question_vector if s.semantic_cache else None,
                                  s.semantic_cache_threshold)
-        self.embeddings = EmbedBatcher(self, s.embed_batch_ms / 1000)
+        self.embeddings = EmbedBatcher(alc, s.embed_batch_ms / 1000)
         self.ready = threading.Event()
         self.load_error = ""
         self.uploads = Uploads(alc, self.cache.drop)
@@ -389,42 +389,3 @@ def answer_dict(a: Answer) -> dict[str, Any]:
             "timings": a.timings, "usage": asdict(a.usage),
             "versions": dict(a.versions), "cached": False, "blocked": a.blocked,
             "guards": list(a.guards), "redactions": dict(a.redactions)}
-
-
-class EmbedBatcher:
-    """Embedding requests that arrive within `wait_s` of each other run as one batch."""
-
-    def __init__(self, service: Service, wait_s: float) -> None:
-        self._service, self._wait = service, wait_s
-        self._pending: dict[tuple[str, str], list[tuple[list[str], asyncio.Future[Any]]]] = {}
-        self._limiter = anyio.CapacityLimiter(1)
-
-    async def embed(self, texts: list[str], model: str, kind: str) -> list[list[float]]:
-        self._service.alc.check_embed(texts, model, kind)  # one bad request fails alone
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        group = (model, kind)
-        first = group not in self._pending
-        self._pending.setdefault(group, []).append((texts, future))
-        if first:
-            asyncio.get_running_loop().create_task(self._flush(group))
-        result: list[list[float]] = await future
-        return result
-
-    async def _flush(self, group: tuple[str, str]) -> None:
-        await asyncio.sleep(self._wait)
-        batch = self._pending.pop(group)
-        texts = [t for ts, _ in batch for t in ts]
-        try:
-            vectors = await anyio.to_thread.run_sync(
-                lambda: self._service.alc.embed(texts, group[0], group[1]),
-                limiter=self._limiter)
-        except BaseException as exc:  # every waiting request gets the error
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        at = 0
-        for ts, fut in batch:
-            if not fut.done():
-                fut.set_result(vectors[at:at + len(ts)])
-            at += len(ts)
