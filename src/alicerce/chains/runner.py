@@ -66,6 +66,7 @@ class RunState:
 
     usage: Usage = field(default_factory=Usage)
     blocked: str = ""
+    json_tries: list[int] = field(default_factory=list)  # replies each JSON step needed
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class ChainResult:
     usage: Usage
     latency_ms: float
     trace_id: str = ""
+    json_tries: tuple[int, ...] = ()
 
 
 class ChainRunner:
@@ -95,7 +97,8 @@ class ChainRunner:
         scope, state = Scope(given), RunState()
         self._nodes(plan.nodes, scope, state, rec, key, "")
         outputs = {} if state.blocked else {k: value(v, scope) for k, v in plan.outputs.items()}
-        return ChainResult(outputs, state.blocked, state.usage, rec.elapsed_ms())
+        return ChainResult(outputs, state.blocked, state.usage, rec.elapsed_ms(),
+                           json_tries=tuple(state.json_tries))
 
     def _nodes(self, nodes: Sequence[Node], scope: Scope, state: RunState, rec: Recorder,
                key: str, prefix: str) -> None:
@@ -190,6 +193,7 @@ class ChainRunner:
                 return {"text": text}
             parsed, problem = _json(text, s.output.schema_)
             if not problem:
+                state.json_tries.append(attempt)
                 return {"text": text, "json": parsed}
             span.setdefault("invalid", []).append(_cut(f"{problem}: {text}"))
             messages = [*messages, Message("assistant", text), Message(

@@ -96,13 +96,9 @@ class ChainEval:
 
     def _outputs(self, version: AppVersion, row: Row) -> dict[str, Any]:
         result = self.ev.alc.chains.run(version, row.inputs, caller="eval")
-        self.ev.alc.traces.flush()
-        spans = self.ev.alc.traces.get(result.trace_id).spans
-        tries = [s["attrs"]["attempts"] for s in spans  # the JSON steps' tries
-                 if s["attrs"].get("kind") == "generate"
-                 and "json" in (s["attrs"].get("outputs") or {})]
         return {"outputs": result.outputs, "trace_id": result.trace_id,
-                "json_steps": len(tries), "first_try": all(t == 1 for t in tries)}
+                "json_steps": len(result.json_tries),
+                "first_try": all(t == 1 for t in result.json_tries)}
 
     def _judge(self, row: Row, outputs: dict[str, Any], judge: Judge, jid: str,
                res: RowResult, cache: bool) -> None:
