@@ -2,6 +2,11 @@
 
     python bench/answers.py [--data ../shared/data] [--models qwen-1.5b,qwen-0.5b]
                             [--n 30] [--datasets faquad,pira,zoomcamp]
+                            [--fusion prompt,sequence,token] [--documents 3]
+
+`--fusion` compares how the answer uses the passages, side by side on the same questions:
+all in one prompt (the default), RAG-Sequence or RAG-Token over the best `--documents`
+(chains/fusion.py).
 
 - FaQuAD (PT): 249 passages as the collection; questions sampled from train.json (natural
   case). Token F1 (SQuAD normalisation, best over the gold answers) and "contains a gold
@@ -117,13 +122,16 @@ def shipped_prompt(alc: Alicerce) -> str:
     return alc.prompts.create(ship.name, ship.template, ship.system, ship.description).ref
 
 
-def run(alc: Alicerce, coll: str, items: list[Item], model: str) -> list[Row]:
+def run(alc: Alicerce, coll: str, items: list[Item], model: str, fusion: str = "prompt",
+        documents: int = 3) -> list[Row]:
     prompt = shipped_prompt(alc)
     rows = []
     for it in items:
         t = time.perf_counter()
         a = alc.ask(it.question, coll, model=model, filters=it.filters or None, prompt=prompt,
-                    params={"temperature": 0, "max_tokens": 200})
+                    params={"temperature": 0, "max_tokens": 200},
+                    fusion=None if fusion == "prompt" else {"mode": fusion,
+                                                            "documents": documents})
         rows.append(Row(it, a, time.perf_counter() - t))
     return rows
 
@@ -160,6 +168,8 @@ def main() -> None:
     ap.add_argument("--models", default="qwen-1.5b,qwen-0.5b")
     ap.add_argument("--datasets", default="faquad,pira,zoomcamp")
     ap.add_argument("--n", type=int, default=30)
+    ap.add_argument("--fusion", default="prompt", help="prompt,sequence,token")
+    ap.add_argument("--documents", type=int, default=3)
     ap.add_argument("--home", default="/tmp/alicerce-bench-answers")
     ap.add_argument("--zoomcamp-home", default="/tmp/alicerce-bench-zoomcamp")
     args = ap.parse_args()
@@ -182,8 +192,9 @@ def main() -> None:
         alc.ingest([corpus], name, **mapping)  # type: ignore[arg-type]
         print(f"{name}: collection ready in {time.perf_counter() - t:.0f}s; {len(items)} "
               "questions", flush=True)
-        for model in args.models.split(","):
-            rows = run(alc, name, items, model)
+        for model, fusion in [(m, f) for m in args.models.split(",")
+                              for f in args.fusion.split(",")]:
+            rows = run(alc, name, items, model, fusion, args.documents)
             cos = ref = None
             if name == "zoomcamp":
                 from alicerce.embed.minilm import MiniLMEmbedder
@@ -194,9 +205,9 @@ def main() -> None:
                 g = scorer.embed_queries([r.item.reference_llm for r in rows])
                 cos = [float(x @ y) for x, y in zip(a, o, strict=True)]
                 ref = [float(x @ y) for x, y in zip(g, o, strict=True)]
-            print(f"prompt {shipped_prompt(alc)}", end="  ")
+            print(f"prompt {shipped_prompt(alc)} fusion {fusion}", end="  ")
             report(name, model, rows, cos, ref)
-            out = work / f"{name}-{model}.jsonl"
+            out = work / f"{name}-{model}-{fusion}.jsonl"
             out.write_text("\n".join(json.dumps({"q": r.item.question, "gold": r.item.golds,
                                                  "answer": r.answer.text,
                                                  "abstained": r.answer.abstained,

@@ -15,8 +15,7 @@ import time
 
 from common import data_dir, machine, ratio
 
-from alicerce import Alicerce
-from alicerce.evaluate import datasets
+from alicerce import Alicerce, datasets
 
 ANCHOR_HIT, ANCHOR_MRR = 0.952, 0.875  # Elasticsearch hybrid + RRF, same protocol
 

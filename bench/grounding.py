@@ -20,9 +20,9 @@ import time
 from common import data_dir, machine
 
 from alicerce import Alicerce, Settings
-from alicerce.evaluate.grounding import check
-from alicerce.evaluate.judges import Judge
 from alicerce.evaluate.stats import accuracy, cohen_kappa
+from alicerce.metrics.grounding import check
+from alicerce.metrics.judges import Judge
 
 
 def pairs(base: str, n: int) -> list[tuple[str, str, bool]]:

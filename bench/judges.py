@@ -20,10 +20,10 @@ import pandas as pd
 from common import data_dir, machine
 
 from alicerce import Alicerce, Settings
-from alicerce.evaluate.judges import Judge
-from alicerce.evaluate.prompts import RELEVANCE_LABELS
 from alicerce.evaluate.stats import accuracy, cohen_kappa
 from alicerce.generate.params import DecodingParams
+from alicerce.metrics.judges import Judge
+from alicerce.prompts.judges import RELEVANCE_LABELS
 from alicerce.types import Message
 
 

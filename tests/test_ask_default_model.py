@@ -6,7 +6,7 @@ import pytest
 from conftest import EXAMPLES
 
 from alicerce import Alicerce, Settings
-from alicerce.chains.language import detect
+from alicerce.language import detect
 
 pytestmark = pytest.mark.real
 

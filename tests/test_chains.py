@@ -328,7 +328,7 @@ def test_a_key_restricted_to_collections_cannot_run_a_chain_it_is_not_given(
 
 
 def test_eval_scores_a_chain_on_its_declared_outputs(alc: Alicerce) -> None:
-    from alicerce.evaluate.datasets import load
+    from alicerce.datasets import load
 
     deploy(alc, example("review-sentiment", **{"qwen-1.5b": "big", "qwen-0.5b": "small"}))
     ds = load(EXAMPLES / "reviews.jsonl")

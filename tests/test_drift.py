@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from alicerce import Alicerce
 from alicerce.cli import app as cli_app
+from alicerce.durations import duration_s
 from alicerce.errors import InputError
 from alicerce.observe.drift import mmd_test, psi, vocabulary
 from alicerce.observe.drift_report import html, text
-from alicerce.observe.windows import duration_s
 
 TOPICS = {
     "reembolso": ["Qual o prazo para enviar os comprovantes de {x}?",

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from alicerce import Alicerce, Settings
+from alicerce import Alicerce, Settings, datasets
 from alicerce.errors import InputError, JudgeError, NotFoundError
-from alicerce.evaluate import datasets
 from alicerce.evaluate.compare import compare, gate, parse_limits
-from alicerce.evaluate.grounding import check
-from alicerce.evaluate.judges import Judge
 from alicerce.evaluate.report import html_report, markdown
 from alicerce.evaluate.stats import bootstrap, cohen_kappa, paired_difference
 from alicerce.evaluate.synth import leaks
 from alicerce.evaluate.text import answer_scores, f1
+from alicerce.metrics.grounding import check
+from alicerce.metrics.judges import Judge
 from alicerce.testing.fakes import ScriptedGenerator
 from alicerce.types import Message
 

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 
 from alicerce import Alicerce, Settings
-from alicerce.chains.language import detect
-from alicerce.chains.rag import citations, interleave
+from alicerce.chains.citations import citations, interleave
 from alicerce.errors import InputError, NotFoundError
+from alicerce.language import detect
 from alicerce.testing.fakes import ScriptedGenerator
 from alicerce.types import Answer, Hit, Message
 
@@ -208,7 +208,7 @@ def test_k_shot_static_and_dynamic(kb: Alicerce) -> None:
 
 
 def test_reattribution_moves_a_citation_to_the_source_holding_its_figures() -> None:
-    from alicerce.chains.rag import reattribute
+    from alicerce.chains.citations import reattribute
 
     sources = [hit(1, "Reembolso em 30 dias."), hit(2, "Adiantamento de 70%."),
                hit(3, "Férias pedidas com 45 dias de antecedência.")]
@@ -223,7 +223,7 @@ def test_reattribution_moves_a_citation_to_the_source_holding_its_figures() -> N
 
 
 def test_uncited_sentences_get_the_source_that_holds_them() -> None:
-    from alicerce.chains.rag import attach
+    from alicerce.chains.citations import attach
 
     sources = [hit(1, "Os comprovantes devem ser enviados em até 30 dias corridos."),
                hit(2, "Férias pedidas com 45 dias de antecedência pelo sistema de RH.")]
@@ -236,7 +236,7 @@ def test_uncited_sentences_get_the_source_that_holds_them() -> None:
 
 
 def test_an_abstention_behind_a_citation_marker_is_still_one() -> None:
-    from alicerce.chains.rag import is_abstention
+    from alicerce.chains.citations import is_abstention
 
     assert is_abstention("[1] Não encontrei isso nos documentos.")
     assert is_abstention("[1, 2]. I could not find this in the documents.")
@@ -246,8 +246,8 @@ def test_an_abstention_behind_a_citation_marker_is_still_one() -> None:
 
 def test_numbered_lists_keep_their_numbers_and_pages_come_from_the_sources() -> None:
     """Issue 16 item 15: list numbers were taken as sentence ends and cited ("1 [1]. ...")."""
-    from alicerce.chains.rag import attach
-    from alicerce.evaluate.grounding import check
+    from alicerce.chains.citations import attach
+    from alicerce.metrics.grounding import check
 
     src = [Hit(1, "reembolso.md", 1.0, "Acesse o portal em até 30 dias e anexe as notas "
                "fiscais 1 e 2 do pedido.", "Reembolso", "", None, "reembolso.md", {})]

@@ -19,9 +19,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from alicerce.durations import duration_s
 from alicerce.errors import ConfigError
 from alicerce.guard.config import normalise as normalise_guards
-from alicerce.observe.windows import duration_s
 
 SearchMode = Literal["sparse", "dense", "hybrid", "rrf"]
 EmbedderName = Literal["e5-small", "minilm", "remote", "hashing"]

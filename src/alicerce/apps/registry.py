@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from alicerce.errors import InputError, NotFoundError
+from alicerce.refs import split_ref
 from alicerce.store.db import connect, transaction
 from alicerce.store.labels import Labels
 from alicerce.store.labels import schema as labels_schema
@@ -60,14 +61,6 @@ class AppVersion:
 def spec_hash(spec: dict[str, Any]) -> str:
     canonical = json.dumps(spec, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def split_ref(ref: str) -> tuple[str, str]:
-    """'app', 'app@3', 'app@staging' or 'app:staging' → (name, version-or-label or '')."""
-    name, sep, at = ref.strip().partition("@")
-    if not sep:
-        name, _, at = name.partition(":")
-    return name, at
 
 
 class AppRegistry:

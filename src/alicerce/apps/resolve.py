@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from alicerce.apps.registry import split_ref
 from alicerce.apps.spec import AppSpec
 from alicerce.chains.resolve import ChainResolver, folder_hash, stored
 from alicerce.chains.transforms import Transform
@@ -16,6 +15,7 @@ from alicerce.errors import InputError, NotFoundError
 from alicerce.generate.models import model_identity
 from alicerce.generate.params import DecodingParams
 from alicerce.prompts.registry import PromptRegistry
+from alicerce.refs import split_ref
 from alicerce.store.base import Store
 
 
@@ -83,6 +83,8 @@ def resolve(spec: AppSpec, store: Store, prompts: PromptRegistry,
         "model": {"name": model, "identity": identity},
         "decoding": decoding.as_dict(),
         "extractiveness": spec.extractiveness or settings.extractiveness,
+        # only when set, so the hash of an app that does not use it stays as it was
+        **({"fusion": spec.fusion.model_dump()} if spec.fusion.mode != "prompt" else {}),
         "chain": list(spec.chain),
         "guards": dict(spec.guards),
         "cache": {"enabled": spec.cache.enabled,

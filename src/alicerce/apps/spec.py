@@ -58,6 +58,14 @@ class Retrieval(_Strict):
     abstain_below: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
+class FusionSpec(_Strict):
+    """How the answer uses the passages: all in one prompt, or RAG-Sequence / RAG-Token
+    over the best `documents` (docs/chains.md#fusion)."""
+
+    mode: Literal["prompt", "sequence", "token"] = "prompt"
+    documents: int = Field(default=3, ge=1, le=8)
+
+
 class Cache(_Strict):
     enabled: bool = True
     ttl_s: float | None = Field(default=None, gt=0)
@@ -73,6 +81,7 @@ class AppSpec(_Strict):
     model: str | None = None
     decoding: dict[str, Any] = Field(default_factory=dict)
     extractiveness: Extractiveness | None = None
+    fusion: FusionSpec = FusionSpec()
     chain: list[Step] = Field(default_factory=lambda: list(DEFAULT_CHAIN))
     guards: dict[str, Any] = Field(
         default_factory=dict, description="Rails on input, retrieved context and output "
@@ -124,7 +133,7 @@ class AppSpec(_Strict):
         if self.steps:
             rag = sorted(self.model_fields_set & {"collections", "retrieval", "prompt",
                                                   "model", "decoding", "extractiveness",
-                                                  "chain", "guards"})
+                                                  "chain", "guards", "fusion"})
             if rag:
                 raise ValueError(f"a chain app (steps) does not take {', '.join(rag)}: "
                                  "put them in its steps (docs/chains.md)")

@@ -9,12 +9,13 @@ that deploys cannot fail on its own wiring at run time.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from alicerce.chains.spec import (
     BranchStep,
     ChainSpec,
+    CondenseStep,
     GenerateStep,
     GuardStep,
     MapStep,
@@ -26,6 +27,7 @@ from alicerce.chains.spec import (
 )
 from alicerce.chains.transforms import TRANSFORMS, Transform
 from alicerce.errors import InputError
+from alicerce.types import Hit
 
 # The fields of one retrieved passage (`$item.text` inside a map over passages).
 PASSAGE_FIELDS: dict[str, ValueType] = {
@@ -76,11 +78,12 @@ class Scope:
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     item: Any = None
     index: int | None = None
+    hits: dict[int, Hit] = field(default_factory=dict)  # retrieved chunks behind passages
 
     def child(self, item: Any = None, index: int | None = None) -> Scope:
         """A nested scope (map item, branch arm): sees everything here, adds its own."""
         return Scope(self.inputs, dict(self.steps), item if index is not None else self.item,
-                     index if index is not None else self.index)
+                     index if index is not None else self.index, self.hits)
 
 
 def value(v: Any, scope: Scope) -> Any:
@@ -99,10 +102,19 @@ class Node:
     mapping: dict[str, Ref | Any] = field(default_factory=dict)  # map/branch `output`
     over: Ref | None = None  # map's list; branch's condition value
     transform: Transform | None = None
+    watch: GuardStep | None = None  # grounded generate: the output rails on its text
 
     @property
     def id(self) -> str:
         return self.step.id
+
+    @property
+    def own_spans(self) -> bool:
+        """Steps that record their own spans (the grounded answer's context, prompt,
+        generate and citations; a condense that has a history) instead of one span."""
+        s = self.step
+        return isinstance(s, CondenseStep) or (isinstance(s, GenerateStep)
+                                               and s.grounded is not None)
 
 
 @dataclass(frozen=True)
@@ -136,11 +148,26 @@ def walk(nodes: Sequence[Node]) -> list[Node]:
 def compile_chain(spec: ChainSpec, transforms: Mapping[str, Transform] | None = None) -> Plan:
     """The plan of `spec`, or an InputError naming the step and field that is wrong."""
     c = _Compiler(spec, {**TRANSFORMS, **(transforms or {})})
-    nodes = c.steps(spec.steps, {}, None, "steps")
+    nodes = _watched(c.steps(spec.steps, {}, None, "steps"))
     visible = {n.id: n.outputs for n in nodes}
     outputs = {k: c.parse(v, visible, None, f"outputs.{k}") for k, v in spec.outputs.items()}
     types = {k: c.typed(v, visible, None) for k, v in outputs.items()}
     return Plan(spec, nodes, outputs, types)
+
+
+def _watched(nodes: tuple[Node, ...]) -> tuple[Node, ...]:
+    """Link each grounded generate step to the output guard on its text: the streamable
+    rails among them watch the answer while it streams."""
+    out = []
+    for node in nodes:
+        s = node.step
+        if isinstance(s, GenerateStep) and s.grounded is not None:
+            guard = next((n.step for n in nodes if isinstance(n.step, GuardStep)
+                          and n.step.stage == "output" and isinstance(n.inputs.get("text"), Ref)
+                          and n.inputs["text"].root == s.id), None)
+            node = replace(node, watch=guard)
+        out.append(node)
+    return tuple(out)
 
 
 class _Compiler:
@@ -213,6 +240,11 @@ class _Compiler:
              item: Typed | None, where: str) -> Node:
         ins = {k: self.parse(v, visible, item, f"{where}, inputs.{k}")
                for k, v in getattr(s, "inputs", {}).items()}
+        if isinstance(s, GenerateStep) and s.grounded is not None:
+            self.want(ins, {"question": "string", "passages": "passages"}, visible, item,
+                      where)
+            return Node(s, ins, {"text": Typed("string"), "citations": Typed("list"),
+                                 "abstained": Typed("boolean"), "sources": Typed("passages")})
         if isinstance(s, GenerateStep):
             outs = {"text": Typed("string")}
             if s.output is not None:
@@ -224,10 +256,8 @@ class _Compiler:
         if isinstance(s, RerankStep):
             self.want(ins, {"query": "string", "passages": "passages"}, visible, item, where)
             return Node(s, ins, {"passages": Typed("passages")})
-        if isinstance(s, GuardStep):
-            self.want(ins, {"text": "string"}, visible, item, where, optional={"sources"})
-            return Node(s, ins, {"text": Typed("string"), "blocked": Typed("boolean"),
-                                 "rail": Typed("string")})
+        if isinstance(s, GuardStep | CondenseStep):
+            return self._checked(s, ins, visible, item, where)
         if isinstance(s, TransformStep):
             fn = self.transforms.get(s.function)
             if fn is None:
@@ -240,6 +270,26 @@ class _Compiler:
             return self._map(s, visible, item, where)
         assert isinstance(s, BranchStep)
         return self._branch(s, visible, item, where)
+
+    def _checked(self, s: GuardStep | CondenseStep, ins: dict[str, Any],
+                  visible: Mapping[str, Mapping[str, Typed]], item: Typed | None,
+                  where: str) -> Node:
+        """Rails on passages (context) or a text, and condensing a follow-up."""
+        if isinstance(s, CondenseStep):
+            self.want(ins, {"question": "string"}, visible, item, where,
+                      optional={"history"})
+            return Node(s, ins, {"question": Typed("string"), "message": Typed("string")})
+        if s.stage == "context":
+            self.want(ins, {"passages": "passages"}, visible, item, where,
+                      optional={"question"})
+            return Node(s, ins, {"passages": Typed("passages"), "blocked": Typed("boolean"),
+                                 "rail": Typed("string")})
+        self.want(ins, {"text": "string"}, visible, item, where,
+                  optional={"sources", "standalone"})
+        outs = {"text": Typed("string"), "blocked": Typed("boolean"), "rail": Typed("string")}
+        if "standalone" in ins:
+            outs["standalone"] = Typed("string")
+        return Node(s, ins, outs)
 
     def _map(self, s: MapStep, visible: Mapping[str, Mapping[str, Typed]],
              item: Typed | None, where: str) -> Node:

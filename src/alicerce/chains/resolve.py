@@ -10,11 +10,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from alicerce.apps.registry import split_ref
 from alicerce.chains.plan import compile_chain
 from alicerce.chains.spec import (
     BranchStep,
     ChainSpec,
+    CondenseStep,
     GenerateStep,
     GuardStep,
     MapStep,
@@ -28,7 +28,11 @@ from alicerce.errors import InputError, NotFoundError
 from alicerce.generate.params import DecodingParams
 from alicerce.guard.config import normalise
 from alicerce.prompts.registry import PromptRegistry
+from alicerce.refs import split_ref
 from alicerce.store.base import Store
+
+# What a grounded step's prompt may use (it must use the question and the sources).
+GROUNDED = {"question", "sources", "language", "extractiveness", "abstain"}
 
 
 class ChainResolver:
@@ -63,15 +67,15 @@ class ChainResolver:
             return s.model_copy(update={
                 "mode": s.mode or self.settings.search_mode,
                 "k": s.k or self.settings.answer_k,
-                "alpha": self.settings.alpha if s.alpha is None else s.alpha})
+                "alpha": self.settings.alpha if s.alpha is None else s.alpha,
+                **({"step_back": self._prompt(s.step_back, where, {"input"}),
+                    "model": s.model or self.settings.generator} if s.step_back else {})})
         if isinstance(s, RerankStep):
             return self._rerank(s, where)
+        if isinstance(s, CondenseStep):
+            return self._condense(s, where)
         if isinstance(s, GuardStep):
-            try:
-                rails = normalise({s.stage: s.rails})[s.stage]
-            except ValueError as exc:
-                raise InputError(f"{where}, rails: {exc}",
-                                 hint="see docs/guardrails.md for rails and stages") from None
+            rails = self._rails(s.stage, s.rails, where)
             if s.stage == "input" and "sources" in s.inputs:
                 raise InputError(f"{where}, inputs.sources: input rails take no sources",
                                  hint="drop sources, or use stage: output")
@@ -84,7 +88,11 @@ class ChainResolver:
         return s  # transform: checked when compiled
 
     def _generate(self, s: GenerateStep, where: str) -> GenerateStep:
-        prompt = self._prompt(s.prompt, where, set(s.inputs))
+        if s.grounded is not None and s.output is not None:
+            raise InputError(f"{where}: a grounded step answers in text with citations",
+                             hint="drop output (JSON), or grounded")
+        prompt = (self._prompt(s.prompt, where, GROUNDED, at_least={"question", "sources"})
+                  if s.grounded is not None else self._prompt(s.prompt, where, set(s.inputs)))
         model = s.model or self.settings.generator
         values = {"max_tokens": self.settings.max_tokens,
                   "temperature": self.settings.temperature, **s.decoding}
@@ -116,7 +124,24 @@ class ChainResolver:
                                         "model_identity": folder_hash(path)})
         return s
 
-    def _prompt(self, ref: str, where: str, variables: set[str]) -> str:
+    def _condense(self, s: CondenseStep, where: str) -> CondenseStep:
+        model = s.model or self.settings.generator
+        return s.model_copy(update={
+            "prompt": self._prompt(s.prompt, where, {"history", "question", "language"},
+                                   at_least={"history", "question"}),
+            "model": model, "rails": self._rails("input", s.rails, where)})
+
+    def _rails(self, stage: str, rails: list[Any], where: str) -> list[Any]:
+        try:
+            return list(normalise({stage: rails})[stage]) if rails else []
+        except ValueError as exc:
+            raise InputError(f"{where}, rails: {exc}",
+                             hint="see docs/guardrails.md for rails and stages") from None
+
+    def _prompt(self, ref: str, where: str, variables: set[str],
+                at_least: set[str] | None = None) -> str:
+        """The pinned `name@version`; its variables must be exactly `variables`, or, with
+        `at_least`, include those and stay within `variables`."""
         name, at = split_ref(ref)
         try:
             pname, version = self.prompts.resolve(f"{name}@{at}" if at else name)
@@ -124,7 +149,10 @@ class ChainResolver:
             raise NotFoundError(f"{where}: {exc.message}", hint=exc.hint) from None
         template = self.prompts.get(f"{pname}@{version}")
         want = set(template.variables)
-        missing, unknown = sorted(want - variables), sorted(variables - want)
+        if at_least is not None:
+            missing, unknown = sorted(at_least - want), sorted(want - variables)
+        else:
+            missing, unknown = sorted(want - variables), sorted(variables - want)
         if missing or unknown:
             raise InputError(
                 f"{where}: prompt {template.ref} " + "; ".join(

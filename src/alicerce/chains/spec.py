@@ -28,8 +28,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from alicerce.config import SearchMode
+from alicerce.config import Extractiveness, SearchMode
 
+Fusion = Literal["prompt", "sequence", "token"]
 ValueType = Literal["string", "number", "integer", "boolean", "object", "list", "passages",
                     "any"]
 STEP_ID = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -64,8 +65,25 @@ class JsonOutput(_Strict):
     retries: int = Field(2, ge=0, le=5)
 
 
+class Grounding(_Strict):
+    """A generate step that answers from `passages` (RAG): the best that fit
+    `context_tokens` go into the prompt as numbered sources, the step abstains without the
+    model when the best dense match is under `abstain_below`, and `[n]` markers are checked
+    against the sources shown. When the output guard on its text has the canary rail, the
+    process's canary is appended to the system prompt."""
+
+    context_tokens: int = Field(1500, ge=128)
+    abstain_below: float = Field(0.0, ge=0.0, le=1.0)
+    extractiveness: Extractiveness = "balanced"
+    # prompt: every passage in one prompt; sequence / token: RAG-Sequence / RAG-Token over
+    # the best `documents` passages, one prompt each (chains/fusion.py)
+    fusion: Fusion = "prompt"
+    documents: int = Field(3, ge=1, le=8)
+
+
 class GenerateStep(_Step):
-    """A prompt from the registry, rendered with `inputs`, run on `model`."""
+    """A prompt from the registry, rendered with `inputs`, run on `model`; with
+    `grounded`, an answer from passages with citations (inputs: question, passages)."""
 
     kind: Literal["generate"]
     prompt: str
@@ -73,18 +91,37 @@ class GenerateStep(_Step):
     inputs: dict[str, Any] = Field(default_factory=dict)
     decoding: dict[str, Any] = Field(default_factory=dict)
     output: JsonOutput | None = None
+    grounded: Grounding | None = None
     # filled when the spec is resolved against a home
     model_identity: str = ""
 
 
 class RetrieveStep(_Step):
+    """Hybrid (or one-mode) search over `collections`, the lists interleaved. With
+    `step_back` (a prompt), the model first asks a more general question and its chunks
+    are interleaved with the query's."""
+
     kind: Literal["retrieve"]
     collections: list[str] = Field(min_length=1)
     inputs: dict[str, Any]
     mode: SearchMode | None = None
-    k: int | None = Field(None, ge=1, le=50)
+    k: int | None = Field(None, ge=1, le=100)
     alpha: float | None = Field(None, ge=0.0, le=1.0)
     filters: dict[str, str | list[str]] = Field(default_factory=dict)
+    step_back: str = ""
+    model: str | None = None  # step_back's model
+
+
+class CondenseStep(_Step):
+    """A follow-up made standalone from the conversation's `history` (the newest turns
+    that fit `chat_history_tokens`), screened first by `rails` (input rails: a redacted
+    history is what the model sees). Without history the question passes unchanged."""
+
+    kind: Literal["condense"]
+    prompt: str = "condense-question"
+    model: str | None = None
+    inputs: dict[str, Any]
+    rails: list[Any] = Field(default_factory=list)
 
 
 class RerankStep(_Step):
@@ -104,10 +141,11 @@ class RerankStep(_Step):
 
 class GuardStep(_Step):
     """Rails on a text, as in an app's `guards:` section; a block stops the chain
-    (`on_block: stop`) or is reported in the outputs (`continue`)."""
+    (`on_block: stop`) or is reported in the outputs (`continue`). Stage `context` screens
+    `passages` instead: blocked ones are dropped, redacted ones go on redacted."""
 
     kind: Literal["guard"]
-    stage: Literal["input", "output"] = "input"
+    stage: Literal["input", "context", "output"] = "input"
     rails: list[Any] = Field(min_length=1)
     inputs: dict[str, Any]
     on_block: Literal["stop", "continue"] = "stop"
@@ -165,7 +203,7 @@ class BranchStep(_Step):
 
 
 StepSpec = Annotated[GenerateStep | RetrieveStep | RerankStep | GuardStep | TransformStep
-                     | MapStep | BranchStep, Field(discriminator="kind")]
+                     | MapStep | BranchStep | CondenseStep, Field(discriminator="kind")]
 MapStep.model_rebuild()
 BranchStep.model_rebuild()
 

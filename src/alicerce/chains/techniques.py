@@ -17,11 +17,11 @@ from typing import Literal
 
 import numpy as np
 
-from alicerce.chains.language import detect
 from alicerce.embed.base import Embedder
 from alicerce.errors import InputError
 from alicerce.generate.base import Generator
 from alicerce.generate.params import DecodingParams
+from alicerce.language import detect
 from alicerce.prompts.template import PromptTemplate
 from alicerce.types import Completion, Usage
 

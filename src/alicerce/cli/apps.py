@@ -13,9 +13,9 @@ import typer
 from alicerce.apps.registry import AppVersion
 from alicerce.cli.common import HomeOpt, JsonOpt, app, emit, open_home
 from alicerce.cli.plans import plan_rows, print_plan
+from alicerce.durations import duration_s
 from alicerce.errors import InputError
 from alicerce.observe.traces import FeedbackFilter, Trace
-from alicerce.observe.windows import duration_s
 
 apps_app = typer.Typer(no_args_is_help=True,
                        help="Apps as versioned artifacts: deploy, list, show, diff, label.")
@@ -73,12 +73,13 @@ def list_(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
 
 @apps_app.command()
 def show(ref: RefArg, plan: Annotated[bool, typer.Option(
-             "--plan", help="The compiled plan of a chain app: steps in run order.")] = False,
+             "--plan", help="The compiled plan (a chain app's steps, or a RAG app's chain "
+             "written out): steps in run order, models, prompts, rails.")] = False,
          home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """One version: its resolved spec, labels, label history and feedback per version."""
     with open_home(home) as alc:
         if plan:
-            v = alc.chains.version(ref)
+            v = alc.apps.get(ref)
             compiled = alc.chains.plan(v)
             if as_json:
                 emit({"app": v.ref, "hash": v.hash, "steps": plan_rows(compiled.nodes),

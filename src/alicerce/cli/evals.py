@@ -9,11 +9,11 @@ from typing import Annotated, Any
 
 import typer
 
+from alicerce import datasets
 from alicerce.cli.answers import models_app
 from alicerce.cli.common import AppOpt, CollOpt, HomeOpt, JsonOpt, ModelOpt, app, emit, open_home
 from alicerce.cli.progress import Bar
 from alicerce.errors import InputError
-from alicerce.evaluate import datasets
 from alicerce.evaluate.compare import Comparison, compare, gate, parse_limits
 from alicerce.evaluate.runs import Run
 

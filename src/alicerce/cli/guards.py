@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from alicerce.cli.common import HomeOpt, JsonOpt, ModelOpt, app, emit, open_home
-from alicerce.evaluate.datasets import load as load_dataset
+from alicerce.datasets import load as load_dataset
 from alicerce.evaluate.redteam import SUITES, RedTeam, check_gate, parse_gate
 from alicerce.evaluate.redteam import html as rt_html
 from alicerce.evaluate.redteam import markdown as rt_markdown

@@ -16,10 +16,16 @@ def plan_rows(nodes: tuple[Node, ...]) -> list[dict[str, Any]]:
         s = n.step
         row: dict[str, Any] = {"id": s.id, "kind": s.kind,
                                "outputs": {k: t.type for k, t in n.outputs.items()}}
-        for attr in ("model", "model_identity", "prompt", "collections", "reranker",
-                     "function", "decoding"):
+        for attr in ("stage", "model", "model_identity", "prompt", "collections", "k",
+                     "step_back", "reranker", "function", "decoding"):
             if getattr(s, attr, None):
                 row[attr] = getattr(s, attr)
+        rails = getattr(s, "rails", None)
+        if rails:
+            row["rails"] = [r.get("rail") if isinstance(r, dict) else r for r in rails]
+        grounded = getattr(s, "grounded", None)
+        if grounded is not None:
+            row["grounded"] = grounded.model_dump()
         inputs = getattr(s, "inputs", None)
         if inputs:
             row["inputs"] = inputs
@@ -36,10 +42,14 @@ def print_plan(p: Plan) -> None:
 
     def show(rows: list[dict[str, Any]], depth: int) -> None:
         for r in rows:
-            what = " ".join(str(r[k]) for k in ("model", "prompt", "reranker", "function")
-                            if k in r)
+            what = " ".join(str(r[k]) for k in ("stage", "model", "prompt", "reranker",
+                                                "function") if k in r)
             if "collections" in r:
-                what += " " + ",".join(r["collections"])
+                what += " " + ",".join(r["collections"]) + (f" k={r['k']}" if "k" in r else "")
+            if "rails" in r:
+                what += " rails: " + ", ".join(map(str, r["rails"]))
+            if "grounded" in r:
+                what += " grounded: " + ", ".join(f"{k}={v}" for k, v in r["grounded"].items())
             typer.echo(f"{'  ' * depth}- {r['id']} ({r['kind']}) {what}".rstrip())
             if "inputs" in r:
                 typer.echo(f"{'  ' * depth}    in:  " + json.dumps(r["inputs"],

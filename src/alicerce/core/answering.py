@@ -3,25 +3,33 @@ chain, each traced with its lineage."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
+from pydantic import ValidationError
+
 from alicerce.apps.registry import AppVersion
-from alicerce.chains.chat import condense, recent
-from alicerce.chains.language import detect
-from alicerce.chains.rag import RagChain, RagRequest, Stream, interleave
-from alicerce.config import Extractiveness, SearchMode
+from alicerce.apps.spec import FusionSpec
+from alicerce.chains.plan import Plan, compile_chain
+from alicerce.chains.rag_plan import RagConfig, rag_chain
+from alicerce.chains.runner import ChainResult
+from alicerce.chains.state import Turn
 from alicerce.core.apps import AppRef, Apps
 from alicerce.errors import AlicerceError, InputError
 from alicerce.generate import Generator
 from alicerce.generate.params import DecodingParams
-from alicerce.guard.base import Context
-from alicerce.guard.config import Guards
+from alicerce.guard.base import REFUSE
+from alicerce.language import detect
 from alicerce.observe.spans import Recorder
+from alicerce.prompts.builtin import ABSTAIN
 from alicerce.store.base import Filters, StoredCollection
 from alicerce.types import Answer, Hit, Message
 from alicerce.version import __version__
+
+Stream = Iterator["str | Answer"]
+_OPTIONS = {"model", "params", "k", "mode", "filters", "step_back", "extractiveness",
+            "prompt", "guards", "extra_collections", "fusion"}
 
 
 class Answering(Apps):
@@ -88,112 +96,74 @@ class Answering(Apps):
         spec = self.rag_app(app)
         if spec is not None and "condense" not in spec.spec["chain"]:
             return self._rag(message, app, stream=stream, **options)
-        rec = Recorder()
-        gen = self.generator(options.get("model") or (spec.spec["model"]["name"] if spec
-                                                      else None))
         lang = options.pop("language", None) or detect(message)
-        kept = recent(history, self.settings.chat_history_tokens, gen.count_tokens)
-        guards = self.guards(spec) if options.get("guards", True) else Guards()
-        if kept and guards.input:
-            # The condenser is a model call and a span: it must see the redacted message
-            # and history (a client's history may carry personal data too). A blocked text
-            # is left as it is; the chain refuses a blocked question before retrieval.
-            message = _screened(guards, Message("user", message), lang).content
-            kept = [_screened(guards, m, lang) for m in kept]
-        standalone = message
-        if kept:
-            with rec.span("condense", question=message,
-                          history=[m.content for m in kept]) as out:
-                standalone, usage = condense(gen, self.prompts.get("condense-question"),
-                                             kept, message, lang)
-                out.update(output=standalone, prompt_tokens=usage.prompt_tokens,
-                           completion_tokens=usage.completion_tokens)
-        return self._rag(message, app, stream=stream, standalone=standalone,
-                         language=lang, spans=rec, **options)
+        return self._rag(message, app, stream=stream, history=history, language=lang,
+                         **options)
 
     def _rag(self, question: str, app: str | AppRef, *, stream: bool,
-             model: str | None = None,
-             params: DecodingParams | dict[str, Any] | None = None, k: int | None = None,
-             mode: SearchMode | None = None, filters: Filters | None = None,
-             step_back: bool | None = None, extractiveness: Extractiveness | None = None,
-             prompt: str | None = None, language: str | None = None,
-             standalone: str = "", caller: str = "local",
-             spans: Recorder | None = None, guards: bool = True,
-             extra_collections: Sequence[str] = ()) -> Stream:
-        rec = spans or Recorder()
+             caller: str = "local", history: Sequence[Message] | None = None,
+             language: str | None = None, **options: Any) -> Stream:
+        """The app's plan (its version's own, or one with the request's options) run by
+        the chain runner, its result turned into an Answer."""
+        rec = Recorder()
         ref = self.resolve_app(app)
         version = self.rag_app(ref)
-        name = ref.name
         try:
             self._check_text(question)
-            spec = version.spec if version else None
-            retrieval: dict[str, Any] = spec["retrieval"] if spec else {}
-            colls = ([self._collection(c["name"]) for c in spec["collections"]] if spec
-                     else [self._collection(ref.ref)])
-            colls += [self._collection(c) for c in extra_collections]
-            template = self.prompts.get(prompt or (spec["prompt"] if spec else "rag-answer"))
-            decoding = self._decoding(params, version)
+            plan, key, config = self._rag_plan(ref, version, options)
+            decoding = DecodingParams.build(**config.decoding)
             if decoding.n > 1:
                 raise InputError("an answer is one candidate (n=1)",
                                  hint="use `alicerce generate --n N` for several candidates")
-            gen = self.generator(model or (spec["model"]["name"] if spec else None))
-            retrieve = self._retriever(colls, retrieval, mode, k, filters)
-            chain = RagChain(retrieve, gen, template,
-                             retrieval.get("context_tokens", self.settings.answer_context_tokens),
-                             retrieval.get("abstain_below", self.settings.abstain_below),
-                             self.prompts.get("step-back"),
-                             self.guards(version) if guards else Guards(), self.canary)
-            if step_back is None:
-                step_back = bool(spec and "step_back" in spec["chain"])
+            template = self.prompts.get(config.prompt)
+            gen = self.generator(config.model)
+            colls = [self._collection(c) for c in config.collections]
             versions = self._versions(colls, template.ref, gen, version)
-            req = RagRequest(question, decoding, language or "",
-                             extractiveness or (spec["extractiveness"] if spec else None)
-                             or self.settings.extractiveness, step_back,
-                             standalone=standalone, versions=versions, spans=rec)
+            turn = Turn(question, language or "", stream, chat=history is not None)
         except AlicerceError as exc:
-            self.traces.record(name, caller, question, error=str(exc), spans=rec.spans,
+            self.traces.record(ref.name, caller, question, error=str(exc), spans=rec.spans,
                                app_version=version.version if version else None,
                                latency_ms=rec.elapsed_ms())
             raise
-        return self._traced(chain.stream(req, stream=stream), name, caller, rec, version)
+        inputs = {"question": question, "history": list(history or [])}
+        run = self.chains.runner.stream(plan, inputs, rec, key, turn)
+        return self._traced(_answers(run, turn, {**versions, "decoding": decoding.as_dict()}),
+                            ref.name, caller, rec, version)
 
-    def _retriever(self, colls: Sequence[StoredCollection], retrieval: dict[str, Any],
-                   mode: SearchMode | None, k: int | None,
-                   filters: Filters | None) -> Callable[[str, Recorder], list[Hit]]:
-        """Search over an app's collections with its retrieval settings, options first."""
-        search = self._params(mode or retrieval.get("mode"),
-                              k or retrieval.get("k") or self.settings.answer_k,
-                              retrieval.get("alpha"))
-        where = {**(filters or {}), **retrieval.get("filters", {})} or None
-        searchers = [(c, self._searcher(c)) for c in colls]
-        rerank = self.reranker(retrieval)
-        pool = (self._params(search.mode, max(search.k, retrieval["candidates"]), search.alpha)
-                if rerank is not None else search)
-
-        def retrieve(q: str, r: Recorder) -> list[Hit]:
-            hits = interleave([s.search(c, q, pool, where, spans=r)
-                               for c, s in searchers])[:pool.k]
-            if rerank is not None and hits:
-                with r.span("rerank", reranker=rerank.name, candidates=len(hits)) as out:
-                    scores = rerank.scores(q, [h.text for h in hits])
-                    order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))
-                    hits = [replace(hits[i], score=scores[i]) for i in order]
-                    out.update(scores=[round(scores[i], 4) for i in order],
-                               kept=[h.chunk_id for h in hits[:search.k]])
-            return hits[:search.k]
-        return retrieve
+    def _rag_plan(self, ref: AppRef, version: AppVersion | None,
+                  options: dict[str, Any]) -> tuple[Plan, str, RagConfig]:
+        """(plan, its cache key, config): the version's shared plan when the request
+        changes nothing, else one compiled for this request (key "")."""
+        config = RagConfig.of(version.spec if version else None,
+                              self._collection(ref.ref).name if version is None else "",
+                              self.settings)
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown answer option(s): {', '.join(unknown)}")
+        if all(v is None or (k, v) in (("guards", True), ("extra_collections", ()))
+               for k, v in options.items()):
+            return self.chains.rag_plan(version, config), \
+                version.hash if version else f"collection:{config.collections[0]}", config
+        params = options.get("params")
+        decoding = (params.as_dict() if isinstance(params, DecodingParams) else
+                    self._decoding(params, version).as_dict()) if params is not None else None
+        config = config.with_options(
+            model=options.get("model"), decoding=decoding, k=options.get("k"),
+            mode=options.get("mode"), filters=options.get("filters"),
+            step_back=options.get("step_back"), extractiveness=options.get("extractiveness"),
+            prompt=options.get("prompt"), guards=options.get("guards", True),
+            fusion=_fusion(options.get("fusion")),
+            extra_collections=options.get("extra_collections", ()))
+        return compile_chain(rag_chain(config)), "", config
 
     def retrieve(self, question: str, app: str | AppRef, *, k: int | None = None,
                  filters: Filters | None = None) -> list[Hit]:
-        """What `app` retrieves for `question` (its collections, mode, alpha and filters),
-        without generating: retrieval evaluation scores this."""
+        """What `app` retrieves for `question` (its plan's retrieve and rerank steps, with
+        its collections, mode, alpha and filters), without generating: retrieval
+        evaluation scores this."""
         ref = self.resolve_app(app)
-        version = self.rag_app(ref)
-        spec = version.spec if version else None
-        colls = ([self._collection(c["name"]) for c in spec["collections"]] if spec
-                 else [self._collection(ref.ref)])
-        return self._retriever(colls, spec["retrieval"] if spec else {}, None, k,
-                               filters)(question, Recorder())
+        plan, _, _ = self._rag_plan(ref, self.rag_app(ref), {"k": k, "filters": filters})
+        return self.chains.runner.passages(plan, question, Recorder())
 
     def answer_versions(self, app: str | AppRef, model: str | None = None,
                         prompt: str | None = None) -> dict[str, str]:
@@ -249,7 +219,37 @@ class Answering(Apps):
             raise
 
 
-def _screened(guards: Guards, message: Message, lang: str) -> Message:
-    """`message` as the input rails redact it (unchanged when they would block it)."""
-    out = guards.input.run(message.content, Context(message.content, lang))
-    return message if out.blocked else replace(message, content=out.text)
+def _fusion(value: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """A request's fusion option ("sequence", or {mode, documents}) checked."""
+    if value is None:
+        return None
+    try:
+        spec = FusionSpec.model_validate({"mode": value} if isinstance(value, str) else value)
+    except ValidationError as exc:
+        raise InputError(f"fusion: {exc.errors()[0]['msg']}",
+                         hint="prompt, sequence or token (documents: 1-8)") from None
+    return spec.model_dump()
+
+
+def _answers(run: Iterator[str | ChainResult], turn: Turn,
+             versions: dict[str, Any]) -> Stream:
+    """A RAG plan's run as the text it streams, then its Answer."""
+    for item in run:
+        if isinstance(item, str):
+            yield item
+            continue
+        standalone = (turn.query or turn.question) if turn.chat else ""
+        stop = item.stop
+        if stop is not None:
+            language = turn.language or detect(turn.question)
+            turn.timings["total_ms"] = turn.ms()
+            yield Answer(turn.question, (ABSTAIN if stop.replace == "abstain" else REFUSE)
+                         [language], (), turn.sources, True, language, item.usage,
+                         turn.timings, versions, standalone_question=standalone,
+                         guards=item.verdicts, blocked=f"{stop.stage}:{stop.rail}",
+                         redactions=dict(item.redactions or {}))
+            return
+        yield Answer(turn.question, item.outputs["answer"], turn.citations, turn.sources,
+                     turn.abstained, turn.language, item.usage, turn.timings, versions,
+                     standalone_question=standalone, logprobs=turn.logprobs,
+                     guards=item.verdicts, redactions=dict(item.redactions or {}))

@@ -3,16 +3,15 @@ decoding; chain apps run through the chain runner (chains/apps.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alicerce.apps.registry import AppVersion, split_ref
+from alicerce.apps.registry import AppVersion
 from alicerce.apps.resolve import resolve as resolve_spec
 from alicerce.apps.spec import parse as parse_spec
 from alicerce.apps.spec import read as read_spec
-from alicerce.chains.language import detect
 from alicerce.chains.plan import walk
 from alicerce.chains.runner import ChainResult
 from alicerce.chains.spec import RetrieveStep
@@ -21,12 +20,13 @@ from alicerce.core.models import Models
 from alicerce.errors import InputError, NotFoundError
 from alicerce.generate.params import DecodingParams
 from alicerce.guard.base import Context, Stage
-from alicerce.guard.config import Guards
+from alicerce.guard.config import STAGES, Guards
 from alicerce.guard.config import build as build_guards
 from alicerce.guard.config import normalise as normalise_guards
 from alicerce.guard.rails import Outcome, Rails
+from alicerce.language import detect
 from alicerce.prompts.template import PromptTemplate
-from alicerce.retrieve.rerankers import CrossEncoderReranker, LlmReranker
+from alicerce.refs import split_ref
 
 
 @dataclass(frozen=True)
@@ -136,25 +136,12 @@ class Apps(Models):
         """Make a Python function callable from chains' transform steps in this process."""
         self.chains.transforms[transform.name] = transform
 
-    def reranker(self, retrieval: Mapping[str, Any]) -> LlmReranker | CrossEncoderReranker | None:
-        """The reranker a RAG app's resolved retrieval names; None for fusion alone."""
-        kind = retrieval.get("reranker", "none")
-        if kind == "llm":
-            return LlmReranker(self.generator(retrieval["reranker_model"]),
-                               self.prompts.get(retrieval["reranker_prompt"]))
-        if kind == "cross-encoder":
-            return self.chains.runner.cross_encoder(retrieval["reranker_path"])
-        return None
-
     def guards(self, version: AppVersion | None = None) -> Guards:
-        """The rails of an app version, or the settings' for a bare collection (built once;
-        their models load on first use)."""
-        key = version.ref if version else ""
-        if key not in self._guards:
-            self._guards[key] = build_guards(
-                version.spec.get("guards", {}) if version else self.settings.guards,
-                self.settings)
-        return self._guards[key]
+        """The rails of an app version, or the settings' for a bare collection (the
+        runner's, built once and shared; their models load on first use)."""
+        section = version.spec.get("guards", {}) if version else self.settings.guards
+        rails = self.chains.runner.rails
+        return Guards(*(rails(stage, section.get(stage, [])) for stage in STAGES))
 
     def warm_guards(self, app: str | None = None) -> None:
         """Load the models behind an app's rails (spaCy, the embedder, the heads) now, so

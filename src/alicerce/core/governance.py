@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from alicerce.apps.registry import split_ref
 from alicerce.core.answering import Answering
+from alicerce.durations import duration_s
 from alicerce.errors import InputError
 from alicerce.evaluate.online import OnlineEvaluation
 from alicerce.evaluate.runs import Run
@@ -21,7 +21,7 @@ from alicerce.observe.drift_runs import (
     new_id,
 )
 from alicerce.observe.traces import FeedbackFilter, Trace
-from alicerce.observe.windows import duration_s
+from alicerce.refs import split_ref
 
 if TYPE_CHECKING:
     from alicerce.platform import Alicerce

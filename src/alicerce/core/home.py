@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any, Self, cast
 from alicerce.access.keys import KeyStore
 from alicerce.apps.registry import AppRegistry, AppVersion
 from alicerce.batch.jobs import BatchJobs
-from alicerce.chains.apps import ChainApps
 from alicerce.chains.chat import Conversations
 from alicerce.config import Settings
+from alicerce.core.chain_apps import ChainApps
 from alicerce.evaluate.runner import Evaluator
 from alicerce.generate import Generator
 from alicerce.guard.canary import new_canary
-from alicerce.guard.config import Guards
 from alicerce.ingest.jobs import IngestJobs
 from alicerce.observe.drift_runs import (
     DriftRuns,
@@ -72,7 +71,6 @@ class Home:
         self._drift: DriftRuns | None = None
         self._app_cache: dict[tuple[str, int], AppVersion] = {}
         self._identities: dict[str, str] = {}
-        self._guards: dict[str, Guards] = {}
         # Appended to system prompts when an app has the canary rail; random per process,
         # so no document or user can know it in advance.
         self.canary = new_canary()

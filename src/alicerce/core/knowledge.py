@@ -18,6 +18,7 @@ from alicerce.errors import ConfigError, InputError, NotFoundError
 from alicerce.evaluate.retrieval import EvalQuery, RetrievalReport, evaluate, score
 from alicerce.ingest.chunking import ChunkingConfig
 from alicerce.ingest.pipeline import Ingestor, Progress, max_bytes, parse_mapping
+from alicerce.observe.spans import Recorder
 from alicerce.retrieve.rerank import Reranker
 from alicerce.retrieve.search import QueryEncoder, Searcher, SearchParams
 from alicerce.store.base import BoostWeights, Filters, StoredCollection
@@ -108,11 +109,13 @@ class KnowledgeBase(Home):
 
     def search(self, query: str, collection: str, *, mode: SearchMode | None = None,
                k: int | None = None, alpha: float | None = None,
-               filters: Filters | None = None, reranker: Reranker | None = None) -> list[Hit]:
-        """Best chunks for `query`; settings give the defaults for anything not passed."""
+               filters: Filters | None = None, reranker: Reranker | None = None,
+               spans: Recorder | None = None) -> list[Hit]:
+        """Best chunks for `query`; settings give the defaults for anything not passed;
+        with `spans`, each retriever's candidates are recorded."""
         coll = self._collection(collection)
         return self._searcher(coll).search(coll, query, self._params(mode, k, alpha), filters,
-                                           reranker)
+                                           reranker, spans)
 
     def _params(self, mode: SearchMode | None, k: int | None,
                 alpha: float | None) -> SearchParams:

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alicerce.apps.registry import AppVersion
+from alicerce.datasets import Dataset, Row
 from alicerce.errors import AlicerceError, InputError
-from alicerce.evaluate.datasets import Dataset, Row
-from alicerce.evaluate.judges import Judge, Verdict
 from alicerce.evaluate.runs import RowResult, Run, memo_key, summarise
 from alicerce.evaluate.stats import RESAMPLES, Estimate
 from alicerce.evaluate.text import exact_match, f1
+from alicerce.metrics.judges import Judge, Verdict
 
 if TYPE_CHECKING:
     from alicerce.evaluate.runner import Evaluator, Progress

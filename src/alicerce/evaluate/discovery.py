@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alicerce.evaluate.datasets import Dataset
+from alicerce.datasets import Dataset
 from alicerce.evaluate.runner import Progress
 
 if TYPE_CHECKING:

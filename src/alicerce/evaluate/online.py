@@ -17,14 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from alicerce.durations import duration_s
 from alicerce.errors import AlicerceError, InputError
-from alicerce.evaluate.grounding import check
-from alicerce.evaluate.judges import Judge
 from alicerce.evaluate.runs import RowResult, Run
 from alicerce.evaluate.stats import bootstrap
+from alicerce.metrics.grounding import check
+from alicerce.metrics.judges import Judge
 from alicerce.observe.drift_runs import NOT_TRAFFIC
 from alicerce.observe.traces import Trace
-from alicerce.observe.windows import duration_s
 
 if TYPE_CHECKING:
     from alicerce.platform import Alicerce

@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alicerce.apps.registry import AppVersion
+from alicerce.datasets import Dataset, Row
 from alicerce.embed import get_embedder
 from alicerce.errors import AlicerceError, InputError, NotFoundError
 from alicerce.evaluate import retrieval as rm
 from alicerce.evaluate.chains import ChainEval
-from alicerce.evaluate.datasets import Dataset, Row
-from alicerce.evaluate.grounding import Grounding, check
-from alicerce.evaluate.judges import Judge, Preference, Verdict
 from alicerce.evaluate.runs import RowResult, Run, RunStore, memo_key, summarise
 from alicerce.evaluate.text import answer_scores
+from alicerce.metrics.grounding import Grounding, check
+from alicerce.metrics.judges import Judge, Preference, Verdict
 
 if TYPE_CHECKING:
     from alicerce.platform import Alicerce

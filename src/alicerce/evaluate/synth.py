@@ -19,13 +19,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from alicerce.chains.language import detect
+from alicerce.datasets import Row
 from alicerce.errors import AlicerceError, GeneratorError, NotFoundError
-from alicerce.evaluate.datasets import Row
-from alicerce.evaluate.grounding import STOP, fold
-from alicerce.evaluate.judges import Judge
-from alicerce.evaluate.prompts import list_schema
 from alicerce.generate.params import DecodingParams
+from alicerce.language import detect
+from alicerce.metrics.grounding import STOP, fold
+from alicerce.metrics.judges import Judge
+from alicerce.prompts.judges import list_schema
 
 if TYPE_CHECKING:
     from alicerce.platform import Alicerce

@@ -10,8 +10,8 @@ import re
 import time
 from dataclasses import dataclass
 
-from alicerce.evaluate.grounding import check
 from alicerce.guard.base import Action, Context, Verdict
+from alicerce.metrics.grounding import check
 
 _PLACEHOLDER = re.compile(r"<[A-Z_]+?(?:_\d+)?>")  # left by the PII rail: not a claim
 

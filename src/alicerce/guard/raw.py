@@ -17,11 +17,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from alicerce.chains.language import detect
 from alicerce.guard.base import REFUSE, Context
 from alicerce.guard.config import Guards
 from alicerce.guard.rails import Outcome, Rails
 from alicerce.guard.watch import StreamWatch
+from alicerce.language import detect
 from alicerce.types import Delta, Message
 
 LEFT_OUT = ("grounding", "canary", "injection")

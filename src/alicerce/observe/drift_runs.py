@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from alicerce.datasets import load as load_dataset
+from alicerce.durations import duration_s
 from alicerce.embed.base import Embedder
 from alicerce.errors import InputError, NotFoundError
-from alicerce.evaluate.datasets import load as load_dataset
 from alicerce.observe.drift import SideReport, Test, Topic, compare
-from alicerce.observe.windows import duration_s
 from alicerce.store.db import connect, transaction
 
 SCHEMA = """

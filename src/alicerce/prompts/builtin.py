@@ -9,7 +9,7 @@ qwen-1.5b) answer with bare citations such as "[1] [2]" (docs/benchmarks.md).
 
 from __future__ import annotations
 
-from alicerce.evaluate.prompts import EVAL_PROMPTS
+from alicerce.prompts.judges import EVAL_PROMPTS
 from alicerce.prompts.template import PromptTemplate
 
 ABSTAIN = {"pt": "Não encontrei isso nos documentos.",

@@ -12,12 +12,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from alicerce.access.keys import ApiKey
-from alicerce.apps.registry import AppVersion, split_ref
+from alicerce.apps.registry import AppVersion
 from alicerce.batch.runner import text_inputs
-from alicerce.chains.language import detect
 from alicerce.chains.runner import ChainResult
 from alicerce.errors import InputError
 from alicerce.guard.base import REFUSE
+from alicerce.language import detect
+from alicerce.refs import split_ref
 from alicerce.server import shapes
 from alicerce.server.deps import Key, Svc
 from alicerce.server.service import Service

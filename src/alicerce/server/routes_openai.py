@@ -16,11 +16,11 @@ import numpy as np
 from fastapi import APIRouter, Request
 
 from alicerce.access.keys import ApiKey
-from alicerce.apps.registry import split_ref
 from alicerce.core.apps import AppRef
 from alicerce.embed import available as available_embedders
 from alicerce.errors import InputError
 from alicerce.generate.params import DecodingParams
+from alicerce.refs import split_ref
 from alicerce.server import routes_chains, shapes
 from alicerce.server.deps import Key, Svc, no_cache
 from alicerce.server.raw_models import raw

@@ -19,8 +19,8 @@ import numpy as np
 from prometheus_client.core import Metric
 
 from alicerce.access.keys import SCOPES, ApiKey, Scope
-from alicerce.apps.registry import split_ref
 from alicerce.core.apps import AppRef
+from alicerce.durations import duration_s
 from alicerce.embed import EMBEDDING_MODELS, get_embedder
 from alicerce.errors import AccessError, AlicerceError, InputError, NotFoundError
 from alicerce.generate.params import DecodingParams
@@ -28,8 +28,8 @@ from alicerce.guard.base import Context
 from alicerce.guard.config import Guards
 from alicerce.guard.config import build as build_guards
 from alicerce.guard.raw import raw_guards
-from alicerce.observe.windows import duration_s
 from alicerce.platform import Alicerce
+from alicerce.refs import split_ref
 from alicerce.server.batches import Batches
 from alicerce.server.cache import AnswerCache, Vector
 from alicerce.server.embed_batch import EmbedBatcher

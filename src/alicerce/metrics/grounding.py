@@ -15,7 +15,7 @@ import unicodedata
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from alicerce.evaluate.judges import Judge, Verdict
+from alicerce.metrics.judges import Judge, Verdict
 
 _CITE = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
 _PAGE = re.compile(r"\b(?:pages?|p[aá]ginas?|p[aá]g\.?|pp?\.)\s*(\d{1,5})\b", re.IGNORECASE)

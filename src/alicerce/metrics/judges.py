@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from alicerce.errors import AlicerceError, JudgeError
-from alicerce.evaluate.prompts import SCHEMAS, SCORES
 from alicerce.generate.base import Generator
 from alicerce.generate.params import DecodingParams
+from alicerce.prompts.judges import SCHEMAS, SCORES
 from alicerce.prompts.template import PromptTemplate
 
 CONFIDENCE = {"low": 0.6, "medium": 0.8, "high": 1.0}

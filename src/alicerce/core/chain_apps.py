@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from alicerce.apps.registry import AppVersion
 from alicerce.chains.plan import Plan, compile_chain, walk
+from alicerce.chains.rag_plan import RagConfig, rag_chain
 from alicerce.chains.runner import ChainResult, ChainRunner
 from alicerce.chains.spec import ChainSpec, GenerateStep, RerankStep, RetrieveStep
 from alicerce.chains.transforms import Transform
@@ -48,12 +49,24 @@ class ChainApps:
         return v
 
     def plan(self, v: AppVersion) -> Plan:
-        """The compiled plan of a version: built once per process, then shared."""
+        """The compiled plan of a version (a chain app's steps, or a RAG app's chain
+        written out): built once per process, then shared."""
+        if v.spec.get("kind") != "chain":
+            return self.rag_plan(v, RagConfig.of(v.spec, "", self.alc.settings))
         if v.hash not in self._plans:
             spec = ChainSpec.model_validate(v.spec["chain"])
             self._plans[v.hash] = compile_chain(spec, self.transforms)
             self.compiled += 1
         return self._plans[v.hash]
+
+    def rag_plan(self, v: AppVersion | None, config: RagConfig) -> Plan:
+        """The plan of a RAG app version, or of a bare collection answered with the
+        settings (`v` None), compiled once per process."""
+        key = v.hash if v else f"collection:{config.collections[0]}"
+        if key not in self._plans:
+            self._plans[key] = compile_chain(rag_chain(config), self.transforms)
+            self.compiled += 1
+        return self._plans[key]
 
     def run(self, app: str | AppVersion, inputs: Mapping[str, Any], *,
             caller: str = "local", origin: str = "live") -> ChainResult:
