@@ -58,7 +58,7 @@ def sequence(gen: Generator, render: Render, hits: Sequence[Hit],
              params: DecodingParams) -> Fused:
     """RAG-Sequence: an answer per passage, the best by log p(d|q) + mean token log-prob."""
     p = prior(hits)
-    asked = replace(params, n=1, logprobs=True, top_logprobs=0)
+    asked = replace(params, n=1, logprobs=True, top_logprobs=1)
     usage, texts, scores = Usage(), [], []
     for h, pd in zip(hits, p, strict=True):
         done = gen.complete(render(h), asked)
@@ -88,7 +88,9 @@ def token(gen: Generator, render: Render, hits: Sequence[Hit],
             done = gen.complete([*msgs, Message("assistant", prefix)] if prefix else msgs, step)
             usage, calls = _add(usage, done.usage), calls + 1
             choice = done.choices[0]
-            if not choice.text or not choice.logprobs:
+            # "stop" on a one-token call: the model ended (llama.cpp returns the prefill
+            # with the new token as the text, so the text alone cannot tell)
+            if choice.finish_reason == "stop" or not choice.logprobs:
                 ends += p[i]
                 nexts.append({})
                 continue
