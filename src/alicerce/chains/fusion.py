@@ -15,19 +15,25 @@ no dense score.
   sum_d p(d|q) p(t|q,d,prefix) picks the next token (greedy), and generation stops when
   the passages that end outweigh the best token. It costs one model call per passage per
   token, so it is for short answers.
+
+The passages' calls (of a step) run at once: llama.cpp decodes them together on its
+parallel slots, so on CPU they cost little more than one.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from alicerce.generate.base import Generator
 from alicerce.generate.params import DecodingParams
-from alicerce.types import Hit, Message, Usage
+from alicerce.types import Completion, Hit, Message, Usage
 
 Render = Callable[[Hit], Sequence[Message]]
+T = TypeVar("T")
 TEMPERATURE = 0.1
 TOP = 10  # alternatives per passage and step (RAG-Token)
 
@@ -60,8 +66,8 @@ def sequence(gen: Generator, render: Render, hits: Sequence[Hit],
     p = prior(hits)
     asked = replace(params, n=1, logprobs=True, top_logprobs=1)
     usage, texts, scores = Usage(), [], []
-    for h, pd in zip(hits, p, strict=True):
-        done = gen.complete(render(h), asked)
+    for done, pd in zip(_each(lambda h: gen.complete(render(h), asked), hits), p,
+                        strict=True):
         usage = _add(usage, done.usage)
         probs = done.choices[0].logprobs
         mean = sum(t.logprob for t in probs) / len(probs) if probs else -10.0
@@ -84,8 +90,8 @@ def token(gen: Generator, render: Render, hits: Sequence[Hit],
         mixed: dict[str, float] = {}
         ends = 0.0
         nexts: list[dict[str, float]] = []
-        for i, msgs in enumerate(prompts):
-            done = gen.complete([*msgs, Message("assistant", prefix)] if prefix else msgs, step)
+        asks = [[*msgs, Message("assistant", prefix)] if prefix else msgs for msgs in prompts]
+        for i, done in enumerate(_each(lambda msgs: gen.complete(msgs, step), asks)):
             usage, calls = _add(usage, done.usage), calls + 1
             choice = done.choices[0]
             # "stop" on a one-token call: the model ended (llama.cpp returns the prefill
@@ -110,6 +116,12 @@ def token(gen: Generator, render: Render, hits: Sequence[Hit],
             break
     best = max(range(len(hits)), key=lambda i: support[i]) if hits else 0
     return Fused(prefix.strip(), best, tuple(p), tuple(support), (), usage, calls)
+
+
+def _each(fn: Callable[[T], Completion], items: Sequence[T]) -> list[Completion]:
+    """`fn` over `items` at once, results in order."""
+    with ThreadPoolExecutor(max(1, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 def _add(a: Usage, b: Usage) -> Usage:
