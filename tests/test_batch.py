@@ -4,14 +4,19 @@ file without running or writing a row twice, cancel, and traces tagged as batch 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from alicerce import Alicerce, Settings
 from alicerce.batch.runner import BatchRunner, check_paths, recover
 from alicerce.errors import InputError
+from alicerce.server import create_app
 from alicerce.testing.fakes import ScriptedGenerator
 
 SPEC = """\
@@ -124,3 +129,56 @@ def test_paths_and_cancel(alc: Alicerce, tmp_path: Path) -> None:
     assert alc.batches.cancel(job.id).state == "cancelled"  # no process runs it: now
     with pytest.raises(InputError, match="no batch job"):
         alc.batches.get(job.id, caller="someone-else")
+
+
+def _wait_for(client: Any, job: str, headers: dict[str, str], states: set[str]) -> Any:
+    for _ in range(400):
+        got = client.get(f"/v1/batches/{job}", headers=headers).json()
+        if got["status"] in states:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"job {job} stayed {got['status']}")
+
+
+def test_http_batch_rows_spend_their_keys_tokens(alc: Alicerce) -> None:
+    """A batch cannot get round a key's tokens per minute: its rows are charged to the key
+    (a live request after it is refused) and wait while the key is over its limit."""
+    guarded = Alicerce(alc.settings.model_copy(update={"auth": True}))
+    guarded.use_generator("fake", alc.generator("fake"))
+    _, secret = guarded.keys.create("ana", ["ask"], tpm=20)
+    ana = {"Authorization": f"Bearer {secret}"}
+    with guarded, TestClient(create_app(guarded.settings, guarded)) as client:
+        made = client.post("/v1/batches", headers=ana, json={
+            "app": "tag", "rows": [{"inputs": {"text": "um texto longo " * 20}}]})
+        assert made.status_code == 202, made.text
+        _wait_for(client, made.json()["id"], ana, {"done"})
+        live = client.post("/v1/apps/tag/run", headers=ana, json={"inputs": {"text": "oi"}})
+        assert live.status_code == 429, live.text  # the batch row used the key's tokens
+        assert "tokens per minute" in live.json()["error"]["message"]
+
+
+def test_a_revoked_keys_batch_is_cancelled_at_its_next_row(alc: Alicerce) -> None:
+    gate = threading.Event()
+
+    def slow(messages: Any) -> str:
+        gate.wait(10)
+        return "resumo"
+    guarded = Alicerce(alc.settings.model_copy(update={"auth": True}))
+    guarded.use_generator("fake", ScriptedGenerator(slow, name="fake"))
+    key, secret = guarded.keys.create("bob", ["ask"])
+    bob = {"Authorization": f"Bearer {secret}"}
+    rows = [{"inputs": {"text": f"linha {i}"}} for i in range(4)]
+    with guarded, TestClient(create_app(guarded.settings, guarded)) as client:
+        job = client.post("/v1/batches", headers=bob, json={"app": "tag", "rows": rows,
+                                                             "concurrency": 1}).json()["id"]
+        guarded.keys.revoke(key.id, "admin")
+        gate.set()
+        got = guarded.batches.get(job)
+        for _ in range(400):
+            got = guarded.batches.get(job)
+            if got.state in ("cancelled", "done", "failed"):
+                break
+            time.sleep(0.05)
+        assert got.state == "cancelled" and got.succeeded <= 1
+        out = [json.loads(x) for x in Path(got.output).read_text().splitlines()]
+        assert any("revoked" in (r["error"] or {}).get("message", "") for r in out)

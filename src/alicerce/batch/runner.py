@@ -229,7 +229,9 @@ class BatchRunner:
             os.close(fd)
         if progress:
             progress(ok + bad, total)
-        self.jobs.progress(job.id, ok, bad, busy0 + time.monotonic() - t0)
+        # a cancel asked for while the last rows ran (or by a revoked key) still counts
+        cancelled = self.jobs.progress(job.id, ok, bad, busy0 + time.monotonic() - t0) \
+            or cancelled
         self.jobs.finish(job.id, "cancelled" if cancelled else "done")
         return self.jobs.get(job.id)
 

@@ -1,7 +1,9 @@
 """Batch jobs through the server: rows posted as JSON are kept in the home
 (`<home>/batches/<job>/`, owner-only), run in a background thread with each row going
 through the server's work queue (so batch rows and live requests share the model slots),
-and resumed when a stopped server starts again."""
+and resumed when a stopped server starts again. Each row's tokens are charged to the key
+that started the job, rows wait while that key is over its tokens per minute, and a job
+whose key is revoked is cancelled at its next row."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import concurrent.futures
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,8 +20,10 @@ from typing import Any, TypeVar
 from alicerce.access.keys import ApiKey
 from alicerce.batch.jobs import BatchJob, new_id
 from alicerce.batch.runner import MAX_ROWS, BatchRunner
-from alicerce.errors import InputError, NotFoundError
+from alicerce.chains.runner import ChainResult
+from alicerce.errors import AccessError, InputError, NotFoundError
 from alicerce.platform import Alicerce
+from alicerce.server.limits import RateLimiter
 from alicerce.server.work import WorkQueue
 from alicerce.store.db import private_dir
 
@@ -30,9 +35,13 @@ class _Stopping(Exception):
     """The server is shutting down under a running job: leave it to be resumed."""
 
 
+Charge = Callable[[ApiKey, str, int, int], None]  # key, app, prompt and completion tokens
+
+
 class Batches:
-    def __init__(self, alc: Alicerce, work: WorkQueue) -> None:
-        self.alc, self.work = alc, work
+    def __init__(self, alc: Alicerce, work: WorkQueue, limiter: RateLimiter,
+                 charge: Charge) -> None:
+        self.alc, self.work, self.limiter, self.charge = alc, work, limiter, charge
         self.root = alc.settings.home / "batches"
 
     def start(self, key: ApiKey, app: str, rows: list[dict[str, Any]],
@@ -82,18 +91,38 @@ class Batches:
 
     def _run(self, job: BatchJob, loop: asyncio.AbstractEventLoop) -> None:
         def submit(fn: Callable[[], T]) -> T:
+            key = self._key(job)
+            while key is not None and (delay := self.limiter.wait_s(key)) > 0:
+                time.sleep(min(delay, 5.0))
             try:
                 future = asyncio.run_coroutine_threadsafe(self.work.call(fn), loop)
             except RuntimeError:  # the event loop is closed
                 raise _Stopping from None
             try:
-                return future.result()
+                result = future.result()
             except concurrent.futures.CancelledError:
                 raise _Stopping from None
+            if key is not None and isinstance(result, ChainResult):
+                self.charge(key, job.app, result.usage.prompt_tokens,
+                            result.usage.completion_tokens)
+            return result
 
         runner = BatchRunner(self.alc, self.alc.batches, submit)
         threading.Thread(target=self._guarded, args=(runner, job), daemon=True,
                          name=f"alicerce-{job.id}").start()
+
+    def _key(self, job: BatchJob) -> ApiKey | None:
+        """The key that started `job`, read again for each row (None: the local caller,
+        no key). A revoked key's job is cancelled and its rows fail."""
+        try:
+            key = self.alc.keys.get(job.caller)
+        except NotFoundError:
+            return None
+        if key.revoked_at is not None:
+            self.alc.batches.cancel(job.id)
+            raise AccessError(f"the API key {key.id} that started {job.id} was revoked; "
+                              "the job is cancelled", hint="start it again with a valid key")
+        return key
 
     def _guarded(self, runner: BatchRunner, job: BatchJob) -> None:
         try:

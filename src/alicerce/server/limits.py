@@ -42,6 +42,19 @@ class RateLimiter:
                     retry_after=toks[0][0] + WINDOW_S - now)
             reqs.append(now)
 
+    def wait_s(self, key: ApiKey) -> float:
+        """Seconds until `key`'s tokens in the window are under its limit (0: now). Batch
+        rows wait for this instead of failing, so a batch spends a key's tokens no faster
+        than live requests may."""
+        now = time.monotonic()
+        with self._lock:
+            reqs = self._requests.setdefault(key.id, deque())
+            toks = self._tokens.setdefault(key.id, deque())
+            _expire(reqs, toks, now)
+            if not toks or sum(n for _, n in toks) < key.tpm:
+                return 0.0
+            return max(toks[0][0] + WINDOW_S - now, 0.01)
+
     def spend(self, key: ApiKey, tokens: int) -> None:
         if tokens > 0:
             with self._lock:

@@ -65,7 +65,7 @@ class Service:
         self.ready = threading.Event()
         self.load_error = ""
         self.uploads = Uploads(alc, self.cache.drop)
-        self.batches = Batches(alc, self.work)
+        self.batches = Batches(alc, self.work, self.limiter, self.spend)
         self.model_names = {m.name for m in alc.models() if m.installed}
         self._raw_guards: Guards | None = None
 
