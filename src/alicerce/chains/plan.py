@@ -26,26 +26,9 @@ from alicerce.chains.spec import (
     ValueType,
 )
 from alicerce.chains.transforms import TRANSFORMS, Transform
+from alicerce.chains.values import Typed, article, compatible, field_type, literal_type
 from alicerce.errors import InputError
 from alicerce.types import Hit
-
-# The fields of one retrieved passage (`$item.text` inside a map over passages).
-PASSAGE_FIELDS: dict[str, ValueType] = {
-    "n": "integer", "text": "string", "title": "string", "section": "string",
-    "doc": "string", "chunk_id": "integer", "score": "number", "page": "any",
-    "source": "string"}
-_JSON_TYPES: dict[str, ValueType] = {"string": "string", "number": "number",
-                                     "integer": "integer", "boolean": "boolean",
-                                     "object": "object", "array": "list"}
-
-
-@dataclass(frozen=True)
-class Typed:
-    """A value's type; `schema` describes an object's fields when known."""
-
-    type: ValueType
-    schema: dict[str, Any] | None = None
-    passage: bool = False  # an item of a passages list
 
 
 @dataclass(frozen=True)
@@ -193,7 +176,7 @@ class _Compiler:
     def typed(self, v: Ref | Any, visible: Mapping[str, Mapping[str, Typed]],
               item: Typed | None, where: str = "") -> Typed:
         if not isinstance(v, Ref):
-            return Typed(_literal_type(v))
+            return Typed(literal_type(v))
         if v.root == "index":
             if item is None or v.path:
                 raise InputError(f"{where}: $index exists only inside a map, alone")
@@ -202,12 +185,12 @@ class _Compiler:
             if item is None:
                 raise InputError(f"{where}: $item exists only inside a map's steps",
                                  hint="refer to $inputs.NAME or $STEP.FIELD here")
-            return _field(item, v.path, v.text, where)
+            return field_type(item, v.path, v.text, where)
         if v.root == "inputs":
             if not v.path or v.path[0] not in self.inputs:
                 raise InputError(f"{where}: {v.text} names no declared input",
                                  hint="declared: " + ", ".join(self.inputs))
-            return _field(self.inputs[v.path[0]], v.path[1:], v.text, where)
+            return field_type(self.inputs[v.path[0]], v.path[1:], v.text, where)
         if v.root not in visible:
             raise InputError(f"{where}: {v.text} refers to no step {v.root!r} that runs "
                              "before it here",
@@ -218,7 +201,7 @@ class _Compiler:
             raise InputError(f"{where}: step {v.root!r} has no output "
                              f"{(v.path or ('(none)',))[0]!r}",
                              hint="it has: " + ", ".join(outs))
-        return _field(outs[v.path[0]], v.path[1:], v.text, where)
+        return field_type(outs[v.path[0]], v.path[1:], v.text, where)
 
     # -- steps ---------------------------------------------------------------------------
     def steps(self, steps: Sequence[StepSpec], outer: Mapping[str, Mapping[str, Typed]],
@@ -296,7 +279,7 @@ class _Compiler:
         over = self.parse(s.over, visible, item, f"{where}, over")
         kind = self.typed(over, visible, item, where)
         if not isinstance(over, Ref) or kind.type not in ("list", "passages", "any"):
-            raise InputError(f"{where}, over: {s.over} is {_a(kind.type)}, not a list",
+            raise InputError(f"{where}, over: {s.over} is {article(kind.type)}, not a list",
                              hint="map over a list input or a step's passages")
         each = Typed("object", passage=True) if kind.type == "passages" else Typed("any")
         body = self.steps(s.steps, visible, each, f"{where}, steps")
@@ -343,53 +326,10 @@ class _Compiler:
             got = self.typed(ins[name], visible, item)
             if not compatible(got.type, want):
                 shown = ins[name].text if isinstance(ins[name], Ref) else repr(ins[name])
-                raise InputError(f"{where}, inputs.{name}: {shown} is {_a(got.type)}, but "
-                                 f"{_a(want)} is needed",
+                raise InputError(f"{where}, inputs.{name}: {shown} is {article(got.type)}, but "
+                                 f"{article(want)} is needed",
                                  hint="map an output of the right type, or convert it with a "
                                       "transform")
-
-
-def compatible(got: ValueType, want: ValueType) -> bool:
-    return (got == want or "any" in (got, want) or (got, want) in {
-        ("integer", "number"), ("passages", "list")})
-
-
-def _a(t: str) -> str:
-    return f"an {t}" if t[0] in "aeiou" else f"a {t}"
-
-
-def _field(base: Typed, path: Sequence[str], text: str, where: str) -> Typed:
-    """The type of `path` inside a value of type `base` (any when it cannot be known)."""
-    cur = base
-    for key in path:
-        if cur.passage:
-            if key not in PASSAGE_FIELDS:
-                raise InputError(f"{where}: {text}: a passage has no field {key!r}",
-                                 hint="it has: " + ", ".join(PASSAGE_FIELDS))
-            cur = Typed(PASSAGE_FIELDS[key])
-        elif cur.type == "object" and cur.schema and "properties" in cur.schema:
-            props = cur.schema["properties"]
-            if key not in props:
-                raise InputError(f"{where}: {text}: the schema has no property {key!r}",
-                                 hint="it has: " + ", ".join(props))
-            sub = props[key] if isinstance(props[key], dict) else {}
-            kind = sub.get("type")
-            cur = Typed(_JSON_TYPES.get(kind, "any") if isinstance(kind, str) else "any",
-                        sub if kind == "object" else None)
-        elif cur.type in ("object", "any"):
-            cur = Typed("any")
-        else:
-            raise InputError(f"{where}: {text}: {_a(cur.type)} has no field {key!r}")
-    return cur
-
-
-_LITERALS: tuple[tuple[type, ValueType], ...] = (
-    (bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (list, "list"),
-    (dict, "object"))  # bool first: it is an int too
-
-
-def _literal_type(v: Any) -> ValueType:
-    return next((name for kind, name in _LITERALS if isinstance(v, kind)), "any")
 
 
 def _has_ref(v: Any) -> bool:
