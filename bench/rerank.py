@@ -3,8 +3,11 @@ fusion alone, and what it costs per query (issue 17).
 
     python bench/rerank.py --set zoomcamp --limit 100 [--model qwen-0.5b] [--candidates 20]
     python bench/rerank.py --set scifact --limit 50 [--cross-encoder PATH]
+    python bench/rerank.py --set scifact --mode sparse --embedder hashing   # no embedding pass
 
-Candidates are the hybrid search's top --candidates (the fused order is the baseline);
+Candidates are the search's top --candidates (hybrid by default; its order is the
+baseline). `--mode sparse --embedder hashing` skips the embedding pass (SciFact's takes
+over an hour on 2 cores) and reorders BM25's candidates instead;
 the LLM reranker (`rerank` step, `reranker: llm`, prompt rerank-relevance) scores each
 candidate by P(yes) from the first token's log-probabilities, and the top 10 are scored.
 Zoomcamp: filter by course, relevant = the question's document (hit rate@5, MRR@5,
@@ -78,19 +81,24 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=20)
     ap.add_argument("--model", default="qwen-0.5b")
     ap.add_argument("--cross-encoder", default="", help="a local CrossEncoder folder")
+    ap.add_argument("--mode", default="hybrid", choices=("hybrid", "sparse", "dense"))
+    ap.add_argument("--embedder", default="", help="e.g. hashing: no embedding pass")
     args = ap.parse_args()
     base = data_dir(args.data, "llm-zoomcamp-faq").parent
-    alc = Alicerce.open(args.home or f"/tmp/alicerce-bench-rerank-{args.set}")
+    home = args.home or f"/tmp/alicerce-bench-rerank-{args.set}" + (
+        f"-{args.embedder}" if args.embedder else "")
+    alc = Alicerce.open(home, **({"embedder": args.embedder} if args.embedder else {}))
     name, queries = (zoomcamp if args.set == "zoomcamp" else scifact)(alc, base, args.limit)
-    candidates = [alc.search(q, name, mode="hybrid", k=args.candidates, filters=f or None)
+    candidates = [alc.search(q, name, mode=args.mode, k=args.candidates, filters=f or None)
                   for q, _, f in queries]
-    rerankers: dict[str, Callable[[str, list[str]], list[float]] | None] = {"fusion": None}
+    rerankers: dict[str, Callable[[str, list[str]], list[float]] | None] = {
+        "fusion" if args.mode == "hybrid" else args.mode: None}
     rerankers[f"llm {args.model}"] = LlmReranker(alc.generator(args.model),
                                                  alc.prompts.get("rerank-relevance")).scores
     if args.cross_encoder:
         rerankers["cross-encoder"] = CrossEncoderReranker(args.cross_encoder).scores
     print(machine())
-    print(f"{name}: {len(queries)} queries, {args.candidates} hybrid candidates each")
+    print(f"{name}: {len(queries)} queries, {args.candidates} {args.mode} candidates each")
     base_scores: dict[str, float] = {}
     for label, score in rerankers.items():
         total: dict[str, float] = defaultdict(float)
