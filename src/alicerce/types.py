@@ -134,6 +134,12 @@ class Usage:
     completion_tokens: int = 0
     cached_tokens: int = 0
 
+    def __add__(self, other: Usage) -> Usage:
+        """The tokens of two calls together (a chain's steps, a technique's calls)."""
+        return Usage(self.prompt_tokens + other.prompt_tokens,
+                     self.completion_tokens + other.completion_tokens,
+                     self.cached_tokens + other.cached_tokens)
+
 
 @dataclass(frozen=True)
 class Choice:

@@ -68,7 +68,7 @@ def sequence(gen: Generator, render: Render, hits: Sequence[Hit],
     usage, texts, scores = Usage(), [], []
     for done, pd in zip(_each(lambda h: gen.complete(render(h), asked), hits), p,
                         strict=True):
-        usage = _add(usage, done.usage)
+        usage += done.usage
         probs = done.choices[0].logprobs
         mean = sum(t.logprob for t in probs) / len(probs) if probs else -10.0
         texts.append(done.text.strip())
@@ -92,7 +92,7 @@ def token(gen: Generator, render: Render, hits: Sequence[Hit],
         nexts: list[dict[str, float]] = []
         asks = [[*msgs, Message("assistant", prefix)] if prefix else msgs for msgs in prompts]
         for i, done in enumerate(_each(lambda msgs: gen.complete(msgs, step), asks)):
-            usage, calls = _add(usage, done.usage), calls + 1
+            usage, calls = usage + done.usage, calls + 1
             choice = done.choices[0]
             # "stop" on a one-token call: the model ended (llama.cpp returns the prefill
             # with the new token as the text, so the text alone cannot tell)
@@ -122,8 +122,3 @@ def _each(fn: Callable[[T], Completion], items: Sequence[T]) -> list[Completion]
     """`fn` over `items` at once, results in order."""
     with ThreadPoolExecutor(max(1, len(items))) as pool:
         return list(pool.map(fn, items))
-
-
-def _add(a: Usage, b: Usage) -> Usage:
-    return Usage(a.prompt_tokens + b.prompt_tokens, a.completion_tokens + b.completion_tokens,
-                 a.cached_tokens + b.cached_tokens)

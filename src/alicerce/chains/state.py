@@ -54,7 +54,4 @@ class RunState:
     turn: Turn | None = None
 
     def add(self, usage: Usage) -> None:
-        u = self.usage
-        self.usage = Usage(u.prompt_tokens + usage.prompt_tokens,
-                           u.completion_tokens + usage.completion_tokens,
-                           u.cached_tokens + usage.cached_tokens)
+        self.usage += usage

@@ -72,10 +72,7 @@ class Runner:
             self.params, n=1, format="text", json_schema=None, logprobs=False, top_logprobs=0,
             max_tokens=max(self.params.max_tokens, 256))
         done = self._gen.complete(messages, params)
-        u = done.usage
-        self.usage = Usage(self.usage.prompt_tokens + u.prompt_tokens,
-                           self.usage.completion_tokens + u.completion_tokens,
-                           self.usage.cached_tokens + u.cached_tokens)
+        self.usage += done.usage
         return done
 
 
