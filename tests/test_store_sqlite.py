@@ -1,8 +1,10 @@
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from alicerce.store.db import connect, transaction
 from alicerce.store.sqlite import SQLiteStore
 from alicerce.testing.store_contract import CHUNKING, EMB, StoreContract, make_write
 
@@ -114,3 +116,23 @@ def test_a_reader_sees_writes_made_by_another_process(tmp_path: Path) -> None:
     assert reader.hits([top[0][0]])[top[0][0]].doc_key == "b" and len(top) == 2
     writer.close()
     reader.close()
+
+
+def test_a_write_waits_for_a_read_on_the_same_shared_connection(tmp_path: Path) -> None:
+    """Server threads share a connection: one thread's unfinished read keeps an old
+    snapshot, and after another process writes SQLite refuses a BEGIN IMMEDIATE at once
+    (SQLITE_BUSY_SNAPSHOT, no busy handler). The write waits for the read instead."""
+    path = tmp_path / "home.db"
+    shared = connect(path, "CREATE TABLE t (x INTEGER)")
+    with transaction(shared) as db:
+        db.executemany("INSERT INTO t VALUES (?)", [(1,), (2,), (3,)])
+    reading = shared.execute("SELECT x FROM t")
+    assert reading.fetchone() == (1,)  # the read is still open, at the old snapshot
+    with transaction(connect(path)) as other:
+        other.execute("INSERT INTO t VALUES (4)")
+    finish = threading.Timer(0.2, reading.close)
+    finish.start()
+    with transaction(shared) as db:
+        db.execute("INSERT INTO t VALUES (5)")
+    finish.join()
+    assert [r[0] for r in shared.execute("SELECT x FROM t ORDER BY x")] == [1, 2, 3, 4, 5]

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from alicerce.errors import StoreError
+
+BUSY_TIMEOUT_S = 10.0
 
 
 class Connection(sqlite3.Connection):
@@ -48,7 +51,7 @@ def connect(path: Path, schema: str = "") -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA busy_timeout=10000")
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000:.0f}")
         if schema:
             with transaction(db):
                 for statement in schema.split(";"):
@@ -68,12 +71,31 @@ def add_columns(db: sqlite3.Connection, table: str, columns: dict[str, str]) -> 
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
 
+def _begin(db: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, waiting out SQLITE_BUSY_SNAPSHOT too: when another thread's read on
+    this same shared connection holds an older snapshot, SQLite refuses at once without
+    calling the busy handler; the read ends in milliseconds, so try again until the busy
+    timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause = 0.002
+    while True:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 @contextmanager
 def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE ... COMMIT; any exception rolls everything back."""
     lock = db.lock if isinstance(db, Connection) else threading.RLock()
     with lock:
-        db.execute("BEGIN IMMEDIATE")
+        _begin(db)
         try:
             yield db
         except BaseException:
