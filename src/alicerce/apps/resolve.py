@@ -3,7 +3,7 @@ default filled, so the stored spec alone says exactly how the app answers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +17,21 @@ from alicerce.generate.params import DecodingParams
 from alicerce.prompts.registry import PromptRegistry
 from alicerce.refs import split_ref
 from alicerce.store.base import Store
+from alicerce.tools.base import Tool
 
 
 def resolve(spec: AppSpec, store: Store, prompts: PromptRegistry,
             settings: Settings, custom_models: set[str],
-            transforms: Mapping[str, Transform] | None = None) -> dict[str, Any]:
+            transforms: Mapping[str, Transform] | None = None,
+            tools: Mapping[str, Tool] | None = None,
+            app_exists: Callable[[str], bool] | None = None) -> dict[str, Any]:
     flow = spec.flow()
     if flow is not None:
         def pin(model: str) -> str:
             return (f"custom:{model}" if model in custom_models
                     else model_identity(model, settings))
-        chain = ChainResolver(store, prompts, settings, pin, transforms or {})
+        chain = ChainResolver(store, prompts, settings, pin, transforms or {}, tools,
+                              app_exists)
         return {"name": spec.name, "description": spec.description,
                 "use_case": spec.use_case.model_dump(), "kind": "chain",
                 "chain": stored(chain.resolve(flow, spec.name))}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from alicerce.chains.spec import (
+    AgentStep,
     BranchStep,
     ChainSpec,
     CondenseStep,
@@ -29,6 +30,10 @@ from alicerce.chains.transforms import TRANSFORMS, Transform
 from alicerce.chains.values import Typed, article, compatible, field_type, literal_type
 from alicerce.errors import InputError
 from alicerce.types import Hit
+
+AGENT_OUTPUTS = {"text": Typed("string"), "citations": Typed("list"),
+                 "abstained": Typed("boolean"), "status": Typed("string"),
+                 "steps": Typed("list"), "sources": Typed("passages")}
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,8 @@ class Node:
         """Steps that record their own spans (the grounded answer's context, prompt,
         generate and citations; a condense that has a history) instead of one span."""
         s = self.step
-        return isinstance(s, CondenseStep) or (isinstance(s, GenerateStep)
-                                               and s.grounded is not None)
+        return isinstance(s, CondenseStep | AgentStep) or (isinstance(s, GenerateStep)
+                                                          and s.grounded is not None)
 
 
 @dataclass(frozen=True)
@@ -233,6 +238,9 @@ class _Compiler:
             if s.output is not None:
                 outs["json"] = Typed("object", s.output.schema_)
             return Node(s, ins, outs)
+        if isinstance(s, AgentStep):
+            self.want(ins, {"question": "string"}, visible, item, where)
+            return Node(s, ins, AGENT_OUTPUTS)
         if isinstance(s, RetrieveStep):
             self.want(ins, {"query": "string"}, visible, item, where)
             return Node(s, ins, {"passages": Typed("passages"), "count": Typed("integer")})

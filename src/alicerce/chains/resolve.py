@@ -12,6 +12,7 @@ from typing import Any
 
 from alicerce.chains.plan import compile_chain
 from alicerce.chains.spec import (
+    AgentStep,
     BranchStep,
     ChainSpec,
     CondenseStep,
@@ -30,20 +31,29 @@ from alicerce.guard.config import normalise
 from alicerce.prompts.registry import PromptRegistry
 from alicerce.refs import split_ref
 from alicerce.store.base import Store
+from alicerce.tools import registry as tools_registry
+from alicerce.tools.base import Tool, check_name
 
 # What a grounded step's prompt may use (it must use the question and the sources).
 GROUNDED = {"question", "sources", "language", "extractiveness", "abstain"}
+AGENT_VARIABLES = {"question", "tools", "language", "examples", "abstain"}
+SEARCH_OPTIONS = {"collection", "k", "mode", "filters"}
 
 
 class ChainResolver:
     def __init__(self, store: Store, prompts: PromptRegistry, settings: Settings,
                  identity: Callable[[str], str],
-                 transforms: Mapping[str, Transform]) -> None:
+                 transforms: Mapping[str, Transform],
+                 tools: Mapping[str, Tool] | None = None,
+                 app_exists: Callable[[str], bool] | None = None) -> None:
         self.store, self.prompts, self.settings = store, prompts, settings
         self.identity, self.transforms = identity, transforms
+        self.tools, self.app_exists = tools or {}, app_exists or (lambda name: False)
+        self.app = ""
 
     def resolve(self, chain: ChainSpec, app: str) -> ChainSpec:
         """The resolved chain; an InputError naming the app, step and field otherwise."""
+        self.app = app
         try:
             resolved = chain.model_copy(update={"steps": self._steps(chain.steps)})
             compile_chain(resolved, self.transforms)
@@ -72,6 +82,8 @@ class ChainResolver:
                     "model": s.model or self.settings.generator} if s.step_back else {})})
         if isinstance(s, RerankStep):
             return self._rerank(s, where)
+        if isinstance(s, AgentStep):
+            return self._agent(s, where)
         if isinstance(s, CondenseStep):
             return self._condense(s, where)
         if isinstance(s, GuardStep):
@@ -123,6 +135,86 @@ class ChainResolver:
             return s.model_copy(update={"path": str(path.resolve()),
                                         "model_identity": folder_hash(path)})
         return s
+
+    def _agent(self, s: AgentStep, where: str) -> AgentStep:
+        model = s.model or self.settings.generator
+        values = {"max_tokens": 256, "temperature": 0.0, **s.decoding}
+        try:
+            decoding = DecodingParams.build(**values)
+        except InputError as exc:
+            raise InputError(f"{where}, decoding: {exc.message}", hint=exc.hint) from None
+        if decoding.n != 1 or decoding.format != "text":
+            raise InputError(f"{where}, decoding: n and format are the agent's own",
+                             hint="leave n and format out")
+        tools, names = [], set()
+        for i, t in enumerate(s.tools):
+            spec = t.model_copy(update={"name": t.name or t.tool,
+                                        "options": self._tool_options(t.tool, t.options,
+                                                                      f"{where}, tools[{i}]")})
+            try:
+                check_name(spec.name)
+            except InputError as exc:
+                raise InputError(f"{where}, tools[{i}]: {exc.message}", hint=exc.hint) from None
+            if spec.name in names:
+                raise InputError(f"{where}, tools[{i}]: two tools are named {spec.name!r}",
+                                 hint="give one of them another `name`")
+            names.add(spec.name)
+            tools.append(spec)
+        return s.model_copy(update={
+            "prompt": self._prompt(s.prompt, where, AGENT_VARIABLES,
+                                   at_least={"question", "tools"}),
+            "decide_prompt": (self._prompt(s.decide_prompt, where,
+                                           {"question", "tools", "language"},
+                                           at_least={"question", "tools"})
+                              if s.decide else s.decide_prompt),
+            "model": model, "model_identity": self._identity(model, where),
+            "decoding": decoding.as_dict(), "tools": tools,
+            "rails": self._rails("context", s.rails, where)})
+
+    def _tool_options(self, kind: str, options: dict[str, Any], where: str
+                      ) -> dict[str, Any]:
+        """A tool's options checked (and paths made absolute) at deploy."""
+        opts = dict(options)
+        if kind == "search":
+            name = opts.get("collection")
+            if not isinstance(name, str) or self.store.collection(name) is None:
+                known = ", ".join(self.store.collection_names()) or "none yet"
+                raise NotFoundError(f"{where}: search needs an existing collection, got "
+                                    f"{name!r}", hint=f"options: {{collection: NAME}}; "
+                                                      f"existing: {known}")
+            unknown = sorted(set(opts) - SEARCH_OPTIONS)
+            k = opts.get("k", 4)
+            if unknown or not isinstance(k, int) or not 1 <= k <= 20:
+                raise InputError(f"{where}: search options: "
+                                 + (f"unknown {', '.join(unknown)}" if unknown
+                                    else f"k must be 1..20, got {k!r}"),
+                                 hint="search takes: " + ", ".join(sorted(SEARCH_OPTIONS)))
+            return opts
+        if kind == "ask_app":
+            target = opts.get("app")
+            if set(opts) - {"app"} or not isinstance(target, str):
+                raise InputError(f"{where}: ask_app takes options {{app: NAME}}",
+                                 hint="name a deployed app")
+            if split_ref(target)[0] == self.app:
+                raise InputError(f"{where}: an agent cannot ask its own app {target!r}",
+                                 hint="name another app")
+            if not self.app_exists(target):
+                raise NotFoundError(f"{where}: no deployed app {target!r} to ask",
+                                    hint="deploy it first")
+            return opts
+        if kind == "sql" and isinstance(opts.get("path"), str):
+            path = Path(opts["path"]).expanduser().resolve()
+            home = self.settings.home.expanduser().resolve()
+            if path == home or home in path.parents:
+                raise InputError(f"{where}: sql cannot open files inside the Alicerce home "
+                                 f"({home}): they hold keys, traces and other callers' data",
+                                 hint="point it at your own database file")
+            opts["path"] = str(path)
+        try:
+            tools_registry.build(kind, opts, self.tools)
+        except InputError as exc:
+            raise InputError(f"{where}: {exc.message}", hint=exc.hint) from None
+        return opts
 
     def _condense(self, s: CondenseStep, where: str) -> CondenseStep:
         model = s.model or self.settings.generator

@@ -9,20 +9,18 @@ the request's Recorder, so the trace of a failed run shows how far it got.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-import jsonschema
-
+from alicerce.chains.agent import AgentSteps
 from alicerce.chains.citations import interleave
 from alicerce.chains.grounded import GroundedSteps, hit_of, passage
 from alicerce.chains.plan import Node, Plan, Scope, value
 from alicerce.chains.spec import (
+    AgentStep,
     BranchStep,
-    ChainSpec,
     CondenseStep,
-    Condition,
     GenerateStep,
     GuardStep,
     MapStep,
@@ -31,6 +29,7 @@ from alicerce.chains.spec import (
     TransformStep,
 )
 from alicerce.chains.state import RunState, Stop, Turn
+from alicerce.chains.values import check_inputs, holds, parse_json
 from alicerce.config import SearchMode, Settings
 from alicerce.errors import AlicerceError, ChainError, GeneratorError, InputError
 from alicerce.generate.base import Generator as Model
@@ -41,6 +40,8 @@ from alicerce.observe.spans import Recorder
 from alicerce.prompts.registry import PromptRegistry
 from alicerce.retrieve.rerankers import CrossEncoderReranker, LlmReranker
 from alicerce.store.base import Filters
+from alicerce.tools.base import Tool
+from alicerce.tools.registry import plugins
 from alicerce.types import Hit, Message, Usage
 
 _SPAN_CHARS = 4000  # longer texts are cut in spans: a trace must stay small
@@ -61,6 +62,8 @@ class Host(Protocol):
                k: int | None = None, alpha: float | None = None,
                filters: Filters | None = None, spans: Recorder | None = None) -> list[Hit]: ...
 
+    def app_plan(self, app: str) -> tuple[str, Plan]: ...
+
 
 @dataclass(frozen=True)
 class ChainResult:
@@ -73,6 +76,7 @@ class ChainResult:
     stop: Stop | None = None
     verdicts: tuple[dict[str, Any], ...] = ()
     redactions: dict[str, str] | None = None
+    agents: tuple[dict[str, Any], ...] = ()  # per agent step: status, steps, tool errors
 
 
 class ChainRunner:
@@ -82,6 +86,8 @@ class ChainRunner:
         self._cross: dict[str, CrossEncoderReranker] = {}
         self._params: dict[tuple[str, str], DecodingParams] = {}
         self.grounded = GroundedSteps(host, self.rails)
+        self.tools: dict[str, Tool] = plugins()  # and Alicerce.use_tool's
+        self.agent = AgentSteps(host, self.rails, self.run, lambda: self.tools)
 
     def rails(self, stage: str, rails: Sequence[Any]) -> Rails:
         """Built rails for one stage, shared by every step and app that lists the same
@@ -97,27 +103,29 @@ class ChainRunner:
         return self._cross.setdefault(path, CrossEncoderReranker(path))
 
     def run(self, plan: Plan, inputs: Mapping[str, Any], rec: Recorder,
-            key: str = "") -> ChainResult:
-        """Outputs of `plan` for `inputs` (checked first); `key` names the plan for caches."""
-        for item in self.stream(plan, inputs, rec, key):
+            key: str = "", depth: int = 0) -> ChainResult:
+        """Outputs of `plan` for `inputs` (checked first); `key` names the plan for caches;
+        `depth` counts apps run by an agent's ask_app tool."""
+        for item in self.stream(plan, inputs, rec, key, depth=depth):
             if isinstance(item, ChainResult):
                 return item
         raise AssertionError("a run ends with its result")
 
     def stream(self, plan: Plan, inputs: Mapping[str, Any], rec: Recorder, key: str = "",
-               turn: Turn | None = None) -> Iterator[str | ChainResult]:
+               turn: Turn | None = None, depth: int = 0) -> Iterator[str | ChainResult]:
         """The text of a grounded generate step as it comes, then the ChainResult. A
         question's `turn` (RAG) carries what its answer needs; its history is bounded by
         the condense step, not by max_chain_input_chars."""
         limit = self.host.settings.max_chain_input_chars
         given = check_inputs(plan.spec, inputs, None if turn else limit)
-        scope, state = Scope(given), RunState(turn=turn)
+        scope, state = Scope(given), RunState(turn=turn, depth=depth)
         yield from self._nodes(plan.nodes, scope, state, rec, key, "")
         outputs = {} if state.stop else {k: value(v, scope) for k, v in plan.outputs.items()}
         stop = state.stop
         yield ChainResult(outputs, f"{stop.step}:{stop.rail}" if stop else "", state.usage,
                           rec.elapsed_ms(), json_tries=tuple(state.json_tries), stop=stop,
-                          verdicts=tuple(state.verdicts), redactions=dict(state.redactions))
+                          verdicts=tuple(state.verdicts), redactions=dict(state.redactions),
+                          agents=tuple(state.agents))
 
     def passages(self, plan: Plan, query: str, rec: Recorder) -> list[Hit]:
         """What a plan's retrieve and rerank steps find for `query`, without the model's
@@ -173,6 +181,8 @@ class ChainRunner:
                                                     scope.hits, state, rec))
         if isinstance(s, GenerateStep):
             return self._generate(s, ins, state, span, key)
+        if isinstance(s, AgentStep):
+            return self.agent.run(node, ins, state, rec, key, prefix)
         if isinstance(s, RetrieveStep):
             return self._retrieve(s, ins["query"], scope, state, rec)
         if isinstance(s, RerankStep):
@@ -238,7 +248,7 @@ class ChainRunner:
             text = done.text.strip()
             if s.output is None:
                 return {"text": text}
-            parsed, problem = _json(text, s.output.schema_)
+            parsed, problem = parse_json(text, s.output.schema_)
             if not problem:
                 state.json_tries.append(attempt)
                 return {"text": text, "json": parsed}
@@ -312,72 +322,6 @@ class ChainRunner:
                 if h is not None:
                     scope.hits[h.chunk_id] = replace(h, score=scores[i])
         return {"passages": [dict(p, n=i) for i, p in enumerate(ranked[: s.k], 1)]}
-
-
-def holds(c: Condition, v: Any) -> bool:
-    op, want = c.operator()
-    tests: dict[str, Callable[[], bool]] = {
-        "equals": lambda: v == want,
-        "not_equals": lambda: v != want,
-        "in": lambda: v in want,
-        "contains": lambda: isinstance(v, (str, list)) and want in v,
-        "gt": lambda: isinstance(v, (int, float)) and v > want,
-        "lt": lambda: isinstance(v, (int, float)) and v < want,
-        "exists": lambda: (v is not None) == want,
-    }
-    return tests[op]()
-
-
-_PY_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "number": (int, float), "integer": (int,), "boolean": (bool,),
-    "object": (dict,), "list": (list,), "passages": (list,)}
-
-
-def check_inputs(spec: ChainSpec, given: Mapping[str, Any],
-                 max_chars: int | None) -> dict[str, Any]:
-    """The inputs with defaults filled, or an InputError naming what is wrong, before any
-    work is done."""
-    unknown = sorted(set(given) - set(spec.inputs))
-    if unknown:
-        raise InputError(f"unknown input(s): {', '.join(unknown)}",
-                         hint="this app takes: " + ", ".join(spec.inputs))
-    out: dict[str, Any] = {}
-    for name, decl in spec.inputs.items():
-        if name not in given or given[name] is None:
-            if decl.required and decl.default is None:
-                raise InputError(f"the input {name!r} is missing",
-                                 hint=f"give {name} ({decl.type}"
-                                      f"{': ' + decl.description if decl.description else ''})")
-            out[name] = decl.default
-            continue
-        v = given[name]
-        kinds = _PY_TYPES.get(decl.type)
-        wrong = kinds is not None and (not isinstance(v, kinds) or (
-            isinstance(v, bool) and decl.type in ("number", "integer")))
-        if wrong:
-            raise InputError(f"the input {name!r} must be {decl.type}, got "
-                             f"{type(v).__name__}", hint=f"send {name} as JSON {decl.type}")
-        if decl.type == "string" and not v.strip():
-            raise InputError(f"the input {name!r} is empty", hint="give a non-empty text")
-        out[name] = v
-    size = len(json.dumps(out, ensure_ascii=False, default=str)) if max_chars else 0
-    if max_chars is not None and size > max_chars:
-        raise InputError(f"the inputs are {size} characters, over the limit of {max_chars}",
-                         hint="send less text, or raise max_chain_input_chars")
-    return out
-
-
-def _json(text: str, schema: dict[str, Any]) -> tuple[Any, str]:
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, f"not JSON ({exc.msg} at character {exc.pos})"
-    try:
-        jsonschema.validate(parsed, schema)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "top level"
-        return None, f"at {where}: {exc.message}"
-    return parsed, ""
 
 
 def _cut(text: str) -> str:

@@ -202,8 +202,75 @@ class BranchStep(_Step):
     output: dict[str, Any] = Field(default_factory=dict)
 
 
+class ToolSpec(_Strict):
+    """One tool of an agent: a built-in or plugin (`tool`), the name the model calls it by
+    (two searches over different collections need two names), and its options."""
+
+    tool: str
+    name: str = ""
+    description: str = ""
+    options: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float | None = Field(None, gt=0, le=600)
+
+
+class ExampleStep(_Strict):
+    thought: str
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    observation: str = ""
+
+
+class Trajectory(_Strict):
+    """A worked example shown to the model: a question, the calls made, the answer."""
+
+    question: str
+    steps: list[ExampleStep] = Field(default_factory=list, max_length=10)
+    answer: str
+
+
+class AgentStep(_Step):
+    """ReAct: the model thinks, calls one of `tools` (its action constrained by a JSON
+    schema to a declared tool with typed arguments, or `final_answer`), reads the
+    observation, and goes on until it answers or a limit ends it (docs/agents.md)."""
+
+    kind: Literal["agent"]
+    prompt: str = "agent-react"
+    decide_prompt: str = "agent-decide"
+    model: str | None = None
+    inputs: dict[str, Any]
+    tools: list[ToolSpec] = Field(min_length=1, max_length=20)
+    examples: list[Trajectory] = Field(default_factory=list, max_length=5)
+    decide: bool = True  # first ask whether any tool is needed at all
+    # the action's JSON schema enforced while decoding; off, actions are only checked after
+    # (backends that cannot constrain, and the action-validity benchmark)
+    constrained: bool = True
+    max_steps: int = Field(6, ge=1, le=20)
+    tool_timeout_s: float = Field(15.0, gt=0, le=600)
+    budget_s: float = Field(300.0, gt=0, le=3600)
+    rails: list[Any] = Field(default_factory=list)  # context rails on every observation
+    decoding: dict[str, Any] = Field(default_factory=dict)
+    model_identity: str = ""
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _short_tools(cls, v: Any) -> Any:
+        """`- calculator` and `- search: {collection: handbook}` are short forms."""
+        if not isinstance(v, list):
+            return v
+        out = []
+        for t in v:
+            if isinstance(t, str):
+                t = {"tool": t}
+            elif isinstance(t, dict) and len(t) == 1 and "tool" not in t:
+                (kind, options), = t.items()
+                t = {"tool": kind, "options": options or {}}
+            out.append(t)
+        return out
+
+
 StepSpec = Annotated[GenerateStep | RetrieveStep | RerankStep | GuardStep | TransformStep
-                     | MapStep | BranchStep | CondenseStep, Field(discriminator="kind")]
+                     | MapStep | BranchStep | CondenseStep | AgentStep,
+                     Field(discriminator="kind")]
 MapStep.model_rebuild()
 BranchStep.model_rebuild()
 

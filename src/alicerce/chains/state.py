@@ -52,6 +52,8 @@ class RunState:
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     redactions: dict[str, str] = field(default_factory=dict)
     turn: Turn | None = None
+    depth: int = 0  # apps an agent's ask_app tool runs are one level deeper
+    agents: list[dict[str, Any]] = field(default_factory=list)  # each agent step's summary
 
     def add(self, usage: Usage) -> None:
         self.usage += usage

@@ -3,11 +3,14 @@ it holds, and whether one may be mapped where another is wanted (checked at depl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from alicerce.chains.spec import ValueType
+import jsonschema
+
+from alicerce.chains.spec import ChainSpec, Condition, ValueType
 from alicerce.errors import InputError
 
 # The fields of one retrieved passage (`$item.text` inside a map over passages).
@@ -70,3 +73,69 @@ _LITERALS: tuple[tuple[type, ValueType], ...] = (
 
 def literal_type(v: Any) -> ValueType:
     return next((name for kind, name in _LITERALS if isinstance(v, kind)), "any")
+
+
+def holds(c: Condition, v: Any) -> bool:
+    op, want = c.operator()
+    tests: dict[str, Callable[[], bool]] = {
+        "equals": lambda: v == want,
+        "not_equals": lambda: v != want,
+        "in": lambda: v in want,
+        "contains": lambda: isinstance(v, (str, list)) and want in v,
+        "gt": lambda: isinstance(v, (int, float)) and v > want,
+        "lt": lambda: isinstance(v, (int, float)) and v < want,
+        "exists": lambda: (v is not None) == want,
+    }
+    return tests[op]()
+
+
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "number": (int, float), "integer": (int,), "boolean": (bool,),
+    "object": (dict,), "list": (list,), "passages": (list,)}
+
+
+def check_inputs(spec: ChainSpec, given: Mapping[str, Any],
+                 max_chars: int | None) -> dict[str, Any]:
+    """The inputs with defaults filled, or an InputError naming what is wrong, before any
+    work is done."""
+    unknown = sorted(set(given) - set(spec.inputs))
+    if unknown:
+        raise InputError(f"unknown input(s): {', '.join(unknown)}",
+                         hint="this app takes: " + ", ".join(spec.inputs))
+    out: dict[str, Any] = {}
+    for name, decl in spec.inputs.items():
+        if name not in given or given[name] is None:
+            if decl.required and decl.default is None:
+                raise InputError(f"the input {name!r} is missing",
+                                 hint=f"give {name} ({decl.type}"
+                                      f"{': ' + decl.description if decl.description else ''})")
+            out[name] = decl.default
+            continue
+        v = given[name]
+        kinds = _PY_TYPES.get(decl.type)
+        wrong = kinds is not None and (not isinstance(v, kinds) or (
+            isinstance(v, bool) and decl.type in ("number", "integer")))
+        if wrong:
+            raise InputError(f"the input {name!r} must be {decl.type}, got "
+                             f"{type(v).__name__}", hint=f"send {name} as JSON {decl.type}")
+        if decl.type == "string" and not v.strip():
+            raise InputError(f"the input {name!r} is empty", hint="give a non-empty text")
+        out[name] = v
+    size = len(json.dumps(out, ensure_ascii=False, default=str)) if max_chars else 0
+    if max_chars is not None and size > max_chars:
+        raise InputError(f"the inputs are {size} characters, over the limit of {max_chars}",
+                         hint="send less text, or raise max_chain_input_chars")
+    return out
+
+
+def parse_json(text: str, schema: dict[str, Any]) -> tuple[Any, str]:
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON ({exc.msg} at character {exc.pos})"
+    try:
+        jsonschema.validate(parsed, schema)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "top level"
+        return None, f"at {where}: {exc.message}"
+    return parsed, ""

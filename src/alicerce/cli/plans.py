@@ -23,6 +23,11 @@ def plan_rows(nodes: tuple[Node, ...]) -> list[dict[str, Any]]:
         rails = getattr(s, "rails", None)
         if rails:
             row["rails"] = [r.get("rail") if isinstance(r, dict) else r for r in rails]
+        tools = getattr(s, "tools", None)
+        if tools:
+            row["tools"] = [t.name or t.tool for t in tools]
+            row["limits"] = {k: getattr(s, k) for k in ("max_steps", "tool_timeout_s",
+                                                         "budget_s", "decide")}
         grounded = getattr(s, "grounded", None)
         if grounded is not None:
             row["grounded"] = grounded.model_dump()
@@ -48,6 +53,9 @@ def print_plan(p: Plan) -> None:
                 what += " " + ",".join(r["collections"]) + (f" k={r['k']}" if "k" in r else "")
             if "rails" in r:
                 what += " rails: " + ", ".join(map(str, r["rails"]))
+            if "tools" in r:
+                what += " tools: " + ", ".join(r["tools"]) + " " + " ".join(
+                    f"{k}={v}" for k, v in r["limits"].items())
             if "grounded" in r:
                 what += " grounded: " + ", ".join(f"{k}={v}" for k, v in r["grounded"].items())
             typer.echo(f"{'  ' * depth}- {r['id']} ({r['kind']}) {what}".rstrip())

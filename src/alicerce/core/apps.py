@@ -3,7 +3,7 @@ decoding; chain apps run through the chain runner (chains/apps.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,9 +12,9 @@ from alicerce.apps.registry import AppVersion
 from alicerce.apps.resolve import resolve as resolve_spec
 from alicerce.apps.spec import parse as parse_spec
 from alicerce.apps.spec import read as read_spec
-from alicerce.chains.plan import walk
+from alicerce.chains.plan import Plan, walk
 from alicerce.chains.runner import ChainResult
-from alicerce.chains.spec import RetrieveStep
+from alicerce.chains.spec import AgentStep, RetrieveStep
 from alicerce.chains.transforms import Transform
 from alicerce.core.models import Models
 from alicerce.errors import InputError, NotFoundError
@@ -27,6 +27,7 @@ from alicerce.guard.rails import Outcome, Rails
 from alicerce.language import detect
 from alicerce.prompts.template import PromptTemplate
 from alicerce.refs import split_ref
+from alicerce.tools.base import Tool, function_tool
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class Apps(Models):
         text = read_spec(source) if isinstance(source, Path) else source
         spec = parse_spec(text, str(source) if isinstance(source, Path) else "app spec")
         resolved = resolve_spec(spec, self.store, self.prompts, self.settings,
-                                set(self._generators), self.chains.transforms)
+                                set(self._generators), self.chains.transforms,
+                                self.chains.runner.tools, lambda ref: self.app(ref) is not None)
         version, created = self.apps.deploy(resolved, text, actor)
         if created:
             detail = {"hash": version.hash, "mlflow_run": self.track(
@@ -120,12 +122,41 @@ class Apps(Models):
         ref = self.resolve_app(app)
         spec = ref.version
         if spec is not None and spec.spec.get("kind") == "chain":
-            found = [c for n in walk(self.chains.plan(spec).nodes)
-                     if isinstance(n.step, RetrieveStep) for c in n.step.collections]
-            return list(dict.fromkeys(found))
+            return list(dict.fromkeys(self._chain_collections(self.chains.plan(spec), 0)))
         if spec is not None:
             return [c["name"] for c in spec.spec["collections"]]
         return [self._collection(split_ref(ref.ref)[0]).name]
+
+    def _chain_collections(self, plan: Plan, depth: int) -> list[str]:
+        """What a chain reads: its retrieve steps' collections, its agents' searches', and
+        those of the apps its agents ask (a key must be allowed every one of them)."""
+        found: list[str] = []
+        for n in walk(plan.nodes):
+            if isinstance(n.step, RetrieveStep):
+                found += n.step.collections
+            if isinstance(n.step, AgentStep):
+                for t in n.step.tools:
+                    if t.tool == "search":
+                        found.append(str(t.options["collection"]))
+                    elif t.tool == "ask_app" and depth < 3:
+                        target = self.resolve_app(str(t.options["app"]))
+                        found += (self._chain_collections(self.chains.plan(target.version),
+                                                          depth + 1)
+                                  if target.version is not None else ["(missing app)"])
+        return found
+
+    def app_plan(self, app: str) -> tuple[str, Plan]:
+        """A deployed app's plan and its cache key (an agent's ask_app tool runs it)."""
+        version = self.resolve_app(app).version
+        if version is None:
+            raise NotFoundError(f"no app named {app!r}", hint="deploy it first")
+        return version.hash, self.chains.plan(version)
+
+    def use_tool(self, tool: Tool | Callable[..., Any]) -> None:
+        """Make a tool (or a typed function, described by its signature and docstring)
+        available to agent steps in this process."""
+        built = tool if isinstance(tool, Tool) else function_tool(tool)
+        self.chains.runner.tools[built.name] = built
 
     def run_app(self, app: str, inputs: dict[str, Any], *, caller: str = "local",
                 origin: str = "live") -> ChainResult:

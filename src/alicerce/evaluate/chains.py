@@ -24,7 +24,7 @@ from alicerce.datasets import Dataset, Row
 from alicerce.errors import AlicerceError, InputError
 from alicerce.evaluate.runs import RowResult, Run, memo_key, summarise
 from alicerce.evaluate.stats import RESAMPLES, Estimate
-from alicerce.evaluate.text import exact_match, f1
+from alicerce.evaluate.text import exact_match, f1, task_success
 from alicerce.metrics.judges import Judge, Verdict
 
 if TYPE_CHECKING:
@@ -85,11 +85,20 @@ class ChainEval:
                     res.errors.append(f"expected {name!r}, which the app does not output")
                     continue
                 got = outputs[name]
-                if isinstance(want, str) and isinstance(got, str):
+                if isinstance(want, dict) and isinstance(want.get("contains"), list):
+                    res.scores[f"task.{name}"] = task_success(str(got), want["contains"])
+                elif isinstance(want, str) and isinstance(got, str):
                     res.scores[f"exact.{name}"] = exact_match(got, want)
                     res.scores[f"f1.{name}"] = f1(got, want)
                 else:
                     res.scores[f"exact.{name}"] = float(got == want)
+        for a in out.get("agents", []):  # agent steps: how the loop went
+            res.scores["agent.steps"] = float(a["steps"])
+            res.scores["agent.tool_errors"] = float(a["tool_errors"])
+            res.scores["agent.finished"] = float(a["status"] in ("answered", "direct"))
+            if a["actions"]:
+                res.scores["agent.valid_actions"] = 1.0 - a["invalid"] / a["actions"]
+        res.scores["seconds"] = out.get("latency_ms", 0.0) / 1000
         if "judge" in groups and judge is not None:
             self._judge(row, outputs, judge, jid, res, cache)
         return res
@@ -97,6 +106,7 @@ class ChainEval:
     def _outputs(self, version: AppVersion, row: Row) -> dict[str, Any]:
         result = self.ev.alc.chains.run(version, row.inputs, caller="eval")
         return {"outputs": result.outputs, "trace_id": result.trace_id,
+                "agents": list(result.agents), "latency_ms": result.latency_ms,
                 "json_steps": len(result.json_tries),
                 "first_try": all(t == 1 for t in result.json_tries)}
 

@@ -62,6 +62,20 @@ def contains(pred: str, gold: str) -> bool:
     return " ".join(normalise(gold)) in " ".join(normalise(pred))
 
 
+_THOUSANDS = re.compile(r"(?<=\d)\.(?=\d{3}(?!\d))")
+
+
+def task_success(pred: str, groups: Sequence[str | Sequence[str]]) -> float:
+    """1.0 when every group is in the answer (a group is a text or a list of alternatives:
+    "2026-04-02" or "2 de abril"); numbers match with or without thousands dots."""
+    text = _THOUSANDS.sub("", pred.lower())
+    for group in groups:
+        options = [group] if isinstance(group, str) else list(group)
+        if not any(_THOUSANDS.sub("", o.lower()) in text for o in options):
+            return 0.0
+    return 1.0
+
+
 def answer_scores(pred: str, references: Sequence[str]) -> dict[str, float]:
     """Every answer metric, each the best over the references."""
     refs = [r for r in references if r.strip()] or [""]

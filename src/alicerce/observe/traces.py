@@ -73,7 +73,8 @@ CREATE INDEX IF NOT EXISTS feedback_score ON feedback (score, trace_id)
 """
 # Span attributes that hold user text; dropped when redaction is on.
 TEXT_ATTRS = frozenset({"query", "question", "messages", "output", "raw", "text", "history",
-                        "answer", "input", "inputs", "outputs", "invalid", "candidates"})
+                        "answer", "input", "inputs", "outputs", "invalid", "candidates",
+                        "thought", "args", "observation"})
 REDACTED = "[redacted]"
 FeedbackFilter = Literal["up", "down", "any", "none"]
 

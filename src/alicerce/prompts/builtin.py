@@ -9,6 +9,7 @@ qwen-1.5b) answer with bare citations such as "[1] [2]" (docs/benchmarks.md).
 
 from __future__ import annotations
 
+from alicerce.prompts.agent import AGENT_PROMPTS
 from alicerce.prompts.judges import EVAL_PROMPTS
 from alicerce.prompts.template import PromptTemplate
 
@@ -208,5 +209,6 @@ BUILTINS: tuple[PromptTemplate, ...] = (
     PromptTemplate("rerank-relevance", RERANK_RELEVANCE,
                    "You judge whether a passage answers a question. Reply yes or no.",
                    "Rerank step (llm): does the passage answer the query?"),
+    *AGENT_PROMPTS,
     *EVAL_PROMPTS,
 )
