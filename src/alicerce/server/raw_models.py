@@ -1,4 +1,5 @@
-"""Raw-model requests on the completion routes: a model called without an app.
+"""Raw-model requests on the completion routes: a model called without an app, with
+OpenAI tool calling when the request has `tools` (generate/tool_calls.py).
 
 Raw access is a scope of its own for collection-restricted keys (`ApiKey.require_models`,
 checked by the route before anything else),
@@ -12,14 +13,16 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
 from alicerce.access.keys import ApiKey
-from alicerce.errors import AlicerceError
+from alicerce.errors import AlicerceError, InputError
 from alicerce.generate.params import DecodingParams
+from alicerce.generate.tool_calls import ToolCall, ToolRequest, parse, with_tools
 from alicerce.guard.config import Guards
 from alicerce.guard.raw import RawCheck, check_input, check_output, watch_stream
 from alicerce.server import shapes
@@ -28,19 +31,22 @@ from alicerce.types import Completion, Delta, Message, Usage
 
 
 async def raw(svc: Service, key: ApiKey, model: str, messages: list[Message],
-              params: DecodingParams, stream: bool, usage_chunk: bool, shape: str) -> Any:
+              params: DecodingParams, stream: bool, usage_chunk: bool, shape: str,
+              tools: ToolRequest | None = None) -> Any:
     guards = svc.raw_guards(key)
-    call = _Call(svc, key, model, params, shape, guards, time.perf_counter())
+    call = RawCall(svc, key, model, params, shape, guards, time.perf_counter())
     call.check = (await anyio.to_thread.run_sync(check_input, guards, messages) if guards
                   else RawCheck(list(messages), "en"))
     if call.check.blocked:  # never reaches the model
         return await call.refused(stream)
+    if tools is not None:
+        return await tool_reply(call, tools, stream, usage_chunk)
     if not stream:
         return await call.complete()
     return await call.stream(usage_chunk)
 
 
-class _Call:
+class RawCall:
     def __init__(self, svc: Service, key: ApiKey, model: str, params: DecodingParams,
                  shape: str, guards: Guards, started: float) -> None:
         self.svc, self.key, self.model, self.params = svc, key, model, params
@@ -138,3 +144,56 @@ async def _refused_chunks(rid: str, model: str, check: RawCheck,
                           shape: str) -> AsyncIterator[dict[str, Any]]:
     yield shapes.chunk(rid, model, "", shape, role=True)
     yield shapes.chunk(rid, model, check.refusal, shape, finish="content_filter")
+
+
+# -- tool calling (`tools` on /v1/chat/completions) ------------------------------------
+async def tool_reply(call: RawCall, tools: ToolRequest, stream: bool, usage_chunk: bool) -> Any:
+    if call.params.n != 1:
+        raise InputError("with tools a request returns one choice", hint="use n=1")
+    schema = tools.schema()
+    params = (replace(call.params, format="json", json_schema=schema) if schema is not None
+              else call.params)
+    messages = with_tools(call.check.messages, tools)
+    try:
+        done: Completion = await call.svc.work.call(call.gen.complete, messages, params)
+    except AlicerceError as exc:
+        await call.trace("", None, error=str(exc))
+        raise
+    text = done.choices[0].text
+    content, calls = parse(text) if schema is not None else (text, [])
+    finish = "tool_calls" if calls else done.choices[0].finish_reason
+    if content is not None and call.guards:
+        content, blocked = await anyio.to_thread.run_sync(check_output, call.guards,
+                                                          call.check, content)
+        finish = "content_filter" if blocked else finish
+    u = done.usage
+    call.svc.spend(call.key, call.model, u.prompt_tokens, u.completion_tokens)
+    tid = await call.trace(text, u, (time.perf_counter() - call.started) * 1000)
+    rid, name = shapes.rid("chat", tid), call.gen.name
+    usage = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}
+    if stream:
+        return shapes.sse(_chunks(rid, name, content, calls, finish, usage, usage_chunk))
+    out = shapes.completion(rid, name, [(content or "", finish, None)], usage, "chat")
+    message = out["choices"][0]["message"]
+    message["content"] = content
+    if calls:
+        message["tool_calls"] = [c.as_dict() for c in calls]
+    return out
+
+
+async def _chunks(rid: str, model: str, content: str | None, calls: list[ToolCall],
+                  finish: str, usage: dict[str, int],
+                  usage_chunk: bool) -> AsyncIterator[dict[str, Any]]:
+    yield shapes.chunk(rid, model, None if calls else "", "chat", role=True)
+    for i, c in enumerate(calls):
+        for delta in ({"index": i, "id": c.id, "type": "function",
+                       "function": {"name": c.name, "arguments": ""}},
+                      {"index": i, "function": {"arguments": c.arguments}}):
+            piece = shapes.chunk(rid, model, None, "chat")
+            piece["choices"][0]["delta"]["tool_calls"] = [delta]
+            yield piece
+    if content:
+        yield shapes.chunk(rid, model, content, "chat")
+    yield shapes.chunk(rid, model, None, "chat", finish=finish)
+    if usage_chunk:
+        yield shapes.usage_chunk(rid, model, usage, "chat")

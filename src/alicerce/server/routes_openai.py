@@ -20,6 +20,7 @@ from alicerce.core.apps import AppRef
 from alicerce.embed import available as available_embedders
 from alicerce.errors import InputError
 from alicerce.generate.params import DecodingParams
+from alicerce.generate.tool_calls import Function, ToolRequest, history
 from alicerce.refs import split_ref
 from alicerce.server import routes_chains, shapes
 from alicerce.server.deps import Key, Svc, no_cache
@@ -39,10 +40,26 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 @router.post("/chat/completions")
 async def chat_completions(req: ChatRequest, request: Request, svc: Svc, key: Key) -> Any:
-    messages = [Message("system" if m.role == "developer" else m.role, m.content)
-                for m in req.messages]
+    """With `tools` (raw models only): OpenAI tool calling by constrained decoding."""
+    tools = _tools(req)
+    messages = history([m.model_dump(exclude_none=True) for m in req.messages])
     return await _generate(svc, key, request, req, messages,
-                           lambda app: svc.chat_decoding(req, app), "chat")
+                           lambda app: svc.chat_decoding(req, app), "chat", tools)
+
+
+def _tools(req: ChatRequest) -> ToolRequest | None:
+    if not req.tools:
+        if req.tool_choice not in (None, "none", "auto"):
+            raise InputError("tool_choice needs tools", hint="send tools, or drop tool_choice")
+        return None
+    if req.response_format is not None or req.format not in (None, "text"):
+        raise InputError("tools and response_format/format cannot be combined",
+                         hint="the tool schema already constrains the reply")
+    choice = req.tool_choice or "auto"
+    return ToolRequest(tuple(Function(t.function.name, t.function.description,
+                                      t.function.parameters) for t in req.tools),
+                       choice if isinstance(choice, str) else choice.function.name,
+                       req.parallel_tool_calls is not False)
 
 
 @router.post("/completions")
@@ -91,7 +108,8 @@ async def models(svc: Svc,
 # -- helpers -----------------------------------------------------------------------------
 async def _generate(svc: Service, key: ApiKey, request: Request,
                     req: ChatRequest | CompletionRequest, messages: list[Message],
-                    decoding: Callable[[AppRef | None], DecodingParams], shape: str) -> Any:
+                    decoding: Callable[[AppRef | None], DecodingParams], shape: str,
+                    tools: ToolRequest | None = None) -> Any:
     """Both completion routes: check access, then answer from an app or a raw model. An
     app is looked up once, here, and that version serves the whole request."""
     kind = svc.kind(req.model)
@@ -101,6 +119,10 @@ async def _generate(svc: Service, key: ApiKey, request: Request,
         key.require_models()
     request.state.app = split_ref(req.model)[0]  # never a client-made "kb@<anything>" series
     usage_chunk = bool(req.stream_options and req.stream_options.include_usage)
+    if tools is not None and ref is not None:
+        raise InputError("tools are for raw models: an app runs its own steps",
+                         hint="name a raw model in `model`, or deploy an agent app "
+                              "(docs/agents.md)")
     if ref is not None and ref.version is not None and ref.version.spec.get("kind") == "chain":
         _no_app_options(req)
         _no_sampling(req)
@@ -111,7 +133,8 @@ async def _generate(svc: Service, key: ApiKey, request: Request,
         return await _app(svc, key, ref, messages, params, req, req.stream,
                           usage_chunk, no_cache(request), shape)
     _no_app_options(req)
-    return await raw(svc, key, req.model, messages, params, req.stream, usage_chunk, shape)
+    return await raw(svc, key, req.model, messages, params, req.stream, usage_chunk, shape,
+                     tools)
 
 
 def _no_sampling(req: ChatRequest | CompletionRequest) -> None:

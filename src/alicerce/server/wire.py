@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from alicerce.config import Extractiveness, SearchMode
 
@@ -19,10 +19,73 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class FunctionCall(Strict):
+    name: str = Field(max_length=64)
+    arguments: str = Field(max_length=100_000)
+
+
+class WireToolCall(Strict):
+    id: str = Field(max_length=100)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class TextPart(Strict):
+    type: Literal["text"]
+    text: str = Field(max_length=200_000)
+
+
 class ChatMessage(Strict):
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str = Field(max_length=200_000)
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | None = Field(None, max_length=200_000)
     name: str | None = None
+    tool_calls: list[WireToolCall] | None = Field(None, max_length=32)
+    tool_call_id: str | None = Field(None, max_length=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parts(cls, data: Any) -> Any:
+        """Content as a list of text parts (what agent frameworks send) is joined; other
+        parts (images, audio) are refused: no bundled model reads them."""
+        if isinstance(data, dict) and isinstance(data.get("content"), list):
+            parts = data["content"]
+            kinds = sorted({str(p.get("type")) for p in parts if isinstance(p, dict)} - {"text"})
+            if kinds or not all(isinstance(p, dict) for p in parts):
+                raise ValueError(f"only text content parts are read, not {', '.join(kinds)}")
+            data = {**data, "content": "\n".join(TextPart.model_validate(p).text
+                                                 for p in parts)}
+        return data
+
+    @model_validator(mode="after")
+    def _shape(self) -> ChatMessage:
+        if self.role == "tool" and (self.tool_call_id is None or self.content is None):
+            raise ValueError("a tool message needs tool_call_id and content (the result)")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(f"a {self.role} message needs content")
+        return self
+
+
+class FunctionDef(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = Field("", max_length=4000)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    strict: bool | None = None
+
+
+class ToolDef(Strict):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class NamedFunction(Strict):
+    name: str = Field(max_length=64)
+
+
+class NamedToolChoice(Strict):
+    type: Literal["function"] = "function"
+    function: NamedFunction
 
 
 class JsonSchemaFormat(Strict):
@@ -78,6 +141,9 @@ class ChatRequest(Sampling, AppOptions):
     top_logprobs: int | None = None
     response_format: ResponseFormat | None = None
     format: Literal["text", "bullets", "json"] | None = None
+    tools: list[ToolDef] | None = Field(None, max_length=64)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
 
 class CompletionRequest(Sampling, AppOptions):
