@@ -110,9 +110,10 @@ def test_the_openai_sdk_gets_tool_calls_and_sends_results_back(
     assert "get_weather" in gen.calls[-1][0].content  # the tools were described to it
     messages += [choice.message.model_dump(exclude_none=True),
                  {"role": "tool", "tool_call_id": call.id, "content": "31 °C, sol"}]
-    second = client.chat.completions.create(model="fake", messages=messages, tools=TOOLS)
+    second = client.chat.completions.create(model="fake", messages=messages, tools=TOOLS,
+                                            stop=["Recife"])
     assert second.choices[0].finish_reason == "stop"
-    assert second.choices[0].message.content == "Faz 31 °C em Recife."
+    assert second.choices[0].message.content == "Faz 31 °C em "  # stop applied to the text
     assert not second.choices[0].message.tool_calls
 
 

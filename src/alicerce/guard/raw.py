@@ -24,7 +24,10 @@ from alicerce.guard.watch import StreamWatch
 from alicerce.language import detect
 from alicerce.types import Delta, Message
 
-LEFT_OUT = ("grounding", "canary", "injection")
+# No sources or app prompt to judge against (grounding, canary); the caller writes the
+# instructions (injection) and prompts of any length (size: an agent framework's system
+# prompt and tool results pass 2,000 characters; the model's window bounds a request).
+LEFT_OUT = ("grounding", "canary", "injection", "size")
 
 
 def raw_guards(guards: Guards) -> Guards:

@@ -151,8 +151,10 @@ async def tool_reply(call: RawCall, tools: ToolRequest, stream: bool, usage_chun
     if call.params.n != 1:
         raise InputError("with tools a request returns one choice", hint="use n=1")
     schema = tools.schema()
-    params = (replace(call.params, format="json", json_schema=schema) if schema is not None
-              else call.params)
+    # stop sequences apply to a text answer, not to the JSON around it (agent frameworks
+    # send "Observation:", which must not cut a call short): applied after parsing
+    params = (replace(call.params, format="json", json_schema=schema, stop=())
+              if schema is not None else call.params)
     messages = with_tools(call.check.messages, tools)
     try:
         done: Completion = await call.svc.work.call(call.gen.complete, messages, params)
@@ -161,6 +163,8 @@ async def tool_reply(call: RawCall, tools: ToolRequest, stream: bool, usage_chun
         raise
     text = done.choices[0].text
     content, calls = parse(text) if schema is not None else (text, [])
+    if content is not None and schema is not None:
+        content = _cut_at(content, call.params.stop)
     finish = "tool_calls" if calls else done.choices[0].finish_reason
     if content is not None and call.guards:
         content, blocked = await anyio.to_thread.run_sync(check_output, call.guards,
@@ -197,3 +201,8 @@ async def _chunks(rid: str, model: str, content: str | None, calls: list[ToolCal
     yield shapes.chunk(rid, model, None, "chat", finish=finish)
     if usage_chunk:
         yield shapes.usage_chunk(rid, model, usage, "chat")
+
+
+def _cut_at(text: str, stops: tuple[str, ...]) -> str:
+    ends = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return text[: min(ends)] if ends else text
