@@ -330,3 +330,11 @@ def test_eval_scores_task_success_steps_tool_errors_and_action_validity(
     assert s["agent.steps"].mean == 1.5 and s["agent.tool_errors"].mean == 0.5
     assert s["agent.valid_actions"].mean == pytest.approx((1 + 1 / 2) / 2)
     assert s["agent.finished"].mean == 1.0 and "seconds" in s
+
+
+def test_a_loop_whose_last_turn_fails_says_why_and_keeps_what_it_had(alc: Alicerce) -> None:
+    agent(alc, [USE, act("calculator", expression="6 * 7"),
+                act("calculator", expression="6 * 7"), "cortado no meio {"])
+    out = alc.run_app("ag", {"question": "Quanto é 6 x 7?"}).outputs
+    assert out["status"] == "loop"
+    assert out["answer"] == "Não cheguei a uma resposta: a mesma chamada se repetiu. 42"

@@ -44,6 +44,9 @@ if TYPE_CHECKING:
     from alicerce.chains.runner import Host
 
 FINAL = "final_answer"
+# Bounded so every action closes within the step's max_tokens (768 by default): a reply
+# cut by max_tokens is not JSON (qwen-1.5b once listed a month's dates until cut at 256).
+THOUGHT_CHARS, ANSWER_CHARS = 400, 1500
 _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="alicerce-tool")
 _TRAIL_CHARS = 600  # an observation as the step's `steps` output keeps it
 _WORDS = {
@@ -54,6 +57,9 @@ _WORDS = {
            "max_steps": "Acabaram os {n} passos. Responda agora com final_answer, usando o "
                         "que já sabe.",
            "budget": "Não consegui concluir dentro do tempo de {s:g} s.",
+           "stuck": "Não cheguei a uma resposta: {why}.",
+           "why_loop": "a mesma chamada se repetiu",
+           "why_max_steps": "os {n} passos acabaram",
            "invalid": "A ação não é válida: {problem}. Responda com JSON: "
                       '{{"thought": "...", "tool": "nome", "args": {{...}}}}.',
            "unknown": "não há ferramenta {tool!r}; as ferramentas são: {names}",
@@ -65,6 +71,9 @@ _WORDS = {
            "max_steps": "The {n} steps are used up. Answer now with final_answer, using "
                         "what you know.",
            "budget": "I could not finish within the time budget of {s:g} s.",
+           "stuck": "I could not reach an answer: {why}.",
+           "why_loop": "the same call repeated",
+           "why_max_steps": "the {n} steps ran out",
            "invalid": "The action is not valid: {problem}. Reply with JSON: "
                       '{{"thought": "...", "tool": "name", "args": {{...}}}}.',
            "unknown": "there is no tool {tool!r}; the tools are: {names}",
@@ -297,8 +306,9 @@ class AgentSteps:
             if answer is None:
                 last = next((t["observation"] for t in reversed(loop.trail)
                              if not t["error"]), "")
-                text = loop.word(status if status == "budget" else "budget",
-                                 s=loop.s.budget_s)
+                text = (loop.word("budget", s=loop.s.budget_s) if status == "budget" else
+                        loop.word("stuck", why=loop.word(f"why_{status}",
+                                                         n=loop.s.max_steps)))
                 text = f"{text} {last}".strip() if last else text
                 abstained = not last
             elif is_abstention(answer) or found_nothing:
@@ -322,10 +332,11 @@ def action_schema(tools: Mapping[str, Tool]) -> dict[str, Any]:
     """One of the tools with its typed arguments, or final_answer."""
     def one(name: str, args: dict[str, Any]) -> dict[str, Any]:
         return {"type": "object",
-                "properties": {"thought": {"type": "string"},
+                "properties": {"thought": {"type": "string", "maxLength": THOUGHT_CHARS},
                                "tool": {"const": name}, "args": args},
                 "required": ["thought", "tool", "args"], "additionalProperties": False}
-    final = {"type": "object", "properties": {"answer": {"type": "string"}},
+    final = {"type": "object",
+             "properties": {"answer": {"type": "string", "maxLength": ANSWER_CHARS}},
              "required": ["answer"], "additionalProperties": False}
     options = [one(t.name, t.schema()) for t in tools.values()] + [one(FINAL, final)]
     return options[0] if len(options) == 1 else {"anyOf": options}

@@ -138,7 +138,7 @@ class ChainResolver:
 
     def _agent(self, s: AgentStep, where: str) -> AgentStep:
         model = s.model or self.settings.generator
-        values = {"max_tokens": 256, "temperature": 0.0, **s.decoding}
+        values = {"max_tokens": 768, "temperature": 0.0, **s.decoding}
         try:
             decoding = DecodingParams.build(**values)
         except InputError as exc:
