@@ -67,7 +67,8 @@ def test_smolagents_tool_calling_agent_drives_the_server(base: str) -> None:
         return a * b
 
     agent = ToolCallingAgent(tools=[multiply], model=OpenAIServerModel(
-        model_id="qwen-1.5b", api_base=base + "/v1", api_key="local"), max_steps=4,
+        model_id="qwen-1.5b", api_base=base + "/v1", api_key="local", temperature=0),
+        max_steps=4,
         verbosity_level=0)
     answer = agent.run("What is 23 times 19?")
     names = [tc.name for s in agent.memory.steps for tc in (getattr(s, "tool_calls", None)
