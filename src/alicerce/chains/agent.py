@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from alicerce.chains.agent_tools import Nested, ToolRun, build_tools
 from alicerce.chains.citations import attach, citations, is_abstention, reattribute
 from alicerce.chains.grounded import passage
-from alicerce.chains.spec import AgentStep
+from alicerce.chains.spec import AgentStep, Trajectory
 from alicerce.chains.state import RunState
 from alicerce.generate.params import DecodingParams
 from alicerce.guard.base import Context
@@ -376,7 +376,7 @@ def _thought(action: str) -> str:
         return ""
 
 
-def _example(e: Any) -> dict[str, Any]:
+def _example(e: Trajectory) -> dict[str, Any]:
     return {"question": e.question,
             "steps": [{"action": json.dumps({"thought": x.thought, "tool": x.tool,
                                              "args": x.args}, ensure_ascii=False),
