@@ -102,9 +102,10 @@ def test_an_unknown_tool_and_bad_arguments_are_told_back_to_the_model(alc: Alice
                 max_steps=5)
     out = alc.run_app("ag", {"question": "Quanto é 2 + 2?"}).outputs
     seen = observations(gen)
-    assert "there is no tool 'weather'" in seen[0] and "calculator" in seen[0]
+    # told in the question's language, naming what is wrong
+    assert "não há ferramenta 'weather'" in seen[0] and "calculator" in seen[0]
     assert "bad arguments for calculator" in seen[1] and "expression" in seen[1]
-    assert "not JSON" in seen[2]
+    assert "não é JSON" in seen[2] and seen[2].startswith("A ação não é válida")
     assert out["status"] == "answered" and out["answer"] == "4"
     assert [s["error"] for s in out["steps"]] == [True, True, True, False]
     assert [s["valid"] for s in out["steps"]] == [False, True, False, True]
@@ -119,6 +120,18 @@ def test_the_same_call_twice_ends_the_loop_and_the_model_answers_from_what_it_ha
     assert "division by zero" in out["steps"][0]["observation"]
     assert "mesmos argumentos" in gen.calls[-1][-1].content
     assert len(out["steps"]) == 1  # the repeated call was not run
+
+
+def test_an_answer_that_echoes_the_loop_instruction_is_not_taken_as_the_answer(
+        alc: Alicerce) -> None:
+    """qwen-0.5b answered "Você chamou search com esses mesmos argumentos." to the loop
+    message: the run says it got stuck and keeps what the tool found instead."""
+    agent(alc, [USE, act("calculator", expression="4 * 120"),
+                act("calculator", expression="4 * 120"),
+                final("Você chamou calculator com esses mesmos argumentos.")])
+    out = alc.run_app("ag", {"question": "Quanto é 4 x 120?"}).outputs
+    assert out["status"] == "loop"
+    assert out["answer"] == "Não cheguei a uma resposta: a mesma chamada se repetiu. 480"
 
 
 def test_max_steps_ends_the_loop_with_a_last_turn_to_answer(alc: Alicerce) -> None:
@@ -271,6 +284,23 @@ def test_an_agents_search_collections_bound_which_keys_may_use_it(alc: Alicerce)
     assert alc.app_collections("ag") == ["kb"]
 
 
+def test_one_search_tool_over_several_collections_interleaves_them(
+        alc: Alicerce, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "ti.md").write_text("# TI\n\nA senha do Wi-Fi muda toda segunda.\n",
+                                 encoding="utf-8")
+    alc.ingest([other], "ti")
+    gen = agent(alc, [USE, act("search", query="alimentação senha"), final("Pronto [1][2].")],
+                tools=[{"search": {"collection": ["kb", "ti"], "k": 2}}])
+    out = alc.run_app("ag", {"question": "Alimentação e senha do Wi-Fi?"}).outputs
+    assert {c["doc_key"].split("/")[-1] for c in out["citations"]} == {"reembolso.md", "ti.md"}
+    assert "R$ 120,00" in observations(gen)[0] and "Wi-Fi" in observations(gen)[0]
+    assert alc.app_collections("ag") == ["kb", "ti"]  # a key needs both
+    with pytest.raises(NotFoundError, match="'nada'"):
+        agent(alc, "x", tools=[{"search": {"collection": ["kb", "nada"]}}])
+
+
 def test_the_action_schema_is_one_of_the_tools_or_final_answer(alc: Alicerce) -> None:
     agent(alc, "x")
     plan = alc.chains.plan(alc.chains.version("ag"))
@@ -295,6 +325,14 @@ def test_the_shipped_agent_deploys_and_runs_from_the_cli_and_http(
         got = client.post("/v1/apps/rh-agent/run", json={"inputs": {"question": "4 dias?"}})
         assert got.status_code == 200, got.text
         assert got.json()["outputs"]["status"] == "answered"
+        # the chat route (the chat page's) carries the answer and the steps to fold
+        chat = client.post("/v1/chat/completions", json={
+            "model": "rh-agent", "messages": [{"role": "user", "content": "4 dias?"}]})
+        extra = chat.json()["alicerce"]
+        assert chat.json()["choices"][0]["message"]["content"] == extra["answer"] == \
+            "R$ 480,00."
+        assert [s["tool"] for s in extra["steps"]] == ["calculator"]
+        assert extra["steps"][0]["observation"] == "480" and extra["citations"] == []
     res = CliRunner().invoke(cli, ["apps", "show", "rh-agent", "--plan", "--home",
                                    str(alc.settings.home)])
     assert res.exit_code == 0, res.output

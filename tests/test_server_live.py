@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -154,19 +155,26 @@ def test_full_queue_is_503_and_a_hung_up_stream_frees_its_slot(
     assert "alicerce_time_to_first_token_seconds_count" in metrics
 
 
+def open_chat(pw: Any, base: str, key: str, app: str) -> tuple[Any, Any]:
+    """Chromium on the chat page, signed in with `key`, `app` chosen."""
+    assert CHROMIUM, "the browser test needs Debian's chromium: apt install chromium"
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    page = browser.new_page()
+    page.goto(base + "/")
+    page.fill("#key", key)
+    page.dispatch_event("#key", "change")
+    page.wait_for_function(f"[...document.querySelectorAll('#app option')]"
+                           f".some((o) => o.value === {json.dumps(app)})")
+    page.select_option("#app", app)
+    return browser, page
+
+
 def test_chat_page_in_a_real_browser(live: tuple[str, str, str], home: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    assert CHROMIUM, "the browser test needs Debian's chromium: apt install chromium"
     base, key, _ = live
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page()
-        page.goto(base + "/")
-        page.fill("#key", key)
-        page.dispatch_event("#key", "change")
-        page.wait_for_function("document.querySelectorAll('#app option').length >= 2")
-        page.select_option("#app", "kb")
+        browser, page = open_chat(pw, base, key, "kb")
         page.fill("#question", "How long do I have to send receipts?")
         page.click("#send")
         # the user sees work going on until the first words (issue 16 item 12)
@@ -208,6 +216,62 @@ def test_chat_page_in_a_real_browser(live: tuple[str, str, str], home: Path) -> 
     names = [s["name"] for s in shown["spans"]]  # the default rails ran around the answer
     assert names[0] == "input_guards" and "context_guards" in names
     assert names[-3:] == ["generate", "citations", "output_guards"]
+
+
+AGENT = """name: calculista
+inputs: {question: string}
+outputs: {answer: $agent.text, steps: $agent.steps}
+steps:
+  - id: agent
+    kind: agent
+    inputs: {question: $inputs.question}
+    tools: [calculator]
+    decide: false
+    max_steps: 2
+    decoding: {max_tokens: 256}
+"""
+
+
+def test_an_agents_steps_fold_under_its_answer_on_the_chat_page(
+        live: tuple[str, str, str], home: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    base, key, _ = live
+    spec = home.parent / "agent.yaml"
+    spec.write_text(AGENT)
+    deployed = cli(home, "apps", "deploy", str(spec))
+    assert deployed.returncode == 0, deployed.stderr
+    with sync_playwright() as pw:
+        browser, page = open_chat(pw, base, key, "calculista")
+        page.fill("#question", "Quanto é 1234 * 5678? Use a calculadora.")
+        page.click("#send")
+        page.wait_for_selector(".thumbs button", timeout=180_000)
+        answer = page.inner_text(".turn .a").strip()
+        assert answer and answer != "undefined"
+        # (text_content: the rating form is folded, so its text is not rendered)
+        trace_id = (page.text_content(".rate .trace") or "").removeprefix("trace ").strip()
+        for _ in range(40):  # the server writes traces in the background
+            got = cli(home, "traces", "show", trace_id, "--json")
+            if got.returncode == 0:
+                break
+            time.sleep(0.5)
+        assert got.returncode == 0, got.stderr
+        shown = json.loads(got.stdout)
+        acts = [s["attrs"] for s in shown["spans"] if s["name"] == "agent.act"]
+        invalid = [s for s in shown["spans"] if s["name"] == "agent.think"
+                   and s["attrs"].get("valid") is False]
+        # every step the agent took (a call, or an action it got wrong) is on the page,
+        # folded: closed until the user opens it
+        steps = len(acts) + len(invalid)
+        assert page.locator(".turn .step").count() == steps >= 1
+        assert not page.locator(".turn .step .call").first.is_visible()
+        page.click(".turn .steps summary")
+        shown_steps = page.inner_text(".turn .steps")
+        for a in acts:
+            assert a["tool"] in shown_steps and str(a["observation"])[:40] in shown_steps
+        for t in invalid:  # an action the model got wrong shows what was wrong with it
+            assert t["attrs"]["invalid"].split(": ", 1)[0] in shown_steps
+        browser.close()
 
 
 def test_a_label_move_changes_what_the_running_server_serves(

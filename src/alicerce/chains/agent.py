@@ -63,6 +63,10 @@ _WORDS = {
            "invalid": "A ação não é válida: {problem}. Responda com JSON: "
                       '{{"thought": "...", "tool": "nome", "args": {{...}}}}.',
            "unknown": "não há ferramenta {tool!r}; as ferramentas são: {names}",
+           "not_json": "não é JSON ({msg}, no caractere {pos})",
+           "no_tool": 'falta o nome da ferramenta em "tool"',
+           "args_object": '"args" deve ser um objeto',
+           "final_args": 'final_answer precisa de args {"answer": "..."}',
            "timeout": "{tool} não respondeu em {s:g} s"},
     "en": {"observation": "Observation", "error": "Error", "none": "No results.",
            "blocked": "[result withheld: the {rail} rail blocked it]",
@@ -77,6 +81,10 @@ _WORDS = {
            "invalid": "The action is not valid: {problem}. Reply with JSON: "
                       '{{"thought": "...", "tool": "name", "args": {{...}}}}.',
            "unknown": "there is no tool {tool!r}; the tools are: {names}",
+           "not_json": "not JSON ({msg} at character {pos})",
+           "no_tool": 'no "tool" named',
+           "args_object": '"args" must be an object',
+           "final_args": 'final_answer needs args {"answer": "..."}',
            "timeout": "{tool} did not answer within {s:g} s"}}
 
 
@@ -157,12 +165,14 @@ class AgentSteps:
         if answer is None and status != "budget" and time.monotonic() < loop.deadline:
             action = self._think(loop, {}, s.max_steps + 1, state, rec, key)
             answer = str(action[1].get("answer", "")) if action else None
+            if answer is not None and _echoes(answer, loop.messages[-2].content):
+                answer = None  # a small model repeating our instruction is not an answer
         out = self._finish(loop, answer, status, rec)
         state.agents.append({
             "step": loop.name, "status": status, "steps": len(loop.trail),
             "tool_errors": sum(t["error"] for t in loop.trail if t["valid"]),
             "invalid": sum(not t["valid"] for t in loop.trail), "actions": loop.actions,
-            "abstained": out["abstained"]})
+            "abstained": out["abstained"], "trail": loop.trail})
         return out
 
     # -- the model's turns ---------------------------------------------------------------
@@ -194,7 +204,7 @@ class AgentSteps:
             state.add(done.usage)
             text = done.text.strip()
             loop.actions += 1
-            action, problem = parse_action(text, allowed)
+            action, problem = parse_action(text, allowed, loop.language)
             span.update(prompt_tokens=done.usage.prompt_tokens,
                         completion_tokens=done.usage.completion_tokens,
                         valid=not problem)
@@ -342,27 +352,38 @@ def action_schema(tools: Mapping[str, Tool]) -> dict[str, Any]:
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
-def parse_action(text: str, tools: Mapping[str, Tool]
+def parse_action(text: str, tools: Mapping[str, Tool], language: str = "en"
                  ) -> tuple[tuple[str, dict[str, Any], str] | None, str]:
-    """(tool, args, thought) and "" when `text` is a valid action; else what is wrong."""
+    """(tool, args, thought) and "" when `text` is a valid action; else what is wrong, in
+    the run's language (the model reads it)."""
+    words = _WORDS[language if language in _WORDS else "en"]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        return None, f"not JSON ({exc.msg} at character {exc.pos})"
+        return None, words["not_json"].format(msg=exc.msg, pos=exc.pos)
     if not isinstance(data, dict) or not isinstance(data.get("tool"), str):
-        return None, 'no "tool" named'
+        return None, words["no_tool"]
     tool, args = data["tool"], data.get("args", {})
     thought = str(data.get("thought", ""))
     if not isinstance(args, dict):
-        return (tool, {}, thought), '"args" must be an object'
+        return (tool, {}, thought), words["args_object"]
     if tool == FINAL:
         if not isinstance(args.get("answer"), str):
-            return (tool, args, thought), 'final_answer needs args {"answer": "..."}'
+            return (tool, args, thought), words["final_args"]
         return (tool, args, thought), ""
     if tool not in tools:
         names = ", ".join([*tools, FINAL])
-        return (tool, args, thought), _WORDS["en"]["unknown"].format(tool=tool, names=names)
+        return (tool, args, thought), words["unknown"].format(tool=tool, names=names)
     return (tool, args, thought), ""
+
+
+def _echoes(answer: str, told: str) -> bool:
+    """Whether an answer's first words mostly repeat the instruction it was given
+    (qwen-0.5b answered "Você chamou search com esses mesmos argumentos." to the loop
+    message)."""
+    words = [w.strip(".,:;!?") for w in answer.lower().split()[:8]]
+    known = {w.strip(".,:;!?") for w in told.lower().split()}
+    return len(words) >= 4 and sum(w in known for w in words) >= 0.75 * len(words)
 
 
 def tool_kind(t: Tool) -> str:

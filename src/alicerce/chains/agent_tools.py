@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from alicerce.chains.citations import interleave
 from alicerce.chains.spec import AgentStep, ToolSpec
 from alicerce.chains.state import RunState
 from alicerce.observe.spans import Recorder
@@ -36,16 +37,24 @@ class ToolRun:
 Nested = Callable[["Plan", Mapping[str, Any], Recorder, str, int], "ChainResult"]
 
 
+def search_names(options: Mapping[str, Any]) -> list[str]:
+    """A search tool's collections: `collection` is one name or a list of them."""
+    value = options["collection"]
+    return [str(c) for c in value] if isinstance(value, list) else [str(value)]
+
+
 def search_tool(host: Host, options: dict[str, Any]) -> Tool:
-    collection = str(options["collection"])
+    names = search_names(options)
+    collection = ", ".join(names)
     k, mode = int(options.get("k", 4)), options.get("mode")
     filters = options.get("filters") or None
 
     def run(query: str, run: ToolRun) -> Observation:
         if not query.strip():
             raise ToolFailed("the query is empty")
-        hits = host.search(query, collection, mode=mode, k=k, filters=filters,
-                           spans=run.rec)
+        # several collections: their rankings interleaved, as a retrieve step does
+        hits = interleave([host.search(query, c, mode=mode, k=k, filters=filters,
+                                       spans=run.rec) for c in names])[:k]
         return Observation("", tuple(hits))
 
     args = strict(query=(str, Field(description="what to look for, in the documents' "

@@ -176,12 +176,16 @@ class ChainResolver:
         """A tool's options checked (and paths made absolute) at deploy."""
         opts = dict(options)
         if kind == "search":
-            name = opts.get("collection")
-            if not isinstance(name, str) or self.store.collection(name) is None:
+            value = opts.get("collection")
+            names = value if isinstance(value, list) and value else [value]
+            missing = [n for n in names
+                       if not isinstance(n, str) or self.store.collection(n) is None]
+            if missing:
                 known = ", ".join(self.store.collection_names()) or "none yet"
-                raise NotFoundError(f"{where}: search needs an existing collection, got "
-                                    f"{name!r}", hint=f"options: {{collection: NAME}}; "
-                                                      f"existing: {known}")
+                raise NotFoundError(f"{where}: search needs existing collections, got "
+                                    f"{missing[0]!r}",
+                                    hint=f"options: {{collection: NAME}} or {{collection: "
+                                         f"[NAME, NAME]}}; existing: {known}")
             unknown = sorted(set(opts) - SEARCH_OPTIONS)
             k = opts.get("k", 4)
             if unknown or not isinstance(k, int) or not 1 <= k <= 20:

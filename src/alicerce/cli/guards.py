@@ -9,6 +9,12 @@ import typer
 
 from alicerce.cli.common import HomeOpt, JsonOpt, ModelOpt, app, emit, open_home
 from alicerce.datasets import load as load_dataset
+from alicerce.evaluate.agent_redteam import (
+    AGENT_SUITES,
+    AgentRedTeam,
+    agent_suites,
+    agent_tools,
+)
 from alicerce.evaluate.redteam import SUITES, RedTeam, check_gate, parse_gate
 from alicerce.evaluate.redteam import html as rt_html
 from alicerce.evaluate.redteam import markdown as rt_markdown
@@ -60,8 +66,10 @@ def check(
 def redteam(
     app_ref: Annotated[str, typer.Option(
         "--app", "-a", "--collection", "-c", help="App (NAME[@N|@LABEL]) or collection.")],
-    suites: Annotated[str, typer.Option(
-        help="Comma-separated: " + ", ".join(SUITES))] = ",".join(SUITES),
+    suites: Annotated[str | None, typer.Option(
+        help="Comma-separated: " + ", ".join(SUITES) + " (RAG apps; all by default); "
+             + ", ".join(AGENT_SUITES) + " (apps with an agent step; both by default).")
+    ] = None,
     data: Annotated[Path | None, typer.Option(
         help="Folder holding prompt-injection/ (the public sets); without it only the "
              "built-in probes run.")] = None,
@@ -85,13 +93,23 @@ def redteam(
     """Attack an app with the red-team suites, with and without its guards."""
     limits = parse_gate(gate) if gate else []
     with open_home(home) as alc:
-        questions = [r.question for r in load_dataset(golden).rows] if golden else []
-        probes = suite_probes([s.strip() for s in suites.split(",") if s.strip()], data,
-                              limit, seed, questions, benign)
+        version = alc.resolve_app(app_ref).version
+        tools = agent_tools(version) if version and version.spec.get("kind") == "chain" \
+            else set()
+        chosen = [s.strip() for s in (suites or "").split(",") if s.strip()] or list(
+            AGENT_SUITES if tools else SUITES)
+
+        def tick(i: int, n: int) -> None:
+            typer.echo(f"  {i}/{n}", err=True)
+        if tools:
+            probes = agent_suites(chosen, tools, limit, benign)
+        else:
+            questions = [r.question for r in load_dataset(golden).rows] if golden else []
+            probes = suite_probes(chosen, data, limit, seed, questions, benign)
         typer.echo(f"{len(probes)} probes against {app_ref}"
                    + (" (each also without guards)" if baseline else ""), err=True)
-        run = RedTeam(alc, app_ref, model, baseline,
-                      lambda i, n: typer.echo(f"  {i}/{n}", err=True)).run(probes)
+        run = (AgentRedTeam(alc, app_ref, baseline, tick) if tools
+               else RedTeam(alc, app_ref, model, baseline, tick)).run(probes)
     if report is not None:
         text = rt_html(run) if report.suffix.lower() in (".html", ".htm") else rt_markdown(run)
         report.write_text(text, encoding="utf-8")

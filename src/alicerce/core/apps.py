@@ -12,6 +12,7 @@ from alicerce.apps.registry import AppVersion
 from alicerce.apps.resolve import resolve as resolve_spec
 from alicerce.apps.spec import parse as parse_spec
 from alicerce.apps.spec import read as read_spec
+from alicerce.chains.agent_tools import search_names
 from alicerce.chains.plan import Plan, walk
 from alicerce.chains.runner import ChainResult
 from alicerce.chains.spec import AgentStep, RetrieveStep
@@ -137,7 +138,7 @@ class Apps(Models):
             if isinstance(n.step, AgentStep):
                 for t in n.step.tools:
                     if t.tool == "search":
-                        found.append(str(t.options["collection"]))
+                        found += search_names(t.options)
                     elif t.tool == "ask_app" and depth < 3:
                         target = self.resolve_app(str(t.options["app"]))
                         found += (self._chain_collections(self.chains.plan(target.version),

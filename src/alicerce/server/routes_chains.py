@@ -112,7 +112,8 @@ async def chat(svc: Service, key: ApiKey, version: AppVersion, messages: list[Me
     usage = {"prompt_tokens": result.usage.prompt_tokens,
              "completion_tokens": result.usage.completion_tokens}
     extra = {"alicerce": {"outputs": result.outputs, "trace_id": result.trace_id,
-                          "blocked": result.blocked or None}}
+                          "blocked": result.blocked or None, "answer": content,
+                          **_shown(result.outputs)}}
     rid = shapes.rid(shape, result.trace_id)
     if not stream:
         return shapes.completion(rid, app, [(content, finish, None)], usage, shape) | extra
@@ -124,6 +125,17 @@ async def chat(svc: Service, key: ApiKey, version: AppVersion, messages: list[Me
         if usage_chunk:
             yield shapes.usage_chunk(rid, app, usage, shape)
     return shapes.sse(chunks())
+
+
+def _shown(outputs: dict[str, Any]) -> dict[str, list[Any]]:
+    """What the chat page shows under an answer, in the RAG answer's shape: the
+    `citations` and agent `steps` the app's outputs carry (only what its author exposed)."""
+    out: dict[str, list[Any]] = {"citations": [], "steps": []}
+    for key in out:
+        value = outputs.get(key)
+        if isinstance(value, list) and all(isinstance(x, dict) for x in value):
+            out[key] = value
+    return out
 
 
 def _content(r: ChainResult, message: str) -> str:

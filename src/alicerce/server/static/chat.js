@@ -31,14 +31,31 @@ function el(tag, cls, text) {
   return e;
 }
 
+// An agent's steps, folded under its answer: thought, call with its arguments, what came back.
+function showSteps(turn, steps) {
+  const box = el("details", "steps");
+  box.append(el("summary", "", `${steps.length} passo${steps.length === 1 ? "" : "s"} do agente / agent steps`));
+  const list = el("ol", "");
+  for (const s of steps) {
+    const li = el("li", s.error ? "step error" : "step");
+    if (s.thought) li.append(el("div", "thought", s.thought));
+    li.append(el("code", "call", `${s.tool || "?"}(${JSON.stringify(s.args || {})})` + (s.ms !== undefined ? ` · ${s.ms} ms` : "")));
+    li.append(el("pre", "observation", s.observation || ""));
+    list.append(li);
+  }
+  box.append(list);
+  turn.append(box);
+}
+
 function showSources(turn, extra) {
+  if (extra.steps && extra.steps.length) showSteps(turn, extra.steps);
   const list = el("ol", "sources");
-  for (const c of extra.citations) {
+  for (const c of extra.citations || []) {
     const li = el("li", "source", c.title + (c.section ? " — " + c.section : "") + (c.page ? " (p. " + c.page + ")" : ""));
     li.value = c.n;
     list.append(li);
   }
-  if (extra.citations.length) turn.append(list);
+  if (list.children.length) turn.append(list);
   if (extra.blocked) turn.append(el("p", "guard", "Bloqueado pela proteção / blocked by guard: " + extra.blocked));
   const thumbs = el("div", "thumbs");
   for (const [label, score] of [["Útil / helpful", 1], ["Não ajudou / not helpful", -1]]) {
@@ -130,7 +147,10 @@ $("ask").addEventListener("submit", async (ev) => {
         if (chunk.error) { status.textContent = chunk.error.message; continue; }
         const choice = chunk.choices[0];
         if (choice && choice.delta.content) { stopWorking(); answer.textContent += choice.delta.content; }
-        if (chunk.alicerce) { answer.textContent = chunk.alicerce.answer; showSources(turn, chunk.alicerce); }
+        if (chunk.alicerce) {
+          if (typeof chunk.alicerce.answer === "string") answer.textContent = chunk.alicerce.answer;
+          showSources(turn, chunk.alicerce);
+        }
       }
     }
   } catch (e) {
