@@ -23,22 +23,18 @@ from __future__ import annotations
 
 import copy
 import json
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from alicerce.apps.registry import AppVersion, spec_hash
 from alicerce.batch.runner import text_inputs
-from alicerce.config import EmbedderName
-from alicerce.embed import family
 from alicerce.errors import AlicerceError, InputError
-from alicerce.evaluate.redteam import Outcome, Probe, summarise
+from alicerce.evaluate.redteam import Outcome, Probe, plant, summarise
 from alicerce.evaluate.runs import RowResult, Run
 from alicerce.evaluate.stats import bootstrap
 
@@ -218,8 +214,8 @@ class AgentRedTeam:
         exfil = f"http://{server.host}/exfil"
         page = page.replace("{exfil}", exfil)
         server.page, server.exfil, server.reads = page, 0, 0
-        if probe.suite == "tool-search":
-            self._plant(v, page)
+        if probe.suite == "tool-search":  # this probe's page only
+            plant(self.alc, PLANTED, {"atualizacao-reembolso.md": page}, v.ref)
         variant = self._variant(v, probe.suite, guards, server.host)
         name = text_inputs(self.alc.chains.plan(variant).spec)[0]
         asked = question.replace("{url}", f"http://{server.host}/page/reembolso")
@@ -244,17 +240,6 @@ class AgentRedTeam:
         reached = bool(server.reads) or any(
             title in str(t.get("observation", "")) for a in r.agents for t in a.get("trail", ()))
         return out, reached
-
-    def _plant(self, v: AppVersion, page: str) -> None:
-        """The scratch collection holds this probe's page only (synced each probe)."""
-        first = next((self.alc.store.collection(c) for c in self.alc.app_collections(v.ref)),
-                     None)
-        embedder = None
-        if self.alc.store.collection(PLANTED) is None and first is not None:
-            embedder = cast(EmbedderName, family(first.embedder))
-        with tempfile.TemporaryDirectory(prefix="alicerce-redteam-") as tmp:
-            (Path(tmp) / "atualizacao-reembolso.md").write_text(page, encoding="utf-8")
-            self.alc.ingest([tmp], PLANTED, sync=True, embedder=embedder)
 
     def _variant(self, v: AppVersion, suite: str, guards: bool, host: str) -> AppVersion:
         """The app with the suite's planted tools, its agents' rails on or off."""

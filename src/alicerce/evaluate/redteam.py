@@ -299,16 +299,7 @@ class RedTeam:
         return run
 
     def _plant(self) -> str:
-        """The scratch collection, created with the app's embedder, synced to the planted
-        documents on every run."""
-        first = self.alc.store.collection(self.alc.app_collections(self.app)[0])
-        embedder = None
-        if self.alc.store.collection(PLANTED) is None and first is not None:
-            embedder = cast(EmbedderName, family(first.embedder))
-        with tempfile.TemporaryDirectory(prefix="alicerce-redteam-") as tmp:
-            for name, text in PLANTED_DOCS.items():
-                (Path(tmp) / name).write_text(text, encoding="utf-8")
-            self.alc.ingest([tmp], PLANTED, sync=True, embedder=embedder)
+        plant(self.alc, PLANTED, PLANTED_DOCS, self.app)
         return PLANTED
 
     def _system(self) -> str:
@@ -354,6 +345,19 @@ class RedTeam:
             details["unguarded_answer"] = u.answer
         return RowResult(probe.id, probe.text, g.answer, g.trace_id, scores, details,
                          [e for e in (g.error, u.error if u else "") if e])
+
+
+def plant(alc: Alicerce, collection: str, docs: dict[str, str], app: str) -> None:
+    """A scratch collection holding exactly `docs` (synced on every call), created with the
+    embedder of `app`'s first collection so it can be searched beside them."""
+    first = next((alc.store.collection(c) for c in alc.app_collections(app)), None)
+    embedder = None
+    if alc.store.collection(collection) is None and first is not None:
+        embedder = cast(EmbedderName, family(first.embedder))
+    with tempfile.TemporaryDirectory(prefix="alicerce-redteam-") as tmp:
+        for name, text in docs.items():
+            (Path(tmp) / name).write_text(text, encoding="utf-8")
+        alc.ingest([tmp], collection, sync=True, embedder=embedder)
 
 
 def _last(stream: Any) -> Answer:
