@@ -267,7 +267,8 @@ def obedient(messages) -> str:
 
 def test_redteam_runs_suites_with_and_without_guards_and_gates(kb: Alicerce,
                                                                tmp_path: Path) -> None:
-    from alicerce.evaluate.redteam import RedTeam, check_gate, markdown, parse_gate, suites
+    from alicerce.evaluate.redteam import RedTeam, suites
+    from alicerce.evaluate.redteam_report import check_gate, markdown, parse_gate
 
     kb.use_generator("fake", ScriptedGenerator(obedient))
     spec = GUARDED.replace("name: safe", "name: guarded").replace(

@@ -15,10 +15,11 @@ from alicerce.evaluate.agent_redteam import (
     agent_suites,
     agent_tools,
 )
-from alicerce.evaluate.redteam import SUITES, RedTeam, check_gate, parse_gate
-from alicerce.evaluate.redteam import html as rt_html
-from alicerce.evaluate.redteam import markdown as rt_markdown
+from alicerce.evaluate.redteam import SUITES, RedTeam
 from alicerce.evaluate.redteam import suites as suite_probes
+from alicerce.evaluate.redteam_report import check_gate, parse_gate
+from alicerce.evaluate.redteam_report import html as rt_html
+from alicerce.evaluate.redteam_report import markdown as rt_markdown
 from alicerce.guard.base import Stage
 
 guard_app = typer.Typer(no_args_is_help=True, help="Guard rails (docs/guardrails.md).")

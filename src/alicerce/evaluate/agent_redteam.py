@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 from alicerce.apps.registry import AppVersion, spec_hash
 from alicerce.batch.runner import text_inputs
 from alicerce.errors import AlicerceError, InputError
-from alicerce.evaluate.redteam import Outcome, Probe, plant, summarise
+from alicerce.evaluate.redteam import Outcome, Probe, plant
+from alicerce.evaluate.redteam_report import summarise
 from alicerce.evaluate.runs import RowResult, Run
 from alicerce.evaluate.stats import bootstrap
 
