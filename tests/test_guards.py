@@ -75,6 +75,24 @@ def test_stream_watch_releases_sentences_redacted_and_stops_at_a_block() -> None
     assert tail.feed("no end") == "" and tail.finish() == "no end"
 
 
+def test_stream_watch_by_clause_releases_at_commas_and_whole_words() -> None:
+    rails = Rails("output", [Rail(Word("secret", action="redact")), Rail(Word("BOOM"))])  # type: ignore[arg-type]
+    w = StreamWatch(rails, Context(), "clause")
+    assert w.feed("Sim, até três") == "Sim,"  # a clause is out before the sentence ends
+    assert w.feed(" dias por semana, com o secret") == " até três dias por semana,"
+    long = " e mais " + "palavra " * 12 + "4111 1111 1111"  # no boundary for 100 characters
+    out = w.feed(long)
+    assert out.startswith(" com o <X> e mais palavra") and out.endswith("palavra")
+    assert "4111" not in out  # the last 40 characters wait: a card number is never cut
+    assert w.feed(" 1111.") == ""  # "." ends a clause only before whitespace
+    assert w.finish().endswith("4111 1111 1111 1111.")
+    stopped = StreamWatch(rails, Context(), "clause")
+    assert stopped.feed("Primeiro, BOOM") == "Primeiro,"
+    assert stopped.feed(" aqui, depois") == "" and stopped.blocked is not None
+    by_sentence = StreamWatch(rails, Context())
+    assert by_sentence.feed("Sim, até três dias") == ""  # the old unit holds the sentence
+
+
 def test_the_normal_form_is_accepted_again(tmp_path: Path) -> None:
     from alicerce.apps.spec import parse
 
@@ -343,3 +361,29 @@ def test_personal_data_can_be_redacted_at_ingestion(tmp_path: Path) -> None:
         assert json.loads(alc.versions("safe")[-1]["chunking"])["redact_pii"] is True
         with pytest.raises(InputError, match="with PII redaction"):
             alc.ingest([docs], "safe", redact_pii=False)
+
+
+def test_one_invented_detail_fires_the_grounding_rail() -> None:
+    from alicerce.guard.grounding import GroundingGuard
+
+    sources = ("O prazo para enviar os comprovantes é de 30 dias corridos após a data da "
+               "despesa, pelo portal financeiro.",)
+    pt = Context("Qual o prazo?", "pt", sources)
+    guard = GroundingGuard(min=0.5)
+    assert guard.check("O prazo é de 30 dias corridos [1].", pt).action == "allow"
+    for invented, detail in (("O prazo é de 37 dias corridos [1].", "37"),
+                             ("O prazo é de 30 dias corridos (página 10) [1].", "page 10"),
+                             ("O prazo é de 30 dias corridos, no sistema SAP Concur [1].",
+                              "SAP Concur")):
+        v = guard.check(invented, pt)
+        assert v.action == "block" and detail in v.details["invented"], (invented, v)
+        assert "invented" in v.reason
+    # Across languages names are translated: alone they do not fire; figures still do (the
+    # word overlap, low across languages, is left out here with min 0).
+    en, across = Context("What is the deadline?", "en", sources), GroundingGuard(min=0.0)
+    assert across.check("Receipts are due within 30 days, through the Finance Portal [1].",
+                        en).action == "allow"
+    assert across.check("Receipts are due within 45 days [1].", en).action == "block"
+    # The averaged score alone, as before, when asked.
+    loose = GroundingGuard(min=0.5, details=False)
+    assert loose.check("O prazo é de 37 dias corridos [1].", pt).action == "allow"

@@ -261,3 +261,54 @@ def test_numbered_lists_keep_their_numbers_and_pages_come_from_the_sources() -> 
     assert invented.score <= 0.5 and "page 10" in invented.unsupported
     real = check("A política está na página 2 [1].", ["A política de férias"], pages=[2])
     assert "page 2" not in real.unsupported and real.facts == 1.0
+
+
+def test_the_sources_are_checked_for_the_answer_before_answering(tmp_path: Path,
+                                                                  docs: Path) -> None:
+    """answerable_min: the yes/no question follows the answer's own prompt (its prefix is
+    the answer's, so the prompt cache serves the answer), and a "no" abstains without
+    generating."""
+    a = Alicerce(Settings.load(home=tmp_path / "h", embedder="hashing", abstain_below=0.0,
+                               generator="fake", answerable_min=0.5))
+    a.ingest([docs], "kb")
+    gen = ScriptedGenerator("Envie os comprovantes em até 30 dias [1].", answerable="não")
+    a.use_generator("fake", gen)
+    out = a.ask("Em quantos dias envio os receipts do refund?", "kb")
+    assert out.abstained and out.text == "Não encontrei isso nos documentos."
+    assert gen.calls == [] and len(gen.checks) == 1  # no answer was generated
+    [check] = gen.checks
+    assert check[-1].content.endswith("Responda apenas sim ou não.")
+    assert "Pergunta: Em quantos dias envio os receipts do refund?" in check[-1].content
+    spans = {s["name"]: s["attrs"] for s in a.traces.get(out.trace_id).spans}
+    assert spans["answerable"]["p_yes"] == 0.0 and spans["answerable"]["abstain"] is True
+    gen.answerable = "sim"
+    yes = a.ask("Em quantos dias envio os receipts do refund?", "kb")
+    assert not yes.abstained and yes.text.startswith("Envie os comprovantes em até 30 dias")
+    [answer_prompt] = gen.calls
+    assert gen.checks[-1][-1].content.startswith(answer_prompt[-1].content)  # shared prefix
+    assert yes.usage.prompt_tokens > sum(len(m.content.split()) for m in answer_prompt)
+    a.close()
+
+
+def test_the_model_reads_sentence_windows_of_the_chunks(tmp_path: Path) -> None:
+    docs = tmp_path / "d"
+    docs.mkdir()
+    filler = " ".join(f"O item {i} do manual trata de um assunto diferente." for i in range(30))
+    (docs / "manual.md").write_text(
+        f"# Manual\n\n{filler} O prazo para enviar os comprovantes é de 30 dias corridos. "
+        f"Pedidos aprovados até o dia 20 são pagos no mesmo mês. {filler}\n", encoding="utf-8")
+    settings = dict(home=tmp_path / "h", embedder="hashing", abstain_below=0.0,
+                    generator="fake", chunk_tokens=2000)
+    for select, whole in (("windows", False), ("passages", True)):
+        a = Alicerce(Settings.load(**settings, answer_select=select,
+                                   answer_context_tokens=80 if select == "windows" else 4000))
+        a.ingest([docs], "kb")
+        gen = ScriptedGenerator("São 30 dias [1].")
+        a.use_generator("fake", gen)
+        out = a.ask("Qual o prazo para enviar os comprovantes?", "kb")
+        prompt = gen.calls[0][-1].content
+        assert "30 dias corridos" in prompt and "dia 20" in prompt  # the answer and its neighbour
+        assert ("O item 3 do manual" in prompt) is whole
+        assert ("…" in out.chunks[0].text) is not whole  # the window, as the model read it
+        assert [c.n for c in out.citations] == [1]
+        a.close()

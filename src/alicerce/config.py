@@ -134,10 +134,23 @@ class Settings(BaseSettings):
     temperature: float = Field(0.1, ge=0.0, le=2.0, description="Default sampling temperature.")
 
     answer_k: int = Field(6, ge=1, le=50, description="Chunks retrieved for an answer.")
-    answer_context_tokens: int = Field(2000, ge=128, description="Token budget of the sources.")
+    answer_context_tokens: int = Field(
+        320, ge=64, description="Token budget of the sources the model reads (with "
+        "answer_select=passages, the best chunk goes in even when it alone is over it).")
+    answer_select: Literal["windows", "passages"] = Field(
+        "windows", description="windows: the sentences of the retrieved chunks closest to "
+        "the question, with their neighbours; passages: whole chunks (docs/answers.md).")
     abstain_below: float = Field(
         0.80, ge=0.0, le=1.0,
         description="Abstain when the best chunk's dense similarity is below this.")
+    stream_release: Literal["sentence", "clause"] = Field(
+        "clause", description="How much of a streamed answer the output rails check before "
+        "it is shown: a sentence, or a clause (a comma, or 80 characters up to a whole "
+        "word); docs/guardrails.md.")
+    answerable_min: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Abstain when the answering model's P(the sources answer the question) "
+                    "is below this; 0 = no check (docs/answers.md).")
     extractiveness: Extractiveness = "balanced"
     max_question_chars: int = Field(2000, ge=10, le=100000)
     max_chain_input_chars: int = Field(

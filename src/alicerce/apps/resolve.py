@@ -79,6 +79,9 @@ def resolve(spec: AppSpec, store: Store, prompts: PromptRegistry,
             "filters": r.filters,
             "reranker": r.reranker,
             "context_tokens": r.context_tokens or settings.answer_context_tokens,
+            "select": r.select or settings.answer_select,
+            "answerable_min": settings.answerable_min if r.answerable_min is None
+            else r.answerable_min,
             "abstain_below": settings.abstain_below if r.abstain_below is None
             else r.abstain_below,
             **rerank,

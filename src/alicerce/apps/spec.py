@@ -54,7 +54,12 @@ class Retrieval(_Strict):
     reranker_path: str = Field(default="", description="cross-encoder: a local folder")
     candidates: int | None = Field(default=None, ge=1, le=100, description=(
         "Chunks retrieved for the reranker to reorder, before keeping k [3 x k, up to 50]."))
-    context_tokens: int | None = Field(default=None, ge=128)
+    context_tokens: int | None = Field(default=None, ge=64)
+    select: Literal["windows", "passages"] | None = Field(default=None, description=(
+        "What of the chunks the model reads: sentence windows or whole chunks [settings]"))
+    answerable_min: float | None = Field(default=None, ge=0.0, le=1.0, description=(
+        "Abstain when the model's P(the sources answer) is below this; 0: no check "
+        "[settings]"))
     abstain_below: float | None = Field(default=None, ge=0.0, le=1.0)
 
 

@@ -18,8 +18,10 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from alicerce.chains import fusion
+from alicerce.chains.answerable import answerable
 from alicerce.chains.chat import condense, recent
 from alicerce.chains.citations import attach, citations, is_abstention, reattribute, renumber
+from alicerce.chains.select import windows
 from alicerce.chains.spec import CondenseStep, GenerateStep, GuardStep
 from alicerce.chains.state import RunState, Stop, Turn
 from alicerce.generate.params import DecodingParams
@@ -37,6 +39,7 @@ from alicerce.types import Citation, Hit, Message, TokenLogprob, Usage
 if TYPE_CHECKING:
     from alicerce.chains.plan import Node
     from alicerce.chains.runner import Host
+    from alicerce.generate.base import Generator as Model
 
 _NORM = re.compile(r"[^\w]+", re.UNICODE)
 
@@ -180,10 +183,17 @@ class GroundedSteps:
         with rec.span("context", budget_tokens=g.context_tokens, floor=g.abstain_below) as out:
             best = max((h.scores.get("dense", 0.0) for h in found), default=0.0)
             weak = not found or best < g.abstain_below
-            turn.sources = () if weak else fit(found, g.context_tokens, gen.count_tokens)
-            out.update(best_dense=round(best, 4), weak=weak,
+            if weak:
+                turn.sources = ()
+            elif g.select == "windows":
+                turn.sources = windows(turn.query, found, self.host.sentence_embedder(),
+                                       g.context_tokens, gen.count_tokens)
+            else:
+                turn.sources = fit(found, g.context_tokens, gen.count_tokens)
+            kept = {h.chunk_id for h in turn.sources}
+            out.update(best_dense=round(best, 4), weak=weak, select=g.select,
                        kept=[h.chunk_id for h in turn.sources],
-                       dropped=[h.chunk_id for h in found if h not in turn.sources])
+                       dropped=[h.chunk_id for h in found if h.chunk_id not in kept])
         template = self.host.prompts.get(s.prompt)
         watched = node.watch.rails if node.watch is not None else []
         canary = self.host.canary if any(isinstance(r, dict) and r.get("rail") == "canary"
@@ -200,6 +210,8 @@ class GroundedSteps:
                 messages = self._render(template, turn, g.extractiveness, shown, canary)
                 out["canary"] = True
         turn.messages, turn.canary = messages, canary
+        if not weak and g.answerable_min > 0 and g.fusion == "prompt":
+            weak = not self._answerable(gen, messages, g.answerable_min, state, rec)
         if weak:
             yield ABSTAIN[turn.language]
             return self._finish(turn, ABSTAIN[turn.language], True, rec)
@@ -211,7 +223,8 @@ class GroundedSteps:
         run = _Run()
         watch = (StreamWatch(Rails("output", [r for r in self.rails(
             "output", node.watch.rails).rails if r.guard.name in STREAMABLE]),
-            self._answer_context(turn)) if turn.stream and node.watch is not None else None)
+            self._answer_context(turn), self.host.settings.stream_release)
+            if turn.stream and node.watch is not None else None)
         if turn.stream:
             yield from _stream(gen.stream(messages, params), run, watch)
         else:
@@ -239,6 +252,17 @@ class GroundedSteps:
             state.stop = Stop(node.watch.id, "output", rail, watch.blocked.replace)
             return {"text": "", "citations": [], "abstained": True, "sources": []}
         return self._finish(turn, text, is_abstention(text), rec)
+
+    def _answerable(self, gen: Model, messages: Sequence[Message], floor: float,
+                    state: RunState, rec: Recorder) -> bool:
+        """Whether the sources answer the question (P(yes) at least `floor`)."""
+        lang = state.turn.language if state.turn else "en"
+        with rec.span("answerable", min=floor) as out:
+            p, usage = answerable(gen, messages, lang)
+            out.update(p_yes=round(p, 4), abstain=p < floor, prompt_tokens=usage.prompt_tokens,
+                       cached_tokens=usage.cached_tokens)
+        state.add(usage)
+        return p >= floor
 
     def _render(self, template: PromptTemplate, turn: Turn, extractiveness: str,
                 sources: Sequence[Hit], canary: str) -> tuple[Message, ...]:
@@ -315,7 +339,8 @@ def _stream(deltas: Any, run: _Run, watch: StreamWatch | None) -> Generator[str,
 
 
 def fit(hits: Sequence[Hit], budget: int, count: Callable[[str], int]) -> tuple[Hit, ...]:
-    """Best-first chunks that fit the token budget; duplicates of a kept text dropped."""
+    """Best-first chunks that fit the token budget, duplicates of a kept text dropped; the
+    best one even when it alone is over budget (a budget sized for windows)."""
     kept: list[Hit] = []
     seen: set[str] = set()
     left = budget
@@ -327,7 +352,7 @@ def fit(hits: Sequence[Hit], budget: int, count: Callable[[str], int]) -> tuple[
         kept.append(hit)
         seen.add(key)
         left -= cost
-    return tuple(kept)
+    return tuple(kept) if kept or not hits else (hits[0],)
 
 
 def passage(n: int, h: Hit) -> dict[str, Any]:

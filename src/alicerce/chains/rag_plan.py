@@ -52,7 +52,9 @@ class RagConfig:
         return cls((collection,), {
             "mode": settings.search_mode, "alpha": settings.alpha, "k": settings.answer_k,
             "filters": {}, "reranker": "none", "context_tokens":
-                settings.answer_context_tokens, "abstain_below": settings.abstain_below},
+                settings.answer_context_tokens, "select": settings.answer_select,
+            "answerable_min": settings.answerable_min,
+            "abstain_below": settings.abstain_below},
             "rag-answer", settings.generator,
             {"max_tokens": settings.max_tokens, "temperature": settings.temperature},
             settings.extractiveness, ("condense", "retrieve", "generate"), settings.guards)
@@ -127,6 +129,9 @@ def rag_chain(c: RagConfig) -> ChainSpec:
     steps.append({"id": "generate", "kind": "generate", "prompt": c.prompt, "model": c.model,
                   "decoding": dict(c.decoding),
                   "grounded": {"context_tokens": r["context_tokens"],
+                               # versions deployed before windows existed read passages
+                               "select": r.get("select", "passages"),
+                               "answerable_min": r.get("answerable_min", 0.0),
                                "abstain_below": r["abstain_below"],
                                "extractiveness": c.extractiveness,
                                **({"fusion": c.fusion["mode"],

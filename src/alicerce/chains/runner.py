@@ -31,6 +31,7 @@ from alicerce.chains.spec import (
 from alicerce.chains.state import RunState, Stop, Turn
 from alicerce.chains.values import check_inputs, holds, parse_json
 from alicerce.config import SearchMode, Settings
+from alicerce.embed.base import Embedder
 from alicerce.errors import AlicerceError, ChainError, GeneratorError, InputError
 from alicerce.generate.base import Generator as Model
 from alicerce.generate.params import DecodingParams
@@ -63,6 +64,8 @@ class Host(Protocol):
                filters: Filters | None = None, spans: Recorder | None = None) -> list[Hit]: ...
 
     def app_plan(self, app: str) -> tuple[str, Plan]: ...
+
+    def sentence_embedder(self) -> Embedder: ...
 
 
 @dataclass(frozen=True)

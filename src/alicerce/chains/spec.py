@@ -72,7 +72,12 @@ class Grounding(_Strict):
     against the sources shown. When the output guard on its text has the canary rail, the
     process's canary is appended to the system prompt."""
 
-    context_tokens: int = Field(1500, ge=128)
+    context_tokens: int = Field(1500, ge=64)
+    # passages: whole chunks, best first; windows: the sentences closest to the question
+    # with their neighbours (chains/select.py)
+    select: Literal["passages", "windows"] = "passages"
+    # abstain when P(the sources answer the question) is below this (chains/answerable.py)
+    answerable_min: float = Field(0.0, ge=0.0, le=1.0)
     abstain_below: float = Field(0.0, ge=0.0, le=1.0)
     extractiveness: Extractiveness = "balanced"
     # prompt: every passage in one prompt; sequence / token: RAG-Sequence / RAG-Token over

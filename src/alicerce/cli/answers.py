@@ -31,6 +31,9 @@ from alicerce.platform import Alicerce
 from alicerce.types import Answer, TokenLogprob
 
 StreamOpt = Annotated[bool, typer.Option("--stream", help="Print the answer as it is written.")]
+LiveOpt = Annotated[bool | None, typer.Option(
+    "--stream/--no-stream", help="Print the answer as it is written [default: when the "
+                                 "output is a terminal]")]
 ModeOpt = Annotated[str | None, typer.Option(help="Retrieval: sparse | dense | hybrid | rrf")]
 KOpt = Annotated[int | None, typer.Option("-k", help="Chunks to retrieve [default: answer_k]")]
 FilterOpt = Annotated[list[str] | None, typer.Option(
@@ -94,6 +97,8 @@ def _print_answer(stream: Any, live: bool, as_json: bool) -> Answer:
         emit(asdict(answer))
         return answer
     typer.echo("\n" if live else answer.text, nl=not live)
+    if live and answer.blocked:  # a rail that judges the whole answer replaced it
+        typer.echo(f"[{answer.blocked} replaced the answer above:]\n{answer.text}")
     _sources(answer)
     if answer.logprobs:
         _likelihood(answer.logprobs)
@@ -108,7 +113,7 @@ def ask(
     question: Annotated[str, typer.Argument(help="The question, in Portuguese or English.")],
     collection: AppOpt = "default",
     model: ModelOpt = None,
-    stream: StreamOpt = False,
+    stream: LiveOpt = None,
     k: KOpt = None,
     mode: ModeOpt = None,
     filter_: FilterOpt = None,
@@ -126,7 +131,7 @@ def ask(
                        extractiveness=extractiveness, prompt=prompt)
         load_model(alc, collection, model, as_json)
         out = alc.ask_stream(question, collection, **options)
-        _print_answer(out, stream, as_json)
+        _print_answer(out, sys.stdout.isatty() if stream is None else stream, as_json)
 
 
 @app.command()

@@ -107,6 +107,12 @@ class KnowledgeBase(Home):
         self.store.flush()
         return report
 
+    def sentence_embedder(self) -> Embedder:
+        """The embedder that picks the sentences an answer reads (chains/select.py): the
+        configured one, whatever embedded the collections (it only compares the question
+        with sentences)."""
+        return get_embedder(self.settings.embedder, self.settings)
+
     def search(self, query: str, collection: str, *, mode: SearchMode | None = None,
                k: int | None = None, alpha: float | None = None,
                filters: Filters | None = None, reranker: Reranker | None = None,

@@ -55,6 +55,12 @@ class LlamaCppGenerator:
         # llama.cpp keeps earlier prompts' KV state in host RAM for reuse, 8 GB by default:
         # a server's memory would grow with every distinct prompt up to that. Bound it.
         params.cache_ram_mib = cache_ram_mb
+        # By default llama.cpp moves every idle slot's KV to that RAM cache when a request
+        # starts, and takes a prompt back from it only when most of it matches: a RAG
+        # prompt shares just its system prompt (~160 of ~300-700 tokens) with the last
+        # one, so it was read again every time (bench/latency.py, "cached 0"). Left in its
+        # slot, the KV is reused by llama.cpp's slot choice (10% of the prompt in common).
+        params.cache_idle_slots = False
         params.verbosity = -1
         params.warmup = False
         n = threads or os.cpu_count() or 1

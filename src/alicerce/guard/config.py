@@ -33,7 +33,8 @@ RAILS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str, dict[str, type]]] 
     "toxicity": (("input", "output"), ("block", "flag"), "block", {"threshold": float}),
     "topics": (("input", "output"), ("block", "flag"), "block",
                {"deny": list, "allow": list, "threshold": float}),
-    "grounding": (("output",), ("abstain", "block", "flag"), "abstain", {"min": float}),
+    "grounding": (("output",), ("abstain", "block", "flag"), "abstain",
+                  {"min": float, "details": bool}),
     "canary": (("output",), ("block", "flag"), "block", {"min_words": int}),
 }
 # The rails that can judge a partial answer, so a stream is checked as it goes.
@@ -182,7 +183,8 @@ def _rail(spec: dict[str, Any], settings: Settings) -> Rail:
                            spec.get("allow", []), spec.get("threshold", DEFAULT_THRESHOLD),
                            action=action)
     elif name == "grounding":
-        guard = GroundingGuard(action=action, min=spec.get("min", 0.6))
+        guard = GroundingGuard(action=action, min=spec.get("min", 0.6),
+                               details=spec.get("details", True))
     else:
         guard = CanaryGuard(action=action, min_words=spec.get("min_words", 12))
     replace: Replace = "abstain" if spec["action"] == "abstain" else "refuse"

@@ -20,7 +20,7 @@ from typing import Any
 from alicerce.guard.base import REFUSE, Context
 from alicerce.guard.config import Guards
 from alicerce.guard.rails import Outcome, Rails
-from alicerce.guard.watch import StreamWatch
+from alicerce.guard.watch import Release, StreamWatch
 from alicerce.language import detect
 from alicerce.types import Delta, Message
 
@@ -80,14 +80,16 @@ def check_output(guards: Guards, check: RawCheck, text: str) -> tuple[str, bool]
     return (check.refusal, True) if out.blocked is not None else (out.text, False)
 
 
-def watch_stream(guards: Guards, check: RawCheck, deltas: Iterator[Delta]) -> Iterator[Delta]:
-    """The stream a sentence at a time through the streamable output rails; on a block the
-    generation is cut (the source iterator closed) and a content_filter delta ends it."""
+def watch_stream(guards: Guards, check: RawCheck, deltas: Iterator[Delta],
+                 release: Release = "sentence") -> Iterator[Delta]:
+    """The stream a sentence (or clause) at a time through the streamable output rails; on a
+    block the generation is cut (the source iterator closed) and a content_filter delta
+    ends it."""
     rails = guards.streamable()
     if not rails:
         yield from deltas
         return
-    watch = StreamWatch(rails, _ctx(check))
+    watch = StreamWatch(rails, _ctx(check), release)
     try:
         for delta in deltas:
             shown = watch.feed(delta.text) if delta.text else ""

@@ -16,11 +16,12 @@ from alicerce.errors import ConfigError
 from alicerce.generate.base import Generator
 from alicerce.generate.params import DecodingParams
 from alicerce.prompts.template import PromptTemplate
+from alicerce.types import Choice
 
 _YES = ("yes", "sim", "y", "s")
 _NO = ("no", "não", "nao", "n")
 # One token, greedy, with the alternatives' probabilities: P(yes) is the score.
-_ONE_TOKEN = DecodingParams(max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=10)
+ONE_TOKEN = DecodingParams(max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=10)
 
 
 class LlmReranker:
@@ -36,19 +37,24 @@ class LlmReranker:
         return [self._score(query, p) for p in passages]
 
     def _score(self, query: str, passage: str) -> float:
-        done = self.gen.complete(self.prompt.render(query=query, passage=passage), _ONE_TOKEN)
-        choice = done.choices[0]
-        if choice.logprobs:
-            yes = no = 0.0
-            for token, lp in choice.logprobs[0].top:
-                word = token.strip().lower()
-                if word in _YES:
-                    yes += math.exp(lp)
-                elif word in _NO:
-                    no += math.exp(lp)
-            if yes + no > 0:
-                return yes / (yes + no)
-        return 1.0 if choice.text.strip().lower().startswith(_YES[:2]) else 0.0
+        done = self.gen.complete(self.prompt.render(query=query, passage=passage), ONE_TOKEN)
+        return yes_share(done.choices[0])
+
+
+def yes_share(choice: Choice) -> float:
+    """P(yes) / (P(yes) + P(no)) of a one-token answer to a yes/no question (asked with
+    ONE_TOKEN), or 1/0 from its text when the backend gives no log-probabilities."""
+    if choice.logprobs:
+        yes = no = 0.0
+        for token, lp in choice.logprobs[0].top:
+            word = token.strip().lower()
+            if word in _YES:
+                yes += math.exp(lp)
+            elif word in _NO:
+                no += math.exp(lp)
+        if yes + no > 0:
+            return yes / (yes + no)
+    return 1.0 if choice.text.strip().lower().startswith(_YES[:2]) else 0.0
 
 
 class CrossEncoderReranker:

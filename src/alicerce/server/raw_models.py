@@ -102,7 +102,8 @@ class RawCall:
 
         def make() -> Iterator[Delta]:
             deltas = gen.stream(check.messages, self.params)
-            return watch_stream(guards, check, deltas) if guards else deltas
+            return (watch_stream(guards, check, deltas, self.svc.settings.stream_release)
+                    if guards else deltas)
 
         deltas = self.svc.work.iterate(make)
         first = await anext(deltas)  # request errors surface here, before any byte is sent

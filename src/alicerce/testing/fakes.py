@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from alicerce.chains.answerable import CHECK
 from alicerce.embed.base import Vectors, approx_tokens, normalise
 from alicerce.generate.params import DecodingParams
 from alicerce.types import Choice, Completion, Delta, Message, Usage
@@ -45,18 +46,26 @@ class HashingEmbedder:
 
 class ScriptedGenerator:
     """Replies from a script: a fixed text, a list consumed in order, or a function of the
-    messages. Records every call, so tests can check the prompts a chain built."""
+    messages. Records every call, so tests can check the prompts a chain built. The grounded
+    answer's yes/no answerability question (chains/answerable.py) is answered apart, with
+    `answerable` ("sim" unless a test says otherwise), and recorded in `checks`, so a script
+    of answers is not consumed by it."""
 
     backend = "fake"
     context_size = 8192
 
     def __init__(self, reply: str | list[str] | Callable[[Sequence[Message]], str],
-                 name: str = "scripted") -> None:
+                 name: str = "scripted", answerable: str = "sim") -> None:
         self.name = name
         self._reply = reply
+        self.answerable = answerable
         self.calls: list[list[Message]] = []
+        self.checks: list[list[Message]] = []
 
     def _next(self, messages: Sequence[Message]) -> str:
+        if messages and messages[-1].content.endswith(tuple(CHECK.values())):
+            self.checks.append(list(messages))
+            return self.answerable
         self.calls.append(list(messages))
         if callable(self._reply):
             return self._reply(messages)
