@@ -15,6 +15,7 @@ the quality/latency curve per budget (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections import OrderedDict
@@ -112,6 +113,7 @@ def windows(question: str, hits: Sequence[Hit], embedder: Embedder, budget: int,
     flat = [(i, j, s) for i, ss in enumerate(split) for j, s in enumerate(ss)]
     if not flat:
         return ()
+    count = functools.cache(count)  # a sentence is priced once (llama.cpp: an HTTP call)
     q = np.asarray(embedder.embed_queries([question])[0], dtype=np.float32)
     scores = _CACHE.vectors(embedder, [_titled(hits[i], s) for i, _, s in flat]) @ q
     ranked = sorted((Window(i, j, float(sc)) for (i, j, _), sc in zip(flat, scores,
