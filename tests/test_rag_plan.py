@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from alicerce import Alicerce, Settings
+from alicerce.chains.rag_plan import RagConfig, rag_chain
 from alicerce.cli import app as cli
 from alicerce.errors import InputError
 from alicerce.testing.fakes import ScriptedGenerator
@@ -63,6 +64,24 @@ def test_a_rag_apps_chain_compiles_to_the_runners_step_kinds(alc: Alicerce) -> N
     assert generate.prompt == v.spec["prompt"] and generate.grounded is not None
     assert plan.nodes[3].watch is plan.nodes[4].step  # the output rails watch the stream
     assert set(plan.output_types) == {"answer", "citations", "abstained"}
+    g = generate.grounded
+    assert (g.select, g.context_min, g.window_drop) == ("windows", 150, 0.02)  # settings
+
+
+def test_an_apps_window_budget_compiles_into_its_plan(alc: Alicerce) -> None:
+    v, _ = alc.deploy_app("name: rh\ncollections: [kb]\nretrieval: {context_tokens: 400, "
+                          "context_min: 0, window_drop: 0.05}\n")
+    g = next(n.step for n in alc.chains.plan(v).nodes if n.id == "generate").grounded
+    assert g is not None and (g.context_tokens, g.context_min, g.window_drop) == (400, 0, 0.05)
+    with pytest.raises(InputError, match="window_drop"):
+        alc.deploy_app("name: rh\ncollections: [kb]\nretrieval: {window_drop: 2}\n")
+
+    # a version resolved before windows and their adaptive budget existed reads as it did
+    old = {k: x for k, x in v.spec["retrieval"].items()
+           if k not in ("select", "context_min", "window_drop")}
+    spec = rag_chain(RagConfig.of({**v.spec, "retrieval": old}, "kb", alc.settings))
+    grounded = next(s for s in spec.steps if s.id == "generate").grounded
+    assert grounded is not None and (grounded.select, grounded.context_min) == ("passages", None)
 
 
 def test_a_rag_app_runs_through_its_plan_compiled_once(alc: Alicerce) -> None:

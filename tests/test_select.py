@@ -71,3 +71,28 @@ def test_overlapping_chunks_are_read_once() -> None:
 def test_nothing_to_read_gives_no_sources() -> None:
     assert windows("pergunta", [hit(1, "  ")], HashingEmbedder(), 100, words) == ()
     assert windows("pergunta", [], HashingEmbedder(), 100, words) == ()
+
+
+def test_the_budget_adapts_to_how_far_the_other_windows_fall_below_the_best() -> None:
+    hits = [hit(1, FERIAS), hit(2, REEMBOLSO), hit(3, SENHA)]
+    q = "Senhas precisam de quantos caracteres?"
+    fixed = windows(q, hits, HashingEmbedder(), 500, words)
+    assert [h.chunk_id for h in fixed] == [1, 2, 3]  # no floor: the whole budget is filled
+    tight = windows(q, hits, HashingEmbedder(), 500, words, least=0, drop=0.0)
+    assert [h.chunk_id for h in tight] == [3]  # only the best window, with its neighbour
+    assert "14 caracteres" in tight[0].text
+    # past `least` tokens only: under it, the lower windows still go in
+    assert windows(q, hits, HashingEmbedder(), 500, words, least=400, drop=0.0) == fixed
+    # a drop wide enough to take every score is the fixed budget again
+    assert windows(q, hits, HashingEmbedder(), 500, words, least=0, drop=1.0) == fixed
+
+
+def test_the_adaptive_budget_keeps_the_best_sentence_in_the_other_language() -> None:
+    # an English question over a Portuguese handbook: every Portuguese sentence scores
+    # under the English ones, so one shared best would leave the answer out
+    english = hit(1, "Welcome to the company. Collect your badge and laptop at reception.")
+    ferias = hit(2, FERIAS)
+    out = windows("How many days in advance must vacation be requested at the company?",
+                  [english, ferias], HashingEmbedder(), 500, words, least=0, drop=0.0)
+    assert [h.chunk_id for h in out] == [1, 2]
+    assert "45 dias" in out[1].text

@@ -139,7 +139,14 @@ class Settings(BaseSettings):
         "answer_select=passages, the best chunk goes in even when it alone is over it).")
     answer_select: Literal["windows", "passages"] = Field(
         "windows", description="windows: the sentences of the retrieved chunks closest to "
-        "the question, with their neighbours; passages: whole chunks (docs/answers.md).")
+        "the question, with their neighbours; passages: whole chunks (docs/generation.md).")
+    answer_context_min: int = Field(
+        150, ge=0, description="With windows, the budget adapts: past this many tokens, "
+        "windows scoring more than answer_window_drop under the best one are left out; set "
+        "it to answer_context_tokens for a fixed budget (docs/generation.md).")
+    answer_window_drop: float = Field(
+        0.02, ge=0.0, le=1.0, description="How far under the best sentence's similarity a "
+        "window may score and still go in past answer_context_min tokens.")
     abstain_below: float = Field(
         0.80, ge=0.0, le=1.0,
         description="Abstain when the best chunk's dense similarity is below this.")
@@ -150,7 +157,7 @@ class Settings(BaseSettings):
     answerable_min: float = Field(
         0.0, ge=0.0, le=1.0,
         description="Abstain when the answering model's P(the sources answer the question) "
-                    "is below this; 0 = no check (docs/answers.md).")
+                    "is below this; 0 = no check (docs/generation.md).")
     extractiveness: Extractiveness = "balanced"
     max_question_chars: int = Field(2000, ge=10, le=100000)
     max_chain_input_chars: int = Field(

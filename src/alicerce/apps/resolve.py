@@ -80,6 +80,10 @@ def resolve(spec: AppSpec, store: Store, prompts: PromptRegistry,
             "reranker": r.reranker,
             "context_tokens": r.context_tokens or settings.answer_context_tokens,
             "select": r.select or settings.answer_select,
+            "context_min": settings.answer_context_min if r.context_min is None
+            else r.context_min,
+            "window_drop": settings.answer_window_drop if r.window_drop is None
+            else r.window_drop,
             "answerable_min": settings.answerable_min if r.answerable_min is None
             else r.answerable_min,
             "abstain_below": settings.abstain_below if r.abstain_below is None

@@ -57,6 +57,12 @@ class Retrieval(_Strict):
     context_tokens: int | None = Field(default=None, ge=64)
     select: Literal["windows", "passages"] | None = Field(default=None, description=(
         "What of the chunks the model reads: sentence windows or whole chunks [settings]"))
+    context_min: int | None = Field(default=None, ge=0, description=(
+        "Windows: past this many tokens, only windows within window_drop of the best "
+        "[settings]"))
+    window_drop: float | None = Field(default=None, ge=0.0, le=1.0, description=(
+        "Windows: how far under the best sentence's similarity a window may score past "
+        "context_min [settings]"))
     answerable_min: float | None = Field(default=None, ge=0.0, le=1.0, description=(
         "Abstain when the model's P(the sources answer) is below this; 0: no check "
         "[settings]"))

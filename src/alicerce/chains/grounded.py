@@ -187,7 +187,8 @@ class GroundedSteps:
                 turn.sources = ()
             elif g.select == "windows":
                 turn.sources = windows(turn.query, found, self.host.sentence_embedder(),
-                                       g.context_tokens, gen.count_tokens)
+                                       g.context_tokens, gen.count_tokens,
+                                       least=g.context_min, drop=g.window_drop)
             else:
                 turn.sources = fit(found, g.context_tokens, gen.count_tokens)
             kept = {h.chunk_id for h in turn.sources}

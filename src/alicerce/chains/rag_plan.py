@@ -53,6 +53,8 @@ class RagConfig:
             "mode": settings.search_mode, "alpha": settings.alpha, "k": settings.answer_k,
             "filters": {}, "reranker": "none", "context_tokens":
                 settings.answer_context_tokens, "select": settings.answer_select,
+            "context_min": settings.answer_context_min,
+            "window_drop": settings.answer_window_drop,
             "answerable_min": settings.answerable_min,
             "abstain_below": settings.abstain_below},
             "rag-answer", settings.generator,
@@ -131,6 +133,9 @@ def rag_chain(c: RagConfig) -> ChainSpec:
                   "grounded": {"context_tokens": r["context_tokens"],
                                # versions deployed before windows existed read passages
                                "select": r.get("select", "passages"),
+                               # ... and those before the adaptive budget fill it
+                               "context_min": r.get("context_min"),
+                               "window_drop": r.get("window_drop", 0.02),
                                "answerable_min": r.get("answerable_min", 0.0),
                                "abstain_below": r["abstain_below"],
                                "extractiveness": c.extractiveness,

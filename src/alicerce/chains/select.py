@@ -9,8 +9,17 @@ document's title and section), and the best sentences go
 in with their neighbours (a window keeps the sentence that names the subject next to the one
 that answers) until the budget is spent. A passage keeps its rank and number, so citations
 still name the chunk; its text becomes the chosen windows joined by " … ". Passages none of
-whose sentences were chosen are left out. `bench/latency.py` and `bench/answers.py` measure
-the quality/latency curve per budget (docs/benchmarks.md).
+whose sentences were chosen are left out. The budget adapts: once `least` tokens are in, a
+window scoring more than `drop` under the best sentence is left out: a question one
+sentence answers reads ~190 tokens, not 320, and the answer stayed in the context as often
+on FaQuAD, Pirá, Zoomcamp and the handbook's golden set (`bench/windows_recall.py`). The
+sentences in another language than the question's are measured against their own best,
+among the `FOREIGN_TOP` best retrieved passages: the embedder scores a Portuguese sentence
+lower against an English question than any English sentence, so the Portuguese answer to an
+English question would never be near the best, while retrieval (fusion) ranks its passage
+well.
+`bench/latency.py` and `bench/answers.py` measure the quality/latency curve per budget
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from alicerce.embed.base import Embedder
+from alicerce.language import detect
 from alicerce.types import Hit
 
 # A sentence ends at . ! ? ; before a capital, a digit, a quote or a list mark; a blank line
@@ -37,6 +47,7 @@ _NORM = re.compile(r"[^\w]+", re.UNICODE)
 _MIN_WORDS = 4  # a fragment shorter than this joins its neighbour ("1.", "## Prazos")
 GAP = " … "
 HEADER_TOKENS = 12  # the "[n] title — section" line of each source
+FOREIGN_TOP = 3  # passages whose sentences in another language have their own best
 
 
 def sentences(text: str) -> list[str]:
@@ -68,6 +79,7 @@ class Window:
     hit: int
     index: int
     score: float
+    native: bool = True  # in the question's language
 
 
 class SentenceCache:
@@ -105,10 +117,12 @@ _CACHE = SentenceCache()
 
 
 def windows(question: str, hits: Sequence[Hit], embedder: Embedder, budget: int,
-            count: Callable[[str], int], neighbours: int = 1) -> tuple[Hit, ...]:
+            count: Callable[[str], int], neighbours: int = 1, least: int | None = None,
+            drop: float = 0.02) -> tuple[Hit, ...]:
     """The passages as the model should read them: each one's best sentence windows, the
-    whole set within `budget` tokens, passages in their retrieval order (fusion ranks
-    passages better than one sentence's cosine does)."""
+    whole set within `budget` tokens (past `least` tokens, only windows within `drop` of the
+    best score), passages in their retrieval order (fusion ranks passages better than one
+    sentence's cosine does)."""
     split = [sentences(h.text) for h in hits]
     flat = [(i, j, s) for i, ss in enumerate(split) for j, s in enumerate(ss)]
     if not flat:
@@ -116,13 +130,19 @@ def windows(question: str, hits: Sequence[Hit], embedder: Embedder, budget: int,
     count = functools.cache(count)  # a sentence is priced once (llama.cpp: an HTTP call)
     q = np.asarray(embedder.embed_queries([question])[0], dtype=np.float32)
     scores = _CACHE.vectors(embedder, [_titled(hits[i], s) for i, _, s in flat]) @ q
-    ranked = sorted((Window(i, j, float(sc)) for (i, j, _), sc in zip(flat, scores,
-                                                                        strict=True)),
+    lang = detect(question)
+    ranked = sorted((Window(i, j, float(sc), detect(s, lang) == lang)
+                     for (i, j, s), sc in zip(flat, scores, strict=True)),
                     key=lambda w: (-w.score, w.hit, w.index))
+    foreign = max((w.score for w in ranked if not w.native and w.hit < FOREIGN_TOP),
+                  default=1.0)
     chosen: dict[int, set[int]] = {}
     seen: set[str] = set()  # chunks overlap: a sentence is read once
     left = budget
     for w in ranked:
+        if least is not None and budget - left >= least and w.score < ranked[0].score - drop \
+                and (w.native or w.hit >= FOREIGN_TOP or w.score < foreign - drop):
+            continue
         if _key(split[w.hit][w.index]) in seen and w.index not in chosen.get(w.hit, set()):
             continue
         new = [k for k in range(max(0, w.index - neighbours),

@@ -76,6 +76,10 @@ class Grounding(_Strict):
     # passages: whole chunks, best first; windows: the sentences closest to the question
     # with their neighbours (chains/select.py)
     select: Literal["passages", "windows"] = "passages"
+    # windows: past `context_min` tokens, only windows within `window_drop` of the best
+    # sentence's score go in (None: the whole budget is filled)
+    context_min: int | None = Field(None, ge=0)
+    window_drop: float = Field(0.02, ge=0.0, le=1.0)
     # abstain when P(the sources answer the question) is below this (chains/answerable.py)
     answerable_min: float = Field(0.0, ge=0.0, le=1.0)
     abstain_below: float = Field(0.0, ge=0.0, le=1.0)

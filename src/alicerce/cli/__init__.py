@@ -16,6 +16,7 @@ from alicerce.cli import (  # noqa: F401  (they register their commands)
     monitor,
     prompts,
     serving,
+    tune,
 )
 from alicerce.cli.common import app
 from alicerce.errors import AlicerceError

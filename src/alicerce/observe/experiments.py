@@ -1,4 +1,4 @@
-"""Experiment tracking in MLflow: each app deployment and each evaluation becomes a run, so
+"""Experiment tracking in MLflow: each app deployment, evaluation and tuning run becomes a run, so
 teams that already use the MLflow UI see Alicerce's changes and scores beside their models.
 
 Optional (`pip install 'alicerce[mlflow]'`, setting `mlflow = true`). The default backend is
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from alicerce.apps.registry import AppVersion
+    from alicerce.tune.runs import TuneRun
 
 PARAM_CHARS = 6000  # MLflow's limit on a param value
 
@@ -55,10 +56,31 @@ class Experiments:
                   "alicerce.app_hash": version.hash, "alicerce.created_by": version.created_by},
             texts={"spec.resolved.yaml": spec, "spec.source.yaml": version.source})
 
+    def log_tune(self, run: TuneRun, result: dict[str, Any]) -> str:
+        """A tuning run: its settings and lineage as params, every logged step's metrics as
+        curves (MLflow's step axis), the result's figures as final metrics."""
+        curves: dict[str, list[tuple[int, float]]] = {}
+        for h in run.history:
+            for k, v in h.items():
+                if k != "step":
+                    curves.setdefault(k, []).append((int(h["step"]), float(v)))
+        return self.log_run(
+            f"alicerce/tune/{run.name}", run.id,
+            params={**run.config.model_dump(mode="json"), "base": run.base,
+                    "base_identity": run.base_identity, "data": run.data,
+                    "data_version": run.data_version, "rows_train": run.rows_train,
+                    "rows_eval": run.rows_eval},
+            metrics={k: float(v) for k, v in result.items()
+                     if isinstance(v, int | float) and not isinstance(v, bool)},
+            tags={"alicerce.kind": "tune", "alicerce.adapter": str(result.get("adapter", "")),
+                  "alicerce.code_version": run.code_version},
+            curves=curves)
+
     def log_run(self, experiment: str, run_name: str, *, params: dict[str, Any],
                 metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None,
-                texts: dict[str, str] | None = None) -> str:
-        """One finished run; returns its id."""
+                texts: dict[str, str] | None = None,
+                curves: dict[str, list[tuple[int, float]]] | None = None) -> str:
+        """One finished run; returns its id. `curves` are metrics logged per step."""
         from mlflow.entities import Metric, Param
 
         exp = self._client.get_experiment_by_name(experiment)
@@ -71,7 +93,9 @@ class Experiments:
         try:
             self._client.log_batch(
                 run_id, params=[Param(_key(k), str(v)[:PARAM_CHARS]) for k, v in params.items()],
-                metrics=[Metric(_key(k), float(v), now, 0) for k, v in (metrics or {}).items()])
+                metrics=[Metric(_key(k), float(v), now, 0) for k, v in (metrics or {}).items()]
+                + [Metric(_key(k), v, now, step) for k, points in (curves or {}).items()
+                   for step, v in points])
             for name, text in (texts or {}).items():
                 self._client.log_text(run_id, text, name)
         except Exception:
