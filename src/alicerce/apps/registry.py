@@ -158,15 +158,13 @@ class AppRegistry:
         if current is None:
             raise NotFoundError(f"app {name!r} has no {label!r} label",
                                 hint=self._hint(name))
-        earlier = [int(r[0]) for r in self._db.execute(
-            "SELECT DISTINCT new_version FROM app_label_log WHERE name=? AND label=? "
-            "AND new_version < ? ORDER BY new_version DESC", (name, label, current))]
-        if not earlier:
+        earlier = self._labels.earlier(name, label, current)
+        if earlier is None:
             raise InputError(f"{name}@{label} is version {current}; no older version was "
                              f"ever labelled {label}, so there is nothing to roll back to",
                              hint=f"label a version yourself: alicerce apps label {name}@N "
                                   f"{label}")
-        app, _ = self.label(f"{name}@{earlier[0]}", label, actor)
+        app, _ = self.label(f"{name}@{earlier}", label, actor)
         return app, current
 
     def close(self) -> None:

@@ -88,6 +88,13 @@ class Labels:
                    "VALUES (?, ?, ?, ?, ?)", (name, label, old, version, actor))
         return old
 
+    def earlier(self, name: str, label: str, current: int) -> int | None:
+        """The newest version older than `current` that `label` ever pointed at: where a
+        rollback goes."""
+        row = self._db.execute(f"SELECT MAX(new_version) FROM {self._log} WHERE name=? AND "
+                               "label=? AND new_version < ?", (name, label, current)).fetchone()
+        return None if row[0] is None else int(row[0])
+
     def describe(self, name: str) -> str | None:
         """'NAME has versions 1..N and labels ...' for error hints; None if no versions."""
         latest = self.latest(name)

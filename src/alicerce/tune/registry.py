@@ -159,14 +159,12 @@ class AdapterRegistry:
         if current is None:
             raise NotFoundError(f"adapter {name!r} has no {label!r} label",
                                 hint=self._hint(name, caller))
-        earlier = [int(r[0]) for r in self._db.execute(
-            "SELECT DISTINCT new_version FROM adapter_label_log WHERE name=? AND label=? "
-            "AND new_version < ? ORDER BY new_version DESC", (name, label, current))]
-        if not earlier:
+        earlier = self._labels.earlier(name, label, current)
+        if earlier is None:
             raise InputError(f"{name}@{label} is version {current}; no older version was ever "
                              f"labelled {label}",
                              hint=f"label one yourself: alicerce adapters label {name}@N {label}")
-        return self.label(f"{name}@{earlier[0]}", label, caller), current
+        return self.label(f"{name}@{earlier}", label, caller), current
 
     def diff(self, a: str, b: str, caller: str = "local") -> dict[str, tuple[Any, Any]]:
         """Settings, metrics and lineage that differ between two versions."""
