@@ -207,7 +207,10 @@ def test_adapters_cli_lists_shows_labels_and_diffs(tmp_path: Path) -> None:
             **{**LINEAGE.__dict__, "config": {"lora_r": 16}}))
     run = CliRunner()
     h = ["--home", str(home)]
-    assert run.invoke(cli, ["adapters", "label", "rh@2", "production", *h]).exit_code == 0
+    gated = run.invoke(cli, ["adapters", "label", "rh@2", "production", *h])
+    assert gated.exit_code != 0 and "no training run" in str(gated.exception)  # no rows
+    assert run.invoke(cli, ["adapters", "label", "rh@2", "production", "--no-gate",
+                            *h]).exit_code == 0
     listed = run.invoke(cli, ["adapters", "list", *h]).output
     assert "rh@1" in listed and "rh@2" in listed and "production" in listed
     shown = json.loads(run.invoke(cli, ["adapters", "show", "rh@production", *h]).output)
@@ -269,6 +272,7 @@ def test_lora_training_lowers_the_loss_and_records_the_run(tmp_path: Path) -> No
     with Alicerce(Settings.load(home=tmp_path / "h")) as alc:
         adapter = alc.adapters.get("rh-style")
     assert (adapter.path / "adapter_config.json").is_file()
+    assert adapter.gguf is not None and run.result["gguf"] == "adapter.gguf"  # llama.cpp's form
     assert (adapter.base_identity, adapter.run_id, adapter.method) == (
         run.base_identity, run.id, "lora")
     assert adapter.data_version == load(data).version and adapter.config["lora_r"] == 8

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from alicerce.apps.spec import AppSpec
-from alicerce.chains.resolve import ChainResolver, folder_hash, stored
+from alicerce.chains.resolve import ChainResolver, PinAdapter, folder_hash, stored
 from alicerce.chains.transforms import Transform
 from alicerce.config import Settings
 from alicerce.errors import InputError, NotFoundError
@@ -24,14 +24,15 @@ def resolve(spec: AppSpec, store: Store, prompts: PromptRegistry,
             settings: Settings, custom_models: set[str],
             transforms: Mapping[str, Transform] | None = None,
             tools: Mapping[str, Tool] | None = None,
-            app_exists: Callable[[str], bool] | None = None) -> dict[str, Any]:
+            app_exists: Callable[[str], bool] | None = None,
+            adapter: PinAdapter | None = None) -> dict[str, Any]:
     flow = spec.flow()
     if flow is not None:
         def pin(model: str) -> str:
             return (f"custom:{model}" if model in custom_models
                     else model_identity(model, settings))
         chain = ChainResolver(store, prompts, settings, pin, transforms or {}, tools,
-                              app_exists)
+                              app_exists, adapter)
         return {"name": spec.name, "description": spec.description,
                 "use_case": spec.use_case.model_dump(), "kind": "chain",
                 "chain": stored(chain.resolve(flow, spec.name))}
@@ -57,6 +58,16 @@ def resolve(spec: AppSpec, store: Store, prompts: PromptRegistry,
                          hint="an app's prompt renders the question and the numbered sources")
     model = spec.model or settings.generator
     identity = f"custom:{model}" if model in custom_models else model_identity(model, settings)
+    pinned: dict[str, str] = {}
+    if spec.adapter:
+        if adapter is None:
+            raise InputError(f"app {spec.name!r}: adapters cannot be used here",
+                             hint="deploy the app in a home with its adapter")
+        try:
+            pinned["adapter"], pinned["adapter_identity"] = adapter(spec.adapter, model)
+        except InputError as exc:
+            raise type(exc)(f"app {spec.name!r}: adapter: {exc.message}",
+                            hint=exc.hint) from None
     try:
         decoding = DecodingParams.build(**{"max_tokens": settings.max_tokens,
                                            "temperature": settings.temperature,
@@ -91,7 +102,7 @@ def resolve(spec: AppSpec, store: Store, prompts: PromptRegistry,
             **rerank,
         },
         "prompt": f"{pname}@{pversion}",
-        "model": {"name": model, "identity": identity},
+        "model": {"name": model, "identity": identity, **pinned},
         "decoding": decoding.as_dict(),
         "extractiveness": spec.extractiveness or settings.extractiveness,
         # only when set, so the hash of an app that does not use it stays as it was

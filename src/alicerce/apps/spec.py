@@ -90,6 +90,9 @@ class AppSpec(_Strict):
     retrieval: Retrieval = Retrieval()
     prompt: str = "rag-answer:production"
     model: str | None = None
+    adapter: str | None = Field(default=None, description=(
+        "A LoRA adapter on the model that answers (NAME, NAME@N, NAME@LABEL; pinned at "
+        "deploy)"))
     decoding: dict[str, Any] = Field(default_factory=dict)
     extractiveness: Extractiveness | None = None
     fusion: FusionSpec = FusionSpec()
@@ -143,7 +146,8 @@ class AppSpec(_Strict):
         """A chain app (steps) or a RAG app (collections), never a mix of the two."""
         if self.steps:
             rag = sorted(self.model_fields_set & {"collections", "retrieval", "prompt",
-                                                  "model", "decoding", "extractiveness",
+                                                  "model", "adapter", "decoding",
+                                                  "extractiveness",
                                                   "chain", "guards", "fusion"})
             if rag:
                 raise ValueError(f"a chain app (steps) does not take {', '.join(rag)}: "

@@ -177,7 +177,7 @@ class GroundedSteps:
         state.turn = turn
         turn.query = str(ins["question"])
         turn.language = turn.language or detect(turn.query)
-        gen = self.host.generator(s.model)
+        gen = self.host.generator(s.model, s.adapter)
         found = [hit_of(p, hits) for p in ins["passages"]]
         turn.timings["retrieve_ms"] = turn.ms()
         with rec.span("context", budget_tokens=g.context_tokens, floor=g.abstain_below) as out:
@@ -282,7 +282,7 @@ class GroundedSteps:
         """RAG-Sequence or RAG-Token over the best passages, its markers pointing at the
         passage the answer rests on."""
         assert s.grounded is not None
-        gen = self.host.generator(s.model)
+        gen = self.host.generator(s.model, s.adapter)
         docs = turn.sources[: s.grounded.documents]
         g0 = time.perf_counter()
         fuse = fusion.sequence if s.grounded.fusion == "sequence" else fusion.token

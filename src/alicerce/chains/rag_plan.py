@@ -39,6 +39,7 @@ class RagConfig:
     steps: tuple[str, ...]
     guards: Mapping[str, Any] = field(default_factory=dict)
     fusion: Mapping[str, Any] = field(default_factory=dict)  # {mode, documents}
+    adapter: str | None = None  # the answering step's LoRA adapter, NAME@N
 
     @classmethod
     def of(cls, spec: Mapping[str, Any] | None, collection: str,
@@ -48,7 +49,7 @@ class RagConfig:
             return cls(tuple(c["name"] for c in spec["collections"]), spec["retrieval"],
                        spec["prompt"], spec["model"]["name"], spec["decoding"],
                        spec["extractiveness"], tuple(spec["chain"]), spec.get("guards", {}),
-                       spec.get("fusion", {}))
+                       spec.get("fusion", {}), spec["model"].get("adapter"))
         return cls((collection,), {
             "mode": settings.search_mode, "alpha": settings.alpha, "k": settings.answer_k,
             "filters": {}, "reranker": "none", "context_tokens":
@@ -61,7 +62,7 @@ class RagConfig:
             {"max_tokens": settings.max_tokens, "temperature": settings.temperature},
             settings.extractiveness, ("condense", "retrieve", "generate"), settings.guards)
 
-    def with_options(self, *, model: str | None = None,
+    def with_options(self, *, model: str | None = None, adapter: str | None = None,
                      decoding: Mapping[str, Any] | None = None, k: int | None = None,
                      mode: str | None = None, filters: Mapping[str, Any] | None = None,
                      step_back: bool | None = None, extractiveness: str | None = None,
@@ -84,6 +85,8 @@ class RagConfig:
                                                                     if step_back else ())
         return replace(self, collections=(*self.collections, *extra_collections),
                        retrieval=r, prompt=prompt or self.prompt, model=model or self.model,
+                       adapter=adapter or (self.adapter if model in (None, self.model)
+                                           else None),
                        decoding=decoding if decoding is not None else self.decoding,
                        extractiveness=extractiveness or self.extractiveness, steps=steps,
                        guards=self.guards if guards else {},
@@ -130,6 +133,8 @@ def rag_chain(c: RagConfig) -> ChainSpec:
     output = g.get("output", [])
     steps.append({"id": "generate", "kind": "generate", "prompt": c.prompt, "model": c.model,
                   "decoding": dict(c.decoding),
+                  # a request naming its own model answers without the app's adapter
+                  **({"adapter": c.adapter} if c.adapter else {}),
                   "grounded": {"context_tokens": r["context_tokens"],
                                # versions deployed before windows existed read passages
                                "select": r.get("select", "passages"),

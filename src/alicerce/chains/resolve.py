@@ -38,6 +38,8 @@ from alicerce.tools.base import Tool, check_name
 GROUNDED = {"question", "sources", "language", "extractiveness", "abstain"}
 AGENT_VARIABLES = {"question", "tools", "language", "examples", "abstain"}
 SEARCH_OPTIONS = {"collection", "k", "mode", "filters"}
+# (adapter reference, the step's model) -> (NAME@N, the adapter's content hash), or an error
+PinAdapter = Callable[[str, str], tuple[str, str]]
 
 
 class ChainResolver:
@@ -45,9 +47,10 @@ class ChainResolver:
                  identity: Callable[[str], str],
                  transforms: Mapping[str, Transform],
                  tools: Mapping[str, Tool] | None = None,
-                 app_exists: Callable[[str], bool] | None = None) -> None:
+                 app_exists: Callable[[str], bool] | None = None,
+                 adapter: PinAdapter | None = None) -> None:
         self.store, self.prompts, self.settings = store, prompts, settings
-        self.identity, self.transforms = identity, transforms
+        self.identity, self.transforms, self.adapter = identity, transforms, adapter
         self.tools, self.app_exists = tools or {}, app_exists or (lambda name: False)
         self.app = ""
 
@@ -116,9 +119,18 @@ class ChainResolver:
             raise InputError(f"{where}, decoding: {exc.message}", hint=exc.hint) from None
         if decoding.n != 1:
             raise InputError(f"{where}, decoding: n must be 1", hint="leave n out")
+        pinned: dict[str, Any] = {}
+        if s.adapter:
+            if self.adapter is None:
+                raise InputError(f"{where}: adapters cannot be used here",
+                                 hint="deploy the app in a home with its adapter")
+            try:
+                pinned["adapter"], pinned["adapter_identity"] = self.adapter(s.adapter, model)
+            except InputError as exc:
+                raise type(exc)(f"{where}, adapter: {exc.message}", hint=exc.hint) from None
         return s.model_copy(update={"prompt": prompt, "model": model,
                                     "model_identity": self._identity(model, where),
-                                    "decoding": decoding.as_dict()})
+                                    "decoding": decoding.as_dict(), **pinned})
 
     def _rerank(self, s: RerankStep, where: str) -> RerankStep:
         if s.reranker == "llm":

@@ -54,7 +54,7 @@ class Host(Protocol):
     settings: Settings
     canary: str
 
-    def generator(self, model: str | None = None) -> Model: ...
+    def generator(self, model: str | None = None, adapter: str | None = None) -> Model: ...
 
     @property
     def prompts(self) -> PromptRegistry: ...
@@ -236,7 +236,7 @@ class ChainRunner:
         template = self.host.prompts.get(s.prompt)
         messages = template.render(**ins)
         params = self._decoding(s, key)
-        gen = self.host.generator(s.model)
+        gen = self.host.generator(s.model, s.adapter)
         span.update(model=gen.name, backend=gen.backend, prompt=s.prompt,
                     messages=[{"role": m.role, "content": m.content} for m in messages])
         tries = 1 + (s.output.retries if s.output else 0)

@@ -101,8 +101,11 @@ class GenerateStep(_Step):
     decoding: dict[str, Any] = Field(default_factory=dict)
     output: JsonOutput | None = None
     grounded: Grounding | None = None
+    # a LoRA adapter on `model` (NAME, NAME@N or NAME@LABEL), pinned to NAME@N at deploy
+    adapter: str | None = None
     # filled when the spec is resolved against a home
     model_identity: str = ""
+    adapter_identity: str = ""
 
 
 class RetrieveStep(_Step):

@@ -17,6 +17,8 @@ from alicerce.cli import (  # noqa: F401  (they register their commands)
     prompts,
     serving,
     tune,
+    tune_data,
+    tune_ops,
 )
 from alicerce.cli.common import app
 from alicerce.errors import AlicerceError

@@ -153,12 +153,15 @@ def run_(target: AppOpt, dataset: DatasetOpt, metrics: MetricsOpt = "retrieval,a
              help="Dataset column applied as a metadata filter (repeat).")] = None,
          cache: Annotated[bool, typer.Option(help="Reuse answers and verdicts already "
                                                   "computed for the same inputs.")] = True,
+         adapter: Annotated[str | None, typer.Option(
+             help="Answer with this LoRA adapter (NAME@N or NAME@LABEL) on the app's "
+                  "model")] = None,
          home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Score an app version (or a collection) on a dataset; stored with its traces."""
     ds = _load(dataset, limit, seed, filter_field)
     with open_home(home) as alc:
         run = alc.evals.run(target, ds, metrics.split(","), judge_model=judge_model, k=k,
-                            cache=cache, model=model,
+                            cache=cache, model=model, adapter=adapter,
                             progress=None if as_json else _progress("questions"))
     if as_json:
         emit(_run_json(run))

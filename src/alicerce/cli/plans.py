@@ -16,8 +16,8 @@ def plan_rows(nodes: tuple[Node, ...]) -> list[dict[str, Any]]:
         s = n.step
         row: dict[str, Any] = {"id": s.id, "kind": s.kind,
                                "outputs": {k: t.type for k, t in n.outputs.items()}}
-        for attr in ("stage", "model", "model_identity", "prompt", "collections", "k",
-                     "step_back", "reranker", "function", "decoding"):
+        for attr in ("stage", "model", "adapter", "model_identity", "prompt", "collections",
+                     "k", "step_back", "reranker", "function", "decoding"):
             if getattr(s, attr, None):
                 row[attr] = getattr(s, attr)
         rails = getattr(s, "rails", None)
@@ -47,8 +47,8 @@ def print_plan(p: Plan) -> None:
 
     def show(rows: list[dict[str, Any]], depth: int) -> None:
         for r in rows:
-            what = " ".join(str(r[k]) for k in ("stage", "model", "prompt", "reranker",
-                                                "function") if k in r)
+            what = " ".join(str(r[k]) for k in ("stage", "model", "adapter", "prompt",
+                                                "reranker", "function") if k in r)
             if "collections" in r:
                 what += " " + ",".join(r["collections"]) + (f" k={r['k']}" if "k" in r else "")
             if "rails" in r:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from alicerce import Alicerce
 from alicerce.cli.common import HomeOpt, JsonOpt, app, emit, open_home
 from alicerce.cli.progress import Bar
 from alicerce.errors import InputError
@@ -49,6 +50,9 @@ def tune_run(
     target_modules: Annotated[str, typer.Option(help="LoRA: comma-separated layer names.")]
     = "q_proj,k_proj,v_proj,o_proj",
     prompt_tokens: Annotated[int, typer.Option(help="Prompt tuning: soft tokens.")] = 20,
+    heldout: Annotated[bool, typer.Option(
+        "--eval", help="Then score the adapter and the base (or production) on the held-out "
+                       "rows; both stored as evaluation runs.")] = False,
     home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Train: progress bar, the loss at every logged step, a checkpoint at each; Ctrl-C or a
     crash keeps the run, and `alicerce tune resume RUN` continues it."""
@@ -69,7 +73,29 @@ def tune_run(
     with open_home(home) as alc:
         run = alc.tune(data, name=name, base=base, config=cfg,
                        progress=_Progress(name, quiet=as_json))
-    _report(run, as_json)
+        _report(run, as_json)
+        if heldout:
+            compared(alc, str(run.result["adapter"]), None, as_json)
+
+
+def compared(alc: Alicerce, ref: str, against: str | None, as_json: bool) -> None:
+    """Score `ref` against `against` (default production, else the base) on its held-out
+    rows and print both, metric by metric."""
+    if against is None:
+        now = alc.adapters.labelled(alc.adapters.get(ref).name, "production")
+        against = now.ref if now is not None and now.ref != ref else None
+    mine, theirs = alc.tune_eval(ref, against=against, progress=Bar("held-out rows"))
+    if as_json:
+        emit({"candidate": mine.id, "incumbent": theirs.id,
+              "metrics": {m: [theirs.summary[m].mean, e.mean] for m, e in mine.summary.items()
+                          if m in theirs.summary}})
+        return
+    typer.echo(f"held-out rows ({mine.rows}): {theirs.app} ({theirs.id}) -> {mine.app} "
+               f"({mine.id})")
+    for m, e in mine.summary.items():
+        if m in theirs.summary:
+            typer.echo(f"  {m:<20} {theirs.summary[m].mean:.4f} -> {e.mean:.4f} "
+                       f"(95% CI {e.low:.4f}-{e.high:.4f})")
 
 
 @tune_app.command("resume")
@@ -206,10 +232,24 @@ def adapters_show(ref: Annotated[str, typer.Argument(help="NAME, NAME@N or NAME@
 @adapters_app.command("label")
 def adapters_label(ref: Annotated[str, typer.Argument(help="NAME@N")],
                    label: Annotated[str, typer.Argument(help="production, staging, ...")],
+                   gate: Annotated[bool | None, typer.Option(
+                       "--gate/--no-gate", help="Move it only if it scores no worse on its "
+                       "held-out rows than the label's version (or the base) [on for "
+                       "production]")] = None,
+                   max_drop: Annotated[str, typer.Option(
+                       help="The gate: METRIC=ALLOWED,... [answer.f1=0]")] = "",
                    home: HomeOpt = None) -> None:
-    """Point a label at a version (every move is logged)."""
+    """Point a label at a version (every move is audited); to production only through
+    the gate unless --no-gate."""
+    from alicerce.evaluate.compare import parse_limits
+
+    gated = label == "production" if gate is None else gate
     with open_home(home) as alc:
-        a = alc.adapters.label(ref, label)
+        a, result = alc.promote_adapter(ref, label, gated=gated,
+                                        max_drop=parse_limits(max_drop) or None,
+                                        progress=Bar("held-out rows"))
+    for c in result.checks if result else []:
+        typer.echo(f"  ok   {c.reason}")
     typer.echo(f"{a.name}@{label} -> version {a.version}")
 
 
@@ -238,4 +278,4 @@ def _adapter_dict(a: AdapterVersion) -> dict[str, Any]:
             "labels": list(a.labels), "base": a.base, "base_identity": a.base_identity,
             "method": a.method, "run_id": a.run_id, "data_version": a.data_version,
             "config": a.config, "metrics": a.metrics, "path": str(a.path),
-            "created_at": a.created_at}
+            "llama_cpp": str(a.gguf) if a.gguf else None, "created_at": a.created_at}

@@ -29,7 +29,7 @@ from alicerce.version import __version__
 
 Stream = Iterator["str | Answer"]
 _OPTIONS = {"model", "params", "k", "mode", "filters", "step_back", "extractiveness",
-            "prompt", "guards", "extra_collections", "fusion"}
+            "prompt", "guards", "extra_collections", "fusion", "adapter"}
 
 
 class Answering(Apps):
@@ -116,9 +116,9 @@ class Answering(Apps):
                 raise InputError("an answer is one candidate (n=1)",
                                  hint="use `alicerce generate --n N` for several candidates")
             template = self.prompts.get(config.prompt)
-            gen = self.generator(config.model)
+            gen = self.generator(config.model, config.adapter)
             colls = [self._collection(c) for c in config.collections]
-            versions = self._versions(colls, template.ref, gen, version)
+            versions = self._versions(colls, template.ref, gen, version, config.adapter)
             turn = Turn(question, language or "", stream, chat=history is not None)
         except AlicerceError as exc:
             self.traces.record(ref.name, caller, question, error=str(exc), spans=rec.spans,
@@ -147,8 +147,12 @@ class Answering(Apps):
         params = options.get("params")
         decoding = (params.as_dict() if isinstance(params, DecodingParams) else
                     self._decoding(params, version).as_dict()) if params is not None else None
+        adapter = options.get("adapter")
+        if adapter:  # in-process callers only: HTTP requests cannot pass it
+            adapter = self.pin_adapter(adapter, options.get("model") or config.model,
+                                       "admin")[0]
         config = config.with_options(
-            model=options.get("model"), decoding=decoding, k=options.get("k"),
+            model=options.get("model"), adapter=adapter, decoding=decoding, k=options.get("k"),
             mode=options.get("mode"), filters=options.get("filters"),
             step_back=options.get("step_back"), extractiveness=options.get("extractiveness"),
             prompt=options.get("prompt"), guards=options.get("guards", True),
@@ -166,7 +170,8 @@ class Answering(Apps):
         return self.chains.runner.passages(plan, question, Recorder())
 
     def answer_versions(self, app: str | AppRef, model: str | None = None,
-                        prompt: str | None = None) -> dict[str, str]:
+                        prompt: str | None = None, adapter: str | None = None
+                        ) -> dict[str, str]:
         """What an answer from `app` would depend on now (the cache's key)."""
         ref = self.resolve_app(app)
         version = self.rag_app(ref)
@@ -175,11 +180,17 @@ class Answering(Apps):
                  else [self._collection(ref.ref)])
         pname, pversion = self.prompts.resolve(prompt or (spec["prompt"] if spec
                                                           else "rag-answer"))
-        gen = self.generator(model or (spec["model"]["name"] if spec else None))
-        return self._versions(colls, f"{pname}@{pversion}", gen, version)
+        own = spec["model"] if spec else {}
+        if adapter:
+            adapter = self.pin_adapter(adapter, model or own.get("name")
+                                       or self.settings.generator, "admin")[0]
+        elif model in (None, own.get("name")):
+            adapter = own.get("adapter")
+        gen = self.generator(model or own.get("name"), adapter)
+        return self._versions(colls, f"{pname}@{pversion}", gen, version, adapter)
 
     def _versions(self, colls: Sequence[StoredCollection], prompt_ref: str, gen: Generator,
-                  app: AppVersion | None) -> dict[str, Any]:
+                  app: AppVersion | None, adapter: str | None = None) -> dict[str, Any]:
         """The lineage of an answer: app version, each collection's newest version with its
         embedder and chunking, prompt version, model and its weights, software version."""
         current = []
@@ -194,7 +205,9 @@ class Answering(Apps):
                 "embedder": ",".join(sorted({c.embedder for c in colls})),
                 "chunking": {c.name: dict(c.chunking) for c in colls},
                 "prompt": prompt_ref, "model": gen.name, "backend": gen.backend,
-                "model_identity": identity, "adapter": None,
+                "model_identity": identity, "adapter": adapter,
+                **({"adapter_identity": f"sha256:{self.adapters.get(adapter, 'admin').hash}"}
+                   if adapter else {}),
                 "software": f"alicerce {__version__}"}
 
     def _traced(self, stream: Stream, app: str, caller: str, rec: Recorder,

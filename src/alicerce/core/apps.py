@@ -56,7 +56,8 @@ class Apps(Models):
         spec = parse_spec(text, str(source) if isinstance(source, Path) else "app spec")
         resolved = resolve_spec(spec, self.store, self.prompts, self.settings,
                                 set(self._generators), self.chains.transforms,
-                                self.chains.runner.tools, lambda ref: self.app(ref) is not None)
+                                self.chains.runner.tools, lambda ref: self.app(ref) is not None,
+                                lambda ref, model: self.pin_adapter(ref, model, actor))
         version, created = self.apps.deploy(resolved, text, actor)
         if created:
             detail = {"hash": version.hash, "mlflow_run": self.track(

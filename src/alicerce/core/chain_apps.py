@@ -95,6 +95,7 @@ class ChainApps:
         each step's model, weights and prompt version, each collection's version."""
         steps: dict[str, Any] = {}
         colls: dict[str, str] = {}
+        adapters: list[str] = []
         for node in walk(plan.nodes):
             s = node.step
             if isinstance(s, GenerateStep | RerankStep):
@@ -102,13 +103,17 @@ class ChainApps:
                                "model_identity": s.model_identity,
                                "prompt": s.prompt if isinstance(s, GenerateStep)
                                or s.reranker == "llm" else None}
+                if isinstance(s, GenerateStep) and s.adapter:
+                    steps[s.id].update(adapter=s.adapter, adapter_identity=s.adapter_identity)
+                    adapters.append(s.adapter)
             if isinstance(s, RetrieveStep):
                 for name in s.collections:
                     coll = self.alc.store.collection(name)
                     history = self.alc.store.versions(coll) if coll else []
                     colls[name] = f"{name}@{history[-1]['id'] if history else ''}"
         return {"app": v.ref, "app_hash": v.hash, "steps": steps,
-                "collection": ",".join(colls.values()), "adapter": None,
+                "collection": ",".join(colls.values()),
+                "adapter": ",".join(dict.fromkeys(adapters)) or None,
                 "software": f"alicerce {__version__}"}
 
 

@@ -30,6 +30,7 @@ from alicerce.prompts.builtin import BUILTINS
 from alicerce.prompts.registry import PromptRegistry
 from alicerce.retrieve.search import QueryEncoder
 from alicerce.store.sqlite import SQLiteStore
+from alicerce.tune.registry import AdapterRegistry
 from alicerce.types import Answer
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class Home:
             OtlpExport(settings.otlp_endpoint, settings.otlp_headers)
             if settings.otlp_endpoint else None)
         self.apps = AppRegistry(self.store.path)
+        self.adapters = AdapterRegistry(self.store.path, settings.home / "adapters")
         self.jobs = IngestJobs(self.store.path, settings.home / "uploads")
         self.chains = ChainApps(cast("Alicerce", self))
         self.batches = BatchJobs(self.store.path)
@@ -105,6 +107,7 @@ class Home:
         self.keys.close()
         self.traces.close()
         self.apps.close()
+        self.adapters.close()
         self.jobs.close()
         self.batches.close()
         if self._evals is not None:

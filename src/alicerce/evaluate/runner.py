@@ -48,6 +48,7 @@ class Target:
     lineage: dict[str, Any]
     collections: tuple[str, ...]
     model: str | None = None  # overrides the app's model (`models compare`)
+    adapter: str | None = None  # answers with this LoRA adapter (`eval run --adapter`)
 
     @property
     def ref(self) -> str:
@@ -84,26 +85,29 @@ class Evaluator:
                     "judge-groundedness", "judge-pairwise")]
         return memo_key(judge.name, self.alc.model_identity(judge.gen), prompts)[:16]
 
-    def target(self, app: str, model: str | None = None) -> Target:
+    def target(self, app: str, model: str | None = None,
+               adapter: str | None = None) -> Target:
         version = self.alc.app(app)
         lineage: dict[str, Any] = {
-            **self.alc.answer_versions(app, model=model),
+            **self.alc.answer_versions(app, model=model, adapter=adapter),
             "decoding": self.alc.decoding(None, app if version else None).as_dict()}
         colls = (tuple(c["name"] for c in version.spec["collections"]) if version else (app,))
         return Target(version.name if version else app, version.version if version else None,
-                      memo_key(lineage)[:16], lineage, colls, model)
+                      memo_key(lineage)[:16], lineage, colls, model,
+                      lineage.get("adapter") if adapter else None)
 
     # -- runs ------------------------------------------------------------------------------
     def run(self, app: str, dataset: Dataset, metrics: Sequence[str] = ("retrieval", "answer"),
             *, judge_model: str | None = None, k: int = 5, cache: bool = True,
-            model: str | None = None, progress: Progress | None = None) -> Run:
-        """Score `app` (answering with `model` if given) on every row of `dataset`; stored,
-        and logged to MLflow when on."""
+            model: str | None = None, adapter: str | None = None,
+            progress: Progress | None = None) -> Run:
+        """Score `app` (answering with `model` and `adapter` if given) on every row of
+        `dataset`; stored, and logged to MLflow when on."""
         groups = parse_metrics(metrics)
         version = self.alc.app(app)
         if version is not None and version.spec.get("kind") == "chain":
             return self._chain_run(version, dataset, groups, judge_model, cache, progress)
-        target = self.target(app, model)
+        target = self.target(app, model, adapter)
         judge = self.judge(judge_model) if {"triad", "judge"} & set(groups) else None
         jid = self.judge_identity(judge) if judge else ""  # once: it reads five prompts
         known = self._known_ids(target)
@@ -298,7 +302,7 @@ class Evaluator:
         def compute() -> dict[str, Any]:
             started = time.perf_counter()
             a = self.alc.ask(row.question, target.ref, filters=row.filters or None,
-                             model=target.model, caller="eval")
+                             model=target.model, adapter=target.adapter, caller="eval")
             return {"text": a.text, "abstained": a.abstained, "trace_id": a.trace_id,
                     "contexts": [h.text for h in a.chunks],
                     "cited": [c.doc_key for c in a.citations],

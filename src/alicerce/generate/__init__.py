@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 from alicerce.config import Settings
 from alicerce.generate.base import Generator
@@ -19,7 +20,10 @@ _REMOTE: dict[tuple[str, ...], OpenAIGenerator] = {}
 _LOCK = threading.Lock()
 
 
-def get_generator(name: str | None, settings: Settings) -> Generator:
+def get_generator(name: str | None, settings: Settings,
+                  adapters: tuple[Path, ...] = ()) -> Generator:
+    """A model by name, loaded once per process; a local one with GGUF LoRA `adapters`
+    attached (unapplied: LlamaCppGenerator.adapted applies one per request)."""
     ref = resolve(name or settings.generator, settings)
     if ref.kind == "openai":
         key = (ref.name, ref.url, ref.remote_model, ref.api_key_env,
@@ -32,4 +36,5 @@ def get_generator(name: str | None, settings: Settings) -> Generator:
             return _REMOTE[key]
     path = model_path(ref, settings)
     return load(ref.name, path, settings.llm_context, settings.llm_threads,
-                settings.llm_parallel, settings.llm_cache_ram_mb)
+                settings.llm_parallel, settings.llm_cache_ram_mb, adapters)
+

@@ -8,6 +8,7 @@ nothing else on the machine can use it, and we use it only for /tokenize.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import queue
@@ -45,10 +46,15 @@ class LlamaCppGenerator:
     backend = "llama.cpp"
 
     def __init__(self, name: str, path: Path, context: int = 4096, threads: int = 0,
-                 parallel: int = 4, cache_ram_mb: int = 128) -> None:
+                 parallel: int = 4, cache_ram_mb: int = 128,
+                 adapters: tuple[Path, ...] = ()) -> None:
         xlc = _import()
         params = xlc.CommonParams()
         params.model.path = str(path)
+        # GGUF LoRA adapters are attached at load, unapplied; a request names the one it
+        # wants (`adapted`), so one copy of the base serves plain and adapted requests.
+        params.lora_adapters = [xlc.CommonAdapterLoraInfo(str(p), 0.0) for p in adapters]
+        params.lora_init_without_apply = True
         params.n_ctx = context
         params.n_parallel = parallel
         params.kv_unified = True  # every slot may use the whole window
@@ -75,7 +81,18 @@ class LlamaCppGenerator:
                                  hint="the file may be truncated or corrupt, or too large "
                                       "for memory; re-install it or pick another model") from exc
         self.name, self.path, self.context_size, self.parallel = name, path, context, parallel
+        self.adapters = adapters
+        self.adapter: Path | None = None  # the one applied (a view from `adapted`)
         self.kv = KvBudget(context)
+
+    def adapted(self, adapter: Path | None, name: str) -> LlamaCppGenerator:
+        """This model with `adapter` (one of those it loaded; None: none) applied to every
+        request: a view sharing the loaded model, its slots and its KV budget."""
+        if adapter is not None and adapter not in self.adapters:
+            raise GeneratorError(f"{self.name} was loaded without the adapter {adapter}")
+        view = copy.copy(self)
+        view.name, view.adapter = name, adapter
+        return view
 
     # -- requests ------------------------------------------------------------------------
     def _body(self, messages: Sequence[Message], params: DecodingParams) -> dict[str, Any]:
@@ -89,6 +106,9 @@ class LlamaCppGenerator:
         body["top_k"] = params.top_k  # llama.cpp's own defaults (40, 0.05) would apply
         body["min_p"] = params.min_p
         body["cache_prompt"] = True
+        if self.adapters:  # llama.cpp applies what a request lists, others at scale 0
+            body["lora"] = [{"id": i, "scale": 1.0 if p == self.adapter else 0.0}
+                            for i, p in enumerate(self.adapters)]
         if params.format == "bullets":
             body["grammar"] = BULLETS_GBNF
         return body
@@ -195,11 +215,11 @@ def _timings(data: dict[str, Any], started: float) -> dict[str, float]:
 
 
 def load(name: str, path: Path, context: int, threads: int, parallel: int,
-         cache_ram_mb: int = 128) -> LlamaCppGenerator:
-    """The shared instance for this file and configuration, loaded on first use."""
-    key = (str(path.resolve()), context, threads, parallel, cache_ram_mb)
+         cache_ram_mb: int = 128, adapters: tuple[Path, ...] = ()) -> LlamaCppGenerator:
+    """The shared instance for this file, configuration and adapters, loaded on first use."""
+    key = (str(path.resolve()), context, threads, parallel, cache_ram_mb, adapters)
     with _LOCK:
         if key not in _LOADED:
             _LOADED[key] = LlamaCppGenerator(name, path, context, threads, parallel,
-                                             cache_ram_mb)
+                                             cache_ram_mb, adapters)
         return _LOADED[key]

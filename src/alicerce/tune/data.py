@@ -113,6 +113,9 @@ def _row(raw: str, number: int, kind: Kind) -> Example:
         raise ValueError(f"not JSON ({exc.msg})") from exc
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
+    if obj.get("review") == "pending":
+        raise ValueError("a synthetic row nobody has reviewed yet: `alicerce tune data review "
+                         "FILE` accepts, corrects or rejects it")
     if kind == "text":
         text = obj.get("text")
         if not isinstance(text, str) or not text.strip():

@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS adapter_versions (
     UNIQUE (name, hash)
 );
 """ + labels_schema("adapter")
+GGUF_FILE = "adapter.gguf"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _COLS = ("name, version, hash, caller, base, base_identity, method, run_id, data_version, "
          "config, metrics, path, created_at")
@@ -71,6 +72,16 @@ class AdapterVersion:
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def gguf(self) -> Path | None:
+        """The llama.cpp form (LoRA adapters are converted when registered)."""
+        path = self.path / GGUF_FILE
+        try:
+            with path.open("rb") as fh:
+                return path if fh.read(4) == b"GGUF" else None
+        except OSError:
+            return None
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,11 @@ class AdapterRegistry:
         rows = self._db.execute(f"SELECT {_COLS} FROM adapter_versions ORDER BY name, version")
         return [self._build(r) for r in rows if _visible(r[3], caller)]
 
+    def labelled(self, name: str, label: str, caller: str = "local") -> AdapterVersion | None:
+        """The version `label` points at now, if any."""
+        version = self._labels.target(name, label)
+        return None if version is None else self.get(f"{name}@{version}", caller)
+
     def label(self, ref: str, label: str, caller: str = "local") -> AdapterVersion:
         adapter = self.get(ref, caller)
         with transaction(self._db) as db:
@@ -197,6 +213,18 @@ class AdapterRegistry:
         names = sorted({a.name for a in self.list(caller)})
         return ((self._labels.describe(name) if name in names else None)
                 or "adapters: " + (", ".join(names) or "none yet; `alicerce tune run` makes one"))
+
+
+def check_adapter(adapter: AdapterVersion, model: str, identity: str) -> None:
+    """Refuse an adapter llama.cpp cannot run, or one trained on other weights."""
+    if adapter.gguf is None:
+        raise InputError(f"adapter {adapter.ref} ({adapter.method}) does not run on llama.cpp",
+                         hint="only LoRA adapters do; train one with --method lora")
+    if adapter.base_identity != identity:
+        raise InputError(f"adapter {adapter.ref} was trained on {adapter.base} "
+                         f"({adapter.base_identity[:19]}…), not on {model} ({identity[:19]}…)",
+                         hint=f"answer with model {adapter.base}, or train an adapter on "
+                              f"{model}")
 
 
 def _visible(owner: str, caller: str) -> bool:

@@ -115,7 +115,13 @@ def train(tok: Any, model: Any, cfg: TuneConfig, rows: tuple[Sequence[Example],
     """Train `model` (already wrapped) on (train, validation) rows; checkpoints go under
     `out/checkpoints`, the result to `out/adapter`. Resuming, the run's `history` up to its
     last checkpoint is kept and the steps after it are logged again."""
-    from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers import (
+        EarlyStoppingCallback,
+        PrinterCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     train_rows = [encode(tok, e, cfg.max_seq_len) for e in rows[0]]
     eval_rows = [encode(tok, e, cfg.max_seq_len) for e in rows[1]]
@@ -163,6 +169,9 @@ def train(tok: Any, model: Any, cfg: TuneConfig, rows: tuple[Sequence[Example],
         .argmax(-1),
         compute_metrics=lambda p: {"token_accuracy": token_accuracy(p.predictions,
                                                                     p.label_ids)})
+    # With tqdm off, Trainer prints each log dict to stdout, which would break
+    # `tune run --json`; our Watch callback reports them instead.
+    trainer.remove_callback(PrinterCallback)
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if start else None)
     seconds = time.perf_counter() - t0
