@@ -148,3 +148,62 @@ def test_a_converted_lora_changes_llama_cpp_as_it_changes_pytorch(
     assert trace.lineage["model"] == "smollm2-135m:rand@1"
     generate = next(s for s in trace.spans if s["name"] == "generate")
     assert generate["attrs"]["model"] == "smollm2-135m:rand@1"
+
+
+@pytest.mark.real
+@needs_tune
+def test_the_openai_api_serves_an_adapter_named_after_its_base(
+        settings: Settings, tmp_path: Path) -> None:
+    """vLLM's convention: `model="BASE:ADAPTER"`, listed by /v1/models with its parent; a
+    key is served its own adapters and the operator's; an unknown one is a 404 that leaves
+    no metric series behind."""
+    import torch
+    from fastapi.testclient import TestClient
+    from peft import LoraConfig, get_peft_model
+
+    from alicerce.generate.models import BUNDLED, materialise
+    from alicerce.server import create_app
+    from alicerce.tune.gguf_lora import convert
+    from alicerce.tune.train import load_base
+
+    base = materialise(BUNDLED["smollm2-135m"], settings.model_cache.expanduser())
+    _, model = load_base(base)
+    torch.manual_seed(0)
+    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False, task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.mul_(0.3)
+    folder = tmp_path / "lora"
+    peft.save_pretrained(folder)
+    convert(folder, base, folder / GGUF_FILE)
+    served = Settings.load(home=settings.home, embedder="hashing", guards={})
+    alc = Alicerce(served)
+    alc.adapters.register("rand", folder, lineage(served))  # the operator's (CLI) adapter
+    _, analyst = alc.keys.create("analyst", ["ask", "models", "unguarded"])
+    body = {"messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 12, "temperature": 0.0}
+    with TestClient(create_app(served, alc)) as client:
+        auth = {"Authorization": f"Bearer {analyst}"}
+        listed = {m["id"]: m for m in client.get("/v1/models", headers=auth).json()["data"]}
+        assert listed["smollm2-135m:rand"]["parent"] == "smollm2-135m"
+        assert listed["smollm2-135m:rand@1"]["kind"] == "adapter"
+
+        def ask(model: str) -> str:
+            r = client.post("/v1/chat/completions", headers=auth, json={**body, "model": model})
+            assert r.status_code == 200, r.text
+            assert r.json()["model"].startswith(model.split("@")[0])
+            return str(r.json()["choices"][0]["message"]["content"])
+
+        plain, tuned = ask("smollm2-135m"), ask("smollm2-135m:rand")
+        assert tuned != plain and ask("smollm2-135m:rand@1") == tuned
+        assert ask("smollm2-135m") == plain  # the base again, same slots
+        missing = client.post("/v1/chat/completions", headers=auth,
+                              json={**body, "model": "smollm2-135m:nope"})
+        assert missing.status_code == 404 and "no adapter" in missing.json()["error"]["message"]
+        metrics = client.get("/metrics").text
+        assert "smollm2-135m:nope" not in metrics
+    trace = next(t for t in alc.traces.find(limit=20) if t.app == "smollm2-135m:rand@1")
+    assert alc.traces.get(trace.id).lineage["adapter"] == "rand@1"
+    alc.close()

@@ -67,6 +67,13 @@ class Models(KnowledgeBase):
         check_adapter(adapter, model, self._weights(model))
         return adapter.ref, f"sha256:{adapter.hash}"
 
+    def serve_adapter(self, ref: str, model: str, caller: str) -> str:
+        """A request's adapter on `model` as NAME@N: the caller's or the operator's
+        (AdapterRegistry.servable), runnable on llama.cpp and trained on `model`."""
+        adapter = self.adapters.servable(ref, caller)
+        check_adapter(adapter, model, self._weights(model))
+        return adapter.ref
+
     def _weights(self, name: str) -> str:
         """`name`'s identity without loading it."""
         if name in self._generators:
@@ -114,10 +121,11 @@ class Models(KnowledgeBase):
     def trace_call(self, model: str, caller: str, messages: Sequence[Message],
                    params: DecodingParams, *, output: str = "", usage: Usage | None = None,
                    latency_ms: float = 0.0, ttft_ms: float | None = None, error: str = "",
-                   question: str | None = None, **attrs: Any) -> str:
+                   question: str | None = None, adapter: str | None = None,
+                   **attrs: Any) -> str:
         """Trace a call to a model without retrieval (raw completions over HTTP, `generate`):
         one `generate` span with the prompt as sent, so every request is traceable."""
-        gen = self.generator(model)
+        gen = self.generator(model, adapter)
         span = {"name": "generate", "start_ms": 0.0, "ms": round(latency_ms, 3), "attrs": {
             "model": gen.name, "backend": gen.backend, "params": params.as_dict(),
             "messages": [{"role": m.role, "content": m.content} for m in messages],
@@ -127,7 +135,7 @@ class Models(KnowledgeBase):
         if question is None:
             question = next((m.content for m in reversed(messages) if m.role == "user"), "")
         lineage = {"model": gen.name, "backend": gen.backend,
-                   "model_identity": self.model_identity(gen), "adapter": None,
+                   "model_identity": self.model_identity(gen), "adapter": adapter,
                    "software": f"alicerce {__version__}"}
         return self.traces.record(
             gen.name, caller, question, error=error, spans=[span], lineage=lineage,

@@ -49,9 +49,11 @@ async def raw(svc: Service, key: ApiKey, model: str, messages: list[Message],
 class RawCall:
     def __init__(self, svc: Service, key: ApiKey, model: str, params: DecodingParams,
                  shape: str, guards: Guards, started: float) -> None:
-        self.svc, self.key, self.model, self.params = svc, key, model, params
+        self.svc, self.key, self.params = svc, key, params
         self.shape, self.guards, self.started = shape, guards, started
-        self.gen = svc.alc.generator(model)
+        self.base, self.adapter = svc.adapted(key, model)
+        self.model = f"{self.base}:{self.adapter}" if self.adapter else self.base
+        self.gen = svc.alc.generator(self.base, self.adapter)
         self.check = RawCheck([], "en")
 
     async def trace(self, output: str, usage: Usage | None, ttft: float | None = None,
@@ -62,9 +64,10 @@ class RawCall:
         if check.blocked.startswith("output"):
             output = f"[withheld by {check.blocked}]"
         return await anyio.to_thread.run_sync(functools.partial(
-            self.svc.alc.trace_call, self.model, self.key.id, check.messages, self.params,
+            self.svc.alc.trace_call, self.base, self.key.id, check.messages, self.params,
             output=output, usage=usage, latency_ms=(time.perf_counter() - self.started) * 1000,
-            ttft_ms=ttft, error=error, guards=check.verdicts, blocked=check.blocked))
+            ttft_ms=ttft, error=error, guards=check.verdicts, blocked=check.blocked,
+            adapter=self.adapter))
 
     async def refused(self, stream: bool) -> Any:
         tid = await self.trace(self.check.refusal, Usage())

@@ -100,6 +100,8 @@ async def models(svc: Svc,
              "kind": "app"} for a in svc.apps(key)]
     rows += [{"id": m, "object": "model", "created": created, "owned_by": "alicerce",
               "kind": "model"} for m in sorted(svc.model_names)]  # installed ones only
+    rows += [{"id": name, "object": "model", "created": created, "owned_by": "alicerce",
+              "kind": "adapter", "parent": base} for name, base in svc.adapters(key)]
     rows += [{"id": e, "object": "model", "created": created, "owned_by": "alicerce",
               "kind": "embedding"} for e in available_embedders(svc.settings)]
     return {"object": "list", "data": rows}
@@ -117,6 +119,7 @@ async def _generate(svc: Service, key: ApiKey, request: Request,
     svc.admit(key, "ask", ref)
     if ref is None:
         key.require_models()
+        svc.adapted(key, req.model)  # an unknown adapter is refused before it is a label
     request.state.app = split_ref(req.model)[0]  # never a client-made "kb@<anything>" series
     usage_chunk = bool(req.stream_options and req.stream_options.include_usage)
     if tools is not None and ref is not None:

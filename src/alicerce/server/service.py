@@ -222,10 +222,31 @@ class Service:
         base = split_ref(name)[0]
         if self.alc.apps.exists(base) or self.alc.store.collection(name) is not None:
             return "app"
-        if name in self.model_names or name in self.settings.models:
-            return "model"
+        if self._model(name) or self._model(name.partition(":")[0]):
+            return "model"  # a model, or `MODEL:ADAPTER` (checked with the key: `adapted`)
         raise NotFoundError(f"no app or model named {name!r}",
                             hint="GET /v1/models lists the apps and models this key can use")
+
+    def _model(self, name: str) -> bool:
+        return name in self.model_names or name in self.settings.models
+
+    def adapted(self, key: ApiKey, name: str) -> tuple[str, str | None]:
+        """(model, adapter NAME@N or None) a raw request's `model` names: vLLM's convention,
+        an adapter is asked for as `BASE:ADAPTER` (`qwen-0.5b:rh-style@2`)."""
+        if self._model(name):
+            return name, None
+        base, _, ref = name.partition(":")
+        caller = "admin" if "admin" in key.scopes else key.id
+        return base, self.alc.serve_adapter(ref, base, caller)
+
+    def adapters(self, key: ApiKey) -> list[tuple[str, str]]:
+        """(`BASE:NAME@N` and `BASE:NAME` for each version this key may be served, base)."""
+        caller = "admin" if "admin" in key.scopes else key.id
+        rows: dict[str, str] = {}
+        for a in self.alc.adapters.servable_list(caller):
+            if a.gguf is not None and self._model(a.base):
+                rows[f"{a.base}:{a.name}"] = rows[f"{a.base}:{a.ref}"] = a.base
+        return sorted(rows.items())
 
     def apps(self, key: ApiKey) -> list[str]:
         out = []

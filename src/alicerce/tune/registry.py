@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS adapter_versions (
 );
 """ + labels_schema("adapter")
 GGUF_FILE = "adapter.gguf"
+OPERATOR = "local"  # who the CLI acts as
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _COLS = ("name, version, hash, caller, base, base_identity, method, run_id, data_version, "
          "config, metrics, path, created_at")
@@ -150,6 +151,20 @@ class AdapterRegistry:
         if row is None or not _visible(row[3], caller):
             raise NotFoundError(f"no adapter {ref!r}", hint=self._hint(name, caller))
         return self._build(row)
+
+    def servable(self, ref: str, caller: str) -> AdapterVersion:
+        """The adapter a request of `caller` may be answered with: its own, or the home
+        operator's (trained from the CLI: shared like a deployed app)."""
+        try:
+            return self.get(ref, caller)
+        except NotFoundError:
+            if caller == OPERATOR:
+                raise
+            return self.get(ref, OPERATOR)
+
+    def servable_list(self, caller: str) -> list[AdapterVersion]:
+        return [a for a in self.list("admin")
+                if a.caller in (caller, OPERATOR) or caller == "admin"]
 
     def list(self, caller: str = "local") -> list[AdapterVersion]:
         """Every version the caller may see, by name then version."""
