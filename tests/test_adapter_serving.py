@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,14 +83,9 @@ steps:
         alc.deploy_app(chain, actor="ana")
 
 
-needs_tune = pytest.mark.skipif(importlib.util.find_spec("peft") is None,
-                                reason="the tune extra: pip install 'alicerce[tune]'")
-
-
-@pytest.mark.real
-@needs_tune
-def test_a_converted_lora_changes_llama_cpp_as_it_changes_pytorch(
-        alc: Alicerce, settings: Settings, docs: Path, tmp_path: Path) -> None:
+def random_lora(settings: Settings, folder: Path, targets: list[str]) -> tuple[Path, Any, Any]:
+    """(base GGUF, tokenizer, PEFT model): a random LoRA on SmolLM2 (B not zero, scaled to
+    change the answer without wrecking it), saved to `folder` and converted for llama.cpp."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -99,17 +95,30 @@ def test_a_converted_lora_changes_llama_cpp_as_it_changes_pytorch(
 
     base = materialise(BUNDLED["smollm2-135m"], settings.model_cache.expanduser())
     tok, model = load_base(base)
-    torch.manual_seed(0)  # a random LoRA (B not zero), strong enough to change the answer
-    peft = get_peft_model(model, LoraConfig(
-        r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        init_lora_weights=False, task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets,
+                                            init_lora_weights=False, task_type="CAUSAL_LM"))
     with torch.no_grad():
         for name, p in peft.named_parameters():
             if "lora_B" in name:
                 p.mul_(0.3)
-    folder = tmp_path / "lora"
     peft.save_pretrained(folder)
     convert(folder, base, folder / GGUF_FILE)
+    return base, tok, peft
+
+
+needs_tune = pytest.mark.skipif(importlib.util.find_spec("peft") is None,
+                                reason="the tune extra: pip install 'alicerce[tune]'")
+
+
+@pytest.mark.real
+@needs_tune
+def test_a_converted_lora_changes_llama_cpp_as_it_changes_pytorch(
+        alc: Alicerce, settings: Settings, docs: Path, tmp_path: Path) -> None:
+    import torch
+
+    folder = tmp_path / "lora"
+    _, tok, peft = random_lora(settings, folder, ["q_proj", "k_proj", "v_proj", "o_proj"])
     question = "What is the capital of France?"
     ids = tok.apply_chat_template([{"role": "user", "content": question}],
                                   add_generation_prompt=True, return_tensors="pt",
@@ -157,27 +166,12 @@ def test_the_openai_api_serves_an_adapter_named_after_its_base(
     """vLLM's convention: `model="BASE:ADAPTER"`, listed by /v1/models with its parent; a
     key is served its own adapters and the operator's; an unknown one is a 404 that leaves
     no metric series behind."""
-    import torch
     from fastapi.testclient import TestClient
-    from peft import LoraConfig, get_peft_model
 
-    from alicerce.generate.models import BUNDLED, materialise
     from alicerce.server import create_app
-    from alicerce.tune.gguf_lora import convert
-    from alicerce.tune.train import load_base
 
-    base = materialise(BUNDLED["smollm2-135m"], settings.model_cache.expanduser())
-    _, model = load_base(base)
-    torch.manual_seed(0)
-    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                            init_lora_weights=False, task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.mul_(0.3)
     folder = tmp_path / "lora"
-    peft.save_pretrained(folder)
-    convert(folder, base, folder / GGUF_FILE)
+    random_lora(settings, folder, ["q_proj", "v_proj"])
     served = Settings.load(home=settings.home, embedder="hashing", guards={})
     alc = Alicerce(served)
     alc.adapters.register("rand", folder, lineage(served))  # the operator's (CLI) adapter

@@ -206,9 +206,16 @@ class Answering(Apps):
                 "chunking": {c.name: dict(c.chunking) for c in colls},
                 "prompt": prompt_ref, "model": gen.name, "backend": gen.backend,
                 "model_identity": identity, "adapter": adapter,
-                **({"adapter_identity": f"sha256:{self.adapters.get(adapter, 'admin').hash}"}
+                **({"adapter_identity": self._adapter_identity(adapter, app)}
                    if adapter else {}),
                 "software": f"alicerce {__version__}"}
+
+    def _adapter_identity(self, adapter: str, app: AppVersion | None) -> str:
+        """The app's own adapter's hash is in its resolved spec (no query per answer)."""
+        own = app.spec["model"] if app else {}
+        if own.get("adapter") == adapter and own.get("adapter_identity"):
+            return str(own["adapter_identity"])
+        return f"sha256:{self.adapters.get(adapter, 'admin').hash}"
 
     def _traced(self, stream: Stream, app: str, caller: str, rec: Recorder,
                 version: AppVersion | None) -> Stream:
