@@ -116,7 +116,7 @@ def score_torch(base: Path, adapter: Path, test: list[Any]) -> tuple[float, floa
     import torch
     from peft import PeftModel
 
-    from alicerce.tune.train import load_base
+    from alicerce.generate.hf import load_base
 
     tok, model = load_base(base)
     model = PeftModel.from_pretrained(model, str(adapter)).eval()

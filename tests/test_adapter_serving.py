@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from alicerce import Alicerce, Settings
 from alicerce.errors import InputError, NotFoundError
 from alicerce.generate.models import model_identity
+from alicerce.testing.lora import random_lora
 from alicerce.tune.registry import GGUF_FILE, Lineage
 
 APP = """
@@ -81,30 +81,6 @@ steps:
 """
     with pytest.raises(InputError, match="step 's', adapter: adapter other@1 was trained"):
         alc.deploy_app(chain, actor="ana")
-
-
-def random_lora(settings: Settings, folder: Path, targets: list[str]) -> tuple[Path, Any, Any]:
-    """(base GGUF, tokenizer, PEFT model): a random LoRA on SmolLM2 (B not zero, scaled to
-    change the answer without wrecking it), saved to `folder` and converted for llama.cpp."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from alicerce.generate.models import BUNDLED, materialise
-    from alicerce.tune.gguf_lora import convert
-    from alicerce.tune.train import load_base
-
-    base = materialise(BUNDLED["smollm2-135m"], settings.model_cache.expanduser())
-    tok, model = load_base(base)
-    torch.manual_seed(0)
-    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets,
-                                            init_lora_weights=False, task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.mul_(0.3)
-    peft.save_pretrained(folder)
-    convert(folder, base, folder / GGUF_FILE)
-    return base, tok, peft
 
 
 needs_tune = pytest.mark.skipif(importlib.util.find_spec("peft") is None,

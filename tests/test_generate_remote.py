@@ -100,3 +100,35 @@ def test_ask_through_the_remote_model(url: str, tmp_path: Path, docs: Path,
                     params={"max_tokens": 40, "temperature": 0})
         assert a.versions["backend"] == "openai" and a.versions["model"] == "local"
         assert a.text and a.chunks
+
+
+def test_a_remote_servers_adapter_is_passed_through_as_the_model(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM serves a LoRA under its own model name (--lora-modules NAME=PATH): Alicerce
+    sends NAME as the request's model; only the adapters the configuration lists are asked
+    for, so a client cannot make up names (or metric labels)."""
+    from fastapi.testclient import TestClient
+
+    from alicerce.errors import NotFoundError
+    from alicerce.server import create_app
+
+    monkeypatch.setenv("ALICERCE_TEST_LLM_KEY", KEY)
+    s = Settings.load(home=tmp_path / "h", embedder="hashing", guards={}, auth=False,
+                      models={"local": {"url": url, "model": "served-model",
+                                        "api_key_env": "ALICERCE_TEST_LLM_KEY",
+                                        "adapters": ["sql-lora"]}})
+    with Alicerce(s) as alc:
+        gen = alc.generator("local", "sql-lora")
+        assert gen.name == "local:sql-lora" and gen.remote_model == "sql-lora"  # type: ignore[attr-defined]
+        assert alc.generator("local").remote_model == "served-model"  # type: ignore[attr-defined]
+        with pytest.raises(NotFoundError, match="serves no adapter 'other'"):
+            alc.generator("local", "other")
+        with TestClient(create_app(s, alc)) as client:
+            listed = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+            assert listed["local:sql-lora"]["parent"] == "local"
+            body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+            ok = client.post("/v1/chat/completions", json={**body, "model": "local:sql-lora"})
+            assert ok.status_code == 200, ok.text
+            assert ok.json()["model"] == "local:sql-lora"
+            bad = client.post("/v1/chat/completions", json={**body, "model": "local:made-up"})
+            assert bad.status_code == 404 and "made-up" not in client.get("/metrics").text

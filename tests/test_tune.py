@@ -229,8 +229,8 @@ needs_tune = pytest.mark.skipif(importlib.util.find_spec("peft") is None,
 
 @pytest.fixture(scope="module")
 def smol() -> tuple[object, object]:
+    from alicerce.generate.hf import load_base
     from alicerce.generate.models import model_path, resolve
-    from alicerce.tune.train import load_base
 
     s = Settings.load()
     return load_base(model_path(resolve("smollm2-135m", s), s))

@@ -8,6 +8,7 @@ behind its back.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ CONFIG_ENV = "ALICERCE_CONFIG"
 # Identifiers nobody needs in an answer are redacted on the way out; on the way in, every
 # kind but person names (English NER on Portuguese questions about people in the documents
 # would redact the very name asked about).
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ANSWER_PII = ["CPF", "CREDIT_CARD", "IBAN_CODE"]
 _QUESTION_PII = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CPF", "CNPJ", "CREDIT_CARD", "IBAN_CODE",
                  "IP_ADDRESS"]
@@ -51,9 +53,18 @@ class ModelEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str = ""
+    path: str = Field("", description="A .gguf file, a bundled model's name, or (backend "
+                                       "transformers) a local Hugging Face model folder.")
     url: str = Field("", description="Base URL of an OpenAI-compatible /v1 API.")
     model: str = Field("", description="Model name the endpoint serves (default: NAME).")
+    backend: Literal["llama.cpp", "transformers"] = Field(
+        "llama.cpp", description="What runs a local model: llama.cpp (fast, LoRA adapters) "
+                                 "or transformers (beam search, every PEFT adapter; "
+                                 "pip install 'alicerce[tune]').")
+    adapters: list[str] = Field(
+        default_factory=list, max_length=256,
+        description="With url: the LoRA adapters the endpoint serves by name (vLLM "
+                    "--lora-modules NAME=PATH); asked for as NAME:ADAPTER.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Variable holding the API key.")
     price_input_per_mtok: float | None = Field(
         None, ge=0, description="Price per million prompt tokens (`models compare` cost).")
@@ -65,6 +76,14 @@ class ModelEntry(BaseModel):
         if bool(self.path) == bool(self.url):
             raise ValueError("give exactly one of path (a .gguf file) or url (an "
                              "OpenAI-compatible endpoint)")
+        if self.url and self.backend != "llama.cpp":
+            raise ValueError("backend applies to a local model (path), not to a url")
+        if self.path and self.adapters:
+            raise ValueError("adapters lists a remote endpoint's adapters; a local model "
+                             "serves those registered with `alicerce tune register`")
+        for name in self.adapters:
+            if not _ADAPTER_NAME.match(name):
+                raise ValueError(f"adapter name {name!r}: use letters, digits, . _ - (1-64)")
         return self
 
 
@@ -204,6 +223,12 @@ class Settings(BaseSettings):
         "", description="MLflow tracking URI; empty = sqlite in the home (mlflow.db).")
     otlp_headers: dict[str, str] = Field(
         default_factory=dict, description="Headers for the OTLP endpoint (e.g. an API key).")
+
+    adapter_poll_s: float = Field(
+        5.0, ge=0.0, description="`alicerce serve` checks this often for adapters registered "
+                                 "or removed (by the CLI too) and reloads the models they "
+                                 "belong to beside the running ones; 0 = only when a request "
+                                 "names a new adapter.")
 
     # Monitoring (docs/monitoring.md)
     monitor_interval_s: float = Field(

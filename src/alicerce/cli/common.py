@@ -63,7 +63,9 @@ DECODING = [
     _opt(int, "--top-logprobs", help="Also show this many alternatives per token."),
     _opt(str, "--format", help="Output: " + " | ".join(FORMATS) + "."),
     _opt(Path, "--schema", help="JSON schema file the output must follow (with --format json)."),
-    _opt(int, "--num-beams", help="Beam search width (backends that support it)."),
+    _opt(int, "--num-beams", help="Beam search width (the transformers backend)."),
+    _opt(float, "--length-penalty", help="Beam search: >1 favours longer answers."),
+    _opt(bool, "--early-stopping", help="Beam search: stop when num_beams answers are done."),
 ]
 F = TypeVar("F", bound=Callable[..., Any])
 

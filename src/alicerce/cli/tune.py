@@ -200,7 +200,7 @@ def _report(r: TuneRun, as_json: bool) -> None:
 
 
 adapters_app = typer.Typer(no_args_is_help=True,
-                           help="Trained adapters: versions, labels, rollback, diff.")
+                           help="Trained adapters: versions, labels, rollback, diff, add, remove.")
 app.add_typer(adapters_app, name="adapters")
 
 
@@ -260,6 +260,29 @@ def adapters_rollback(name: Annotated[str, typer.Argument(help="Adapter name")],
     with open_home(home) as alc:
         a, left = alc.adapters.rollback(name, label)
     typer.echo(f"{name}@{label}: version {left} -> {a.version}")
+
+
+@adapters_app.command("add")
+def adapters_add(name: Annotated[str, typer.Argument(help="Adapter name")],
+                 folder: Annotated[Path, typer.Argument(help="A PEFT adapter folder")],
+                 base: Annotated[str, typer.Option(help="The model it was trained on")],
+                 home: HomeOpt = None) -> None:
+    """Register an adapter trained elsewhere (LoRA, (IA)3, prompt tuning) as NAME@N; a
+    LoRA is converted for llama.cpp. Running servers pick it up without a restart."""
+    with open_home(home) as alc:
+        a = alc.add_adapter(name, folder, base)
+    typer.echo(f"registered {a.ref} ({a.method} on {a.base})"
+               + (", converted for llama.cpp" if a.gguf else ", transformers backend only"))
+
+
+@adapters_app.command("remove")
+def adapters_remove(ref: Annotated[str, typer.Argument(help="NAME@N")],
+                    home: HomeOpt = None) -> None:
+    """Delete a version's files (a labelled one is refused); running servers stop serving
+    it at their next adapter check, and its number is never reused."""
+    with open_home(home) as alc:
+        a = alc.adapters.remove(ref)
+    typer.echo(f"removed {a.ref}")
 
 
 @adapters_app.command("diff")

@@ -18,6 +18,7 @@ from alicerce.config import Settings
 from alicerce.core.chain_apps import ChainApps
 from alicerce.evaluate.runner import Evaluator
 from alicerce.generate import Generator
+from alicerce.generate.pool import BasePool
 from alicerce.guard.canary import new_canary
 from alicerce.ingest.jobs import IngestJobs
 from alicerce.observe.drift_runs import (
@@ -56,7 +57,9 @@ class Home:
             exact_search_limit=settings.exact_search_limit)
         self._encoders: dict[str, QueryEncoder] = {}
         self._generators: dict[str, Generator] = {}  # use_generator's
-        self._loaded: dict[str, Generator] = {}  # resolved names, so lookups cost nothing
+        self._loaded: dict[str, Generator] = {}  # remote models by name
+        self._pools: dict[str, BasePool] = {}  # local models, swapped as adapters change
+        self._adapter_paths: dict[str, Path] = {}  # NAME@N -> its GGUF (versions are immutable)
         self.prompts = PromptRegistry(self.store.path, BUILTINS)
         self.conversations = Conversations(self.store.path)
         self.keys = KeyStore(self.store.path)

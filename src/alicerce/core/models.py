@@ -9,78 +9,32 @@ from typing import Any
 
 from alicerce.apps.registry import AppVersion
 from alicerce.chains.techniques import Example, Generation, run
-from alicerce.core.knowledge import KnowledgeBase
+from alicerce.core.adapter_serving import AdapterServing
 from alicerce.embed import get_embedder
 from alicerce.errors import InputError
-from alicerce.generate import Generator, get_generator
-from alicerce.generate.llamacpp import LlamaCppGenerator
-from alicerce.generate.models import ModelInfo, list_models, resolve
-from alicerce.generate.models import model_identity as _identity
+from alicerce.generate import Generator
+from alicerce.generate.models import ModelInfo, list_models
 from alicerce.generate.params import DecodingParams
-from alicerce.tune.registry import check_adapter
+from alicerce.generate.pool import BasePool
 from alicerce.types import Message, Usage
 from alicerce.version import __version__
 
 
-class Models(KnowledgeBase):
+class Models(AdapterServing):
     """Generators by name, loaded once per process; prompting techniques."""
 
     def generator(self, model: str | None = None, adapter: str | None = None) -> Generator:
         """A loaded model (once per process): bundled name, [models.NAME], or .gguf path;
-        with `adapter` (NAME@N), that LoRA adapter applied on it by llama.cpp."""
+        with `adapter` (NAME@N), that adapter applied on it (core/adapter_serving)."""
         name = model or self.settings.generator
-        if not adapter:
-            if name not in self._generators and name not in self._loaded:
-                self._load(name)
-            return self._generators.get(name) or self._loaded[name]
-        key = f"{name}:{adapter}"
-        if key not in self._loaded:  # registered after the model loaded: load it again
-            found = self.adapters.get(adapter, "admin")  # deploy checked who may use it
-            check_adapter(found, name, self._weights(name))
-            self._load(name)
-        return self._loaded[key]
-
-    def _load(self, name: str) -> None:
-        """Load `name` once for plain and adapted requests: llama.cpp attaches every LoRA
-        adapter registered for these weights, unapplied, and each adapter's view applies
-        its own per request. (One registered later loads the model again; the earlier
-        instance is freed when the process ends: issue 21 swaps it in place.)"""
-        found = [a for a in self.adapters.list("admin") if a.gguf is not None]
-        if found and resolve(name, self.settings).kind == "gguf":
-            identity = self._weights(name)
-            found = [a for a in found if a.base_identity == identity]
-        else:
-            found = []
-        gen = get_generator(name, self.settings, tuple(sorted({a.gguf for a in found
-                                                               if a.gguf is not None})))
-        self._loaded[name] = gen
-        for a in found:
-            key = f"{name}:{a.ref}"
-            assert isinstance(gen, LlamaCppGenerator) and a.gguf is not None
-            self._loaded[key] = gen.adapted(a.gguf, key)
-            self._identities[key] = identity
-
-    def pin_adapter(self, ref: str, model: str, caller: str = "local") -> tuple[str, str]:
-        """An app's `adapter:` as NAME@N and its content hash, refused unless `caller` may
-        use it, it runs on llama.cpp and it was trained on `model`'s weights."""
-        adapter = self.adapters.get(ref, caller)
-        check_adapter(adapter, model, self._weights(model))
-        return adapter.ref, f"sha256:{adapter.hash}"
-
-    def serve_adapter(self, ref: str, model: str, caller: str) -> str:
-        """A request's adapter on `model` as NAME@N: the caller's or the operator's
-        (AdapterRegistry.servable), runnable on llama.cpp and trained on `model`."""
-        adapter = self.adapters.servable(ref, caller)
-        check_adapter(adapter, model, self._weights(model))
-        return adapter.ref
-
-    def _weights(self, name: str) -> str:
-        """`name`'s identity without loading it."""
         if name in self._generators:
-            return f"custom:{name}"
-        if name not in self._identities:
-            self._identities[name] = _identity(name, self.settings)
-        return self._identities[name]
+            if adapter:
+                raise InputError(f"{name} is registered in this process and takes no adapter")
+            return self._generators[name]
+        if adapter:
+            return self._with_adapter(name, adapter)
+        base = self._base(name)
+        return base.instance(self._attachable(name)) if isinstance(base, BasePool) else base
 
     def use_generator(self, name: str, generator: Generator) -> None:
         """Serve `name` with an object of your own (a plugin backend, or a test double)."""
@@ -96,9 +50,7 @@ class Models(KnowledgeBase):
         """What pins a model's weights (memoised: hashing a GGUF file reads all of it)."""
         if any(g is gen for g in self._generators.values()):
             return f"custom:{gen.name}"  # registered in-process: no file to hash
-        if gen.name not in self._identities:
-            self._identities[gen.name] = _identity(gen.name, self.settings)
-        return self._identities[gen.name]
+        return self._weights(getattr(gen, "base", gen.name))
 
     def generate(self, text: str, *, technique: str = "zero-shot", model: str | None = None,
                  params: DecodingParams | dict[str, Any] | None = None,

@@ -25,6 +25,7 @@ from alicerce.tune.registry import GGUF_FILE, AdapterVersion, Lineage, check_ada
 from alicerce.tune.runs import Progress, TuneRun, TuneRuns
 from alicerce.version import __version__
 
+_PEFT_TYPES = {"LORA": "lora", "IA3": "ia3", "PROMPT_TUNING": "prompt"}
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
@@ -89,6 +90,41 @@ class Tuning(Governance):
         run = self.tune_runs.resume(run_id, caller)
         path = model_path(resolve(run.base, self.settings), self.settings)
         return self._train(run, path, rows, resume=True, progress=progress)
+
+    def add_adapter(self, name: str, folder: Path, base: str, *,
+                    caller: str = "local") -> AdapterVersion:
+        """Register a PEFT adapter trained elsewhere on `base`'s weights (a LoRA is converted
+        for llama.cpp on the way in); running servers pick it up at their next check."""
+        import json
+        import tempfile
+
+        config = folder / "adapter_config.json"
+        try:
+            peft = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{folder} has no readable adapter_config.json: {exc}",
+                             hint="give a folder saved by PEFT's save_pretrained") from None
+        method = _PEFT_TYPES.get(str(peft.get("peft_type", "")).upper())
+        if method is None:
+            raise InputError(f"PEFT type {peft.get('peft_type')!r} is not served here",
+                             hint="LoRA, (IA)3 or prompt tuning: "
+                                  + ", ".join(sorted(_PEFT_TYPES)))
+        ref = resolve(base, self.settings)
+        if ref.kind == "openai":
+            raise InputError(f"{base} is a remote endpoint: its server holds its adapters",
+                             hint="list them in [models.NAME] adapters (docs/tuning.md)")
+        self.adapters.check_name(name, caller)
+        with tempfile.TemporaryDirectory(dir=self.settings.home) as tmp:
+            staged = Path(tmp) / "adapter"
+            shutil.copytree(folder, staged)
+            (staged / GGUF_FILE).unlink(missing_ok=True)  # ours is made from the weights
+            if method == "lora" and ref.kind == "gguf":  # a folder base: transformers only
+                from alicerce.tune.gguf_lora import convert
+
+                convert(staged, model_path(ref, self.settings), staged / GGUF_FILE, name=name)
+            return self.adapters.register(name, staged, Lineage(
+                base, model_identity(base, self.settings), method, "imported", "",
+                peft, {}), caller)
 
     def tune_eval(self, ref: str, *, against: str | None = None, caller: str = "local",
                   progress: EvalProgress | None = None) -> tuple[Run, Run]:
@@ -197,7 +233,8 @@ class Tuning(Governance):
 
     def _train(self, run: TuneRun, path: Path, rows: TuneData, *, resume: bool,
                progress: Progress | None) -> TuneRun:
-        from alicerce.tune.train import load_base, train, wrap
+        from alicerce.generate.hf import load_base
+        from alicerce.tune.train import train, wrap
 
         out = self.settings.home / "tune" / run.id
         try:

@@ -1,4 +1,4 @@
-"""Generators: local GGUF models on llama.cpp, or OpenAI-compatible endpoints."""
+"""Generators: local models on llama.cpp or transformers, or OpenAI-compatible endpoints."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ __all__ = ["DecodingParams", "Generator", "get_generator"]
 
 # Clients are shared by every Alicerce instance in the process (local models: llamacpp.load).
 _REMOTE: dict[tuple[str, ...], OpenAIGenerator] = {}
+_TORCH: dict[tuple[str, ...], Generator] = {}  # transformers models, loaded once
 _LOCK = threading.Lock()
 
 
@@ -35,6 +36,15 @@ def get_generator(name: str | None, settings: Settings,
                     timeout=settings.llm_timeout_s, context=settings.llm_context)
             return _REMOTE[key]
     path = model_path(ref, settings)
+    if ref.backend == "transformers":
+        from alicerce.generate.hf import TransformersGenerator
+
+        at = (ref.name, str(path.resolve()), str(settings.llm_context))
+        with _LOCK:
+            if at not in _TORCH:
+                _TORCH[at] = TransformersGenerator(ref.name, path, settings.llm_context,
+                                                   settings.llm_threads)
+            return _TORCH[at]
     return load(ref.name, path, settings.llm_context, settings.llm_threads,
                 settings.llm_parallel, settings.llm_cache_ram_mb, adapters)
 

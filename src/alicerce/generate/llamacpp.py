@@ -40,6 +40,28 @@ def _import() -> Any:
     return xllamacpp
 
 
+class Inflight:
+    """Requests running on one loaded model (shared by its adapter views), so a swapped-out
+    instance is dropped only when the last has finished."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._cond:
+            self._count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._count -= 1
+            self._cond.notify_all()
+
+    def wait_idle(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._count == 0)
+
+
 class LlamaCppGenerator:
     """One GGUF model loaded in this process."""
 
@@ -77,13 +99,20 @@ class LlamaCppGenerator:
         try:
             self._server = xlc.Server(params)
         except RuntimeError as exc:
+            if adapters:
+                raise GeneratorError(f"llama.cpp could not load {path} with its {len(adapters)} "
+                                     f"adapters ({', '.join(p.parent.name for p in adapters)})",
+                                     hint="an adapter file may be damaged or made for another "
+                                          "model: remove it (alicerce adapters remove)") from exc
             raise GeneratorError(f"llama.cpp could not load {path}",
                                  hint="the file may be truncated or corrupt, or too large "
                                       "for memory; re-install it or pick another model") from exc
         self.name, self.path, self.context_size, self.parallel = name, path, context, parallel
+        self.base = name  # views keep it: the model whose weights these are
         self.adapters = adapters
         self.adapter: Path | None = None  # the one applied (a view from `adapted`)
         self.kv = KvBudget(context)
+        self.idle = Inflight()
 
     def adapted(self, adapter: Path | None, name: str) -> LlamaCppGenerator:
         """This model with `adapter` (one of those it loaded; None: none) applied to every
@@ -126,7 +155,7 @@ class LlamaCppGenerator:
         body = self._body(messages, params)
         need = self._claim(messages, body, params)
         started = time.perf_counter()
-        with self.kv.claim(need):
+        with self.idle, self.kv.claim(need):
             data = self._server.handle_chat_completions(body)
         _raise_for(data, self.name)
         return parse_completion(data, self.name, _timings(data, started))
@@ -141,7 +170,7 @@ class LlamaCppGenerator:
         return self._claimed(need, body)
 
     def _claimed(self, need: int, body: dict[str, Any]) -> Iterator[Delta]:
-        with self.kv.claim(need):
+        with self.idle, self.kv.claim(need):
             yield from _stream(lambda cb: self._server.handle_chat_completions(body, cb),
                                self.name)
 
@@ -223,3 +252,11 @@ def load(name: str, path: Path, context: int, threads: int, parallel: int,
             _LOADED[key] = LlamaCppGenerator(name, path, context, threads, parallel,
                                              cache_ram_mb, adapters)
         return _LOADED[key]
+
+
+def release(gen: LlamaCppGenerator) -> None:
+    """Forget `gen` (a swapped-out instance): later loads build their own."""
+    with _LOCK:
+        for key, loaded in list(_LOADED.items()):
+            if loaded is gen:
+                del _LOADED[key]

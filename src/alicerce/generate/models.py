@@ -64,12 +64,14 @@ class ModelRef:
     """A resolved model: a local GGUF file, or a remote OpenAI-compatible endpoint."""
 
     name: str
-    kind: str  # "gguf" | "openai"
+    kind: str  # "gguf" | "openai" | "hf" (a Hugging Face model folder)
     path: Path | None = None
     url: str = ""
     remote_model: str = ""
     api_key_env: str = ""
     bundled: Bundled | None = None
+    backend: str = "llama.cpp"  # for local files: llama.cpp or transformers
+    adapters: tuple[str, ...] = ()  # a remote endpoint's adapters by name
 
 
 def resolve(name: str, settings: Settings) -> ModelRef:
@@ -88,10 +90,24 @@ def resolve(name: str, settings: Settings) -> ModelRef:
 
 
 def _configured(name: str, entry: ModelEntry) -> ModelRef:
+    if entry.path in BUNDLED:
+        return ModelRef(name, "gguf", bundled=BUNDLED[entry.path], backend=entry.backend)
     if entry.path:
-        return ModelRef(name, "gguf", path=check_gguf(Path(entry.path).expanduser()))
+        path = Path(entry.path).expanduser()
+        if entry.backend == "transformers" and path.is_dir():
+            return ModelRef(name, "hf", path=check_hf(path), backend=entry.backend)
+        return ModelRef(name, "gguf", path=check_gguf(path), backend=entry.backend)
     return ModelRef(name, "openai", url=entry.url, remote_model=entry.model or name,
-                    api_key_env=entry.api_key_env)
+                    api_key_env=entry.api_key_env, adapters=tuple(entry.adapters))
+
+
+def check_hf(folder: Path) -> Path:
+    """A Hugging Face model folder: its config and weights, read without a download."""
+    if not (folder / "config.json").is_file():
+        raise GeneratorError(f"{folder} has no config.json: not a Hugging Face model folder",
+                             hint="point path at a folder saved with save_pretrained, or at "
+                                  "a .gguf file")
+    return folder
 
 
 def check_gguf(path: Path) -> Path:
@@ -203,6 +219,13 @@ def model_identity(name: str, settings: Settings) -> str:
     ref = resolve(name, settings)
     if ref.bundled is not None:
         return f"sha256:{ref.bundled.sha256}"
+    if ref.kind == "hf" and ref.path is not None:  # the weights and config, file by file
+        digest = hashlib.sha256()
+        for f in [*sorted(ref.path.glob("*.safetensors")), ref.path / "config.json"]:
+            st = f.stat()
+            one = _file_sha256(str(f.resolve()), st.st_size, st.st_mtime_ns)
+            digest.update(f"{f.name}:{one}".encode())
+        return f"sha256:{digest.hexdigest()}"
     if ref.path is not None:
         st = ref.path.stat()
         return f"sha256:{_file_sha256(str(ref.path.resolve()), st.st_size, st.st_mtime_ns)}"

@@ -15,8 +15,11 @@ OutputFormat = Literal["text", "bullets", "json"]
 FORMATS: tuple[OutputFormat, ...] = ("text", "bullets", "json")
 
 # Which backend honours which non-default knob. Beam search needs the whole beam's logits at
-# every step, which neither llama.cpp's server nor the OpenAI API exposes.
+# every step, which neither llama.cpp's server nor the OpenAI API exposes; transformers has
+# it, but no grammars, penalties on presence/frequency or log-probabilities here.
 SUPPORT: dict[str, frozenset[str]] = {
+    "transformers": frozenset({"top_k", "min_p", "repetition_penalty", "seed", "n", "stop",
+                               "num_beams", "length_penalty", "early_stopping"}),
     "llama.cpp": frozenset({"top_k", "min_p", "repetition_penalty", "presence_penalty",
                             "frequency_penalty", "seed", "n", "logprobs", "stop", "json_schema",
                             "bullets"}),
@@ -24,7 +27,8 @@ SUPPORT: dict[str, frozenset[str]] = {
                          "frequency_penalty", "seed", "n", "logprobs", "stop", "json_schema",
                          "bullets"}),
 }
-BEAM_BACKENDS = "Hugging Face transformers (not bundled: no bundled model ships in its format)"
+BEAM_HINT = ('serve the model on the transformers backend: in alicerce.toml, [models.NAME] '
+             'path = "MODEL", backend = "transformers" (pip install \'alicerce[tune]\')')
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class DecodingParams:
     format: OutputFormat = "text"
     json_schema: dict[str, Any] | None = field(default=None, hash=False)
     num_beams: int = 1
+    length_penalty: float = 1.0  # beam search: > 1 favours longer sequences, < 1 shorter
+    early_stopping: bool = False  # beam search: stop once num_beams sequences are done
 
     def __post_init__(self) -> None:
         _check(1 <= self.max_tokens <= 32768, f"max_tokens must be 1..32768, got {self.max_tokens}",
@@ -78,8 +84,13 @@ class DecodingParams:
                f"got {self.top_logprobs}", "e.g. --top-logprobs 5")
         _check(self.format in FORMATS, f"unknown output format {self.format!r}",
                "use " + ", ".join(FORMATS))
-        _check(self.num_beams >= 1, f"num_beams must be 1 or more, got {self.num_beams}",
-               "1 = no beam search")
+        _check(1 <= self.num_beams <= 16, f"num_beams must be 1..16, got {self.num_beams}",
+               "1 = no beam search; 4 is usual")
+        _check(-5.0 <= self.length_penalty <= 5.0,
+               f"length_penalty must be -5..5, got {self.length_penalty}",
+               "1.0 = a sequence's score is its log-probability over its length")
+        _check(isinstance(self.early_stopping, bool),
+               f"early_stopping must be true or false, got {self.early_stopping!r}", "")
         if self.json_schema is not None:
             _check(self.format == "json", "a JSON schema needs format 'json'",
                    "add --format json, or leave out the schema")
@@ -119,6 +130,8 @@ class DecodingParams:
             "json_schema": self.json_schema is not None,
             "bullets": self.format == "bullets",
             "num_beams": self.num_beams > 1,
+            "length_penalty": self.length_penalty != 1.0,
+            "early_stopping": self.early_stopping,
         }
         return frozenset(k for k, v in on.items() if v)
 
@@ -130,11 +143,18 @@ class DecodingParams:
 
 def require(params: DecodingParams, backend: str, model: str) -> None:
     """Raise if `backend` cannot honour a knob `params` uses."""
-    if params.num_beams > 1:
+    if params.num_beams > 1 and "num_beams" not in SUPPORT[backend]:
         raise InputError(
-            f"beam search (num_beams={params.num_beams}) is not supported by {backend} "
-            f"({model})", hint=f"backends that can: {BEAM_BACKENDS}; use num_beams 1 and "
-            "temperature 0 for deterministic output here")
+            f"beam search (num_beams={params.num_beams}) is not supported by the {backend} "
+            f"backend ({model})", hint=f"{BEAM_HINT}; or use num_beams 1 and temperature 0 for "
+            "deterministic output here")
+    beam_only = sorted({"length_penalty", "early_stopping"} & params.used())
+    if beam_only and params.num_beams == 1:
+        raise InputError(f"{', '.join(beam_only)} only apply to beam search",
+                         hint="set num_beams (e.g. 4), or leave them out")
+    if params.num_beams > 1 and params.n > params.num_beams:
+        raise InputError(f"n={params.n} candidates from {params.num_beams} beams",
+                         hint="n must be at most num_beams")
     missing = sorted(params.used() - SUPPORT[backend])
     if missing:
         can = [b for b, s in SUPPORT.items() if set(missing) <= s]
@@ -160,7 +180,7 @@ def check_schema(schema: Any) -> None:
 
 _NUMBERS: dict[str, type] = {
     "max_tokens": int, "top_k": int, "seed": int, "n": int, "top_logprobs": int,
-    "num_beams": int, "temperature": float, "top_p": float, "min_p": float,
+    "num_beams": int, "temperature": float, "length_penalty": float, "top_p": float, "min_p": float,
     "repetition_penalty": float, "presence_penalty": float, "frequency_penalty": float,
 }
 

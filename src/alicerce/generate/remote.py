@@ -8,6 +8,7 @@ no grammar here: the model is told the format and the reply is normalised to '- 
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import time
@@ -39,6 +40,14 @@ class OpenAIGenerator:
         self._client: Any = OpenAI(base_url=url, api_key=api_key or "none", timeout=timeout,
                                    max_retries=1)
         self.name, self.remote_model, self.context_size = name, model, context
+        self.base = name  # an adapter's view keeps it: the configured model
+
+    def adapted(self, remote_model: str, name: str) -> OpenAIGenerator:
+        """The endpoint's adapter `remote_model` (vLLM serves a LoRA under its own model
+        name): a view sharing this client."""
+        view = copy.copy(self)
+        view.name, view.remote_model = name, remote_model
+        return view
 
     @classmethod
     def from_env(cls, name: str, url: str, model: str, key_env: str,

@@ -54,6 +54,10 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
                                    name="alicerce-monitor")
         if settings.monitor_interval_s:
             monitor.start()
+        adapters = threading.Thread(target=svc.adapter_loop, args=(stop,), daemon=True,
+                                    name="alicerce-adapters")
+        if settings.adapter_poll_s:
+            adapters.start()
         if not settings.auth:
             log.warning("auth is off: every caller may use every collection (loopback only)")
         try:
@@ -63,8 +67,9 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
             # torn down under a running thread): let the load finish first.
             warm.join(timeout=120)
             stop.set()
-            if monitor.is_alive():
-                monitor.join(timeout=120)
+            for loop in (monitor, adapters):
+                if loop.is_alive():
+                    loop.join(timeout=120)
             if alicerce is None:
                 alc.close()
 

@@ -82,6 +82,17 @@ class Service:
         except AlicerceError as exc:
             self.load_error = str(exc)
 
+    def adapter_loop(self, stop: threading.Event) -> None:
+        """Every `adapter_poll_s`: reload the loaded models whose registered adapters
+        changed, beside the running instance (Models.refresh_adapters)."""
+        while not stop.wait(self.settings.adapter_poll_s):
+            try:
+                for swap in self.alc.refresh_adapters():
+                    log.info("%s: %d adapters, %.1f s%s", swap.base, swap.adapters,
+                             swap.seconds, f", failed: {swap.error}" if swap.error else "")
+            except AlicerceError as exc:  # the registry unreadable for a moment: next time
+                log.warning("adapter check failed: %s", exc)
+
     def monitor_loop(self, stop: threading.Event) -> None:
         """Every `monitor_interval_s`, for each app with traffic in the drift window: a
         drift run (settings drift_baseline / drift_window) and a continuous evaluation of
@@ -138,6 +149,10 @@ class Service:
             checks["store"] = "ok"
         except Exception as exc:  # any failure means not ready; the reason is reported
             checks["store"] = f"unreachable: {exc}"
+        for swap in self.alc.swaps():  # a failed adapter reload: the old model still serves
+            if swap.error:
+                checks[f"adapters:{swap.base}"] = f"reload failed, serving the previous " \
+                                                  f"adapters: {swap.error}"
         return self.ready.is_set() and checks["store"] == "ok", checks
 
     # -- access --------------------------------------------------------------------------
@@ -246,6 +261,9 @@ class Service:
         for a in self.alc.adapters.servable_list(caller):
             if a.gguf is not None and self._model(a.base):
                 rows[f"{a.base}:{a.name}"] = rows[f"{a.base}:{a.ref}"] = a.base
+        for name, entry in self.settings.models.items():  # a remote server's own (vLLM)
+            for adapter in entry.adapters:
+                rows[f"{name}:{adapter}"] = name
         return sorted(rows.items())
 
     def apps(self, key: ApiKey) -> list[str]:
@@ -270,6 +288,8 @@ class Service:
             "min_p": req.min_p, "repetition_penalty": req.repetition_penalty,
             "presence_penalty": req.presence_penalty,
             "frequency_penalty": req.frequency_penalty, "seed": req.seed,
+            "num_beams": req.num_beams, "length_penalty": req.length_penalty,
+            "early_stopping": req.early_stopping,
             "stop": [req.stop] if isinstance(req.stop, str) else req.stop,
             "format": fmt, "json_schema": schema}.items() if v is not None}
         values["n"] = req.n

@@ -119,6 +119,9 @@ class Sampling(Strict):
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int = 1
+    num_beams: int | None = None  # beam search: the transformers backend
+    length_penalty: float | None = None
+    early_stopping: bool | None = None
     user: str | None = Field(None, max_length=256)
 
 

@@ -45,6 +45,13 @@ CREATE TABLE IF NOT EXISTS adapter_versions (
     PRIMARY KEY (name, version),
     UNIQUE (name, hash)
 );
+CREATE TABLE IF NOT EXISTS adapter_removed (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    PRIMARY KEY (name, version)
+);
 """ + labels_schema("adapter")
 GGUF_FILE = "adapter.gguf"
 OPERATOR = "local"  # who the CLI acts as
@@ -119,19 +126,15 @@ class AdapterRegistry:
         digest = content_hash(files)
         row = self._db.execute("SELECT version FROM adapter_versions WHERE name=? AND hash=?",
                                (name, digest)).fetchone()
-        if row is not None:
-            return self.get(f"{name}@{row[0]}", caller)
         self.check_name(name, caller)
         target = self._root / name / digest[:16]
-        if not target.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".incoming-"))
-            try:
-                shutil.copytree(files, tmp, dirs_exist_ok=True)
-                tmp.rename(target)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+        if row is not None:  # the same files: that version (restored, if it was removed)
+            self._copy(files, target)
+            with transaction(self._db) as db:
+                db.execute("DELETE FROM adapter_removed WHERE name=? AND version=?",
+                           (name, row[0]))
+            return self.get(f"{name}@{row[0]}", caller)
+        self._copy(files, target)
         with transaction(self._db) as db:
             version = (self._labels.latest(name) or 0) + 1
             db.execute(f"INSERT INTO adapter_versions ({_COLS.replace(', created_at', '')}) "
@@ -140,6 +143,19 @@ class AdapterRegistry:
                         lineage.method, lineage.run_id, lineage.data_version,
                         json.dumps(lineage.config), json.dumps(lineage.metrics), str(target)))
         return self.get(f"{name}@{version}", caller)
+
+    def _copy(self, files: Path, target: Path) -> None:
+        """`files` at `target`, whole or not at all (renamed into place)."""
+        if target.is_dir():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".incoming-"))
+        try:
+            shutil.copytree(files, tmp, dirs_exist_ok=True)
+            tmp.rename(target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     def get(self, ref: str, caller: str = "local") -> AdapterVersion:
         """`name`, `name@N` or `name@LABEL` (a bare name: production, else the newest)."""
@@ -150,7 +166,32 @@ class AdapterRegistry:
             (name, version)).fetchone()
         if row is None or not _visible(row[3], caller):
             raise NotFoundError(f"no adapter {ref!r}", hint=self._hint(name, caller))
+        gone = self._db.execute("SELECT actor, at FROM adapter_removed WHERE name=? AND "
+                                "version=?", (name, version)).fetchone()
+        if gone is not None:
+            raise NotFoundError(f"adapter {name}@{version} was removed ({gone[1]}, by {gone[0]})",
+                                hint="name another version (alicerce adapters list); an app "
+                                     "pinned to it needs deploying again with another")
         return self._build(row)
+
+    def remove(self, ref: str, caller: str = "local") -> AdapterVersion:
+        """Remove a version: its files are deleted, its number is never given again (traces
+        name it), and servers drop it at their next swap. A labelled one is refused."""
+        adapter = self.get(ref, caller)
+        if adapter.labels:
+            raise InputError(f"{adapter.ref} is labelled {', '.join(adapter.labels)}",
+                             hint=f"move the label first: alicerce adapters label "
+                                  f"{adapter.name}@N {adapter.labels[0]}")
+        with transaction(self._db) as db:
+            db.execute("INSERT INTO adapter_removed (name, version, actor) VALUES (?, ?, ?)",
+                       (adapter.name, adapter.version, caller))
+        # committed first: a crash here leaves a folder nothing points at, never a version
+        # that points at no files
+        if not self._db.execute("SELECT 1 FROM adapter_versions v WHERE path=? AND NOT EXISTS "
+                                "(SELECT 1 FROM adapter_removed r WHERE r.name=v.name AND "
+                                "r.version=v.version)", (str(adapter.path),)).fetchone():
+            shutil.rmtree(adapter.path, ignore_errors=True)
+        return adapter
 
     def servable(self, ref: str, caller: str) -> AdapterVersion:
         """The adapter a request of `caller` may be answered with: its own, or the home
@@ -168,7 +209,10 @@ class AdapterRegistry:
 
     def list(self, caller: str = "local") -> list[AdapterVersion]:
         """Every version the caller may see, by name then version."""
-        rows = self._db.execute(f"SELECT {_COLS} FROM adapter_versions ORDER BY name, version")
+        rows = self._db.execute(
+            f"SELECT {_COLS} FROM adapter_versions v WHERE NOT EXISTS (SELECT 1 FROM "
+            "adapter_removed r WHERE r.name=v.name AND r.version=v.version) "
+            "ORDER BY name, version")
         return [self._build(r) for r in rows if _visible(r[3], caller)]
 
     def labelled(self, name: str, label: str, caller: str = "local") -> AdapterVersion | None:
@@ -230,11 +274,21 @@ class AdapterRegistry:
                 or "adapters: " + (", ".join(names) or "none yet; `alicerce tune run` makes one"))
 
 
-def check_adapter(adapter: AdapterVersion, model: str, identity: str) -> None:
-    """Refuse an adapter llama.cpp cannot run, or one trained on other weights."""
-    if adapter.gguf is None:
+PEFT_METHODS = ("lora", "pretrain", "ia3", "prompt")  # PEFT adapter folders
+
+
+def check_adapter(adapter: AdapterVersion, model: str, identity: str,
+                  backend: str = "llama.cpp") -> None:
+    """Refuse an adapter `backend` cannot run, or one trained on other weights."""
+    if backend == "llama.cpp" and adapter.gguf is None:
         raise InputError(f"adapter {adapter.ref} ({adapter.method}) does not run on llama.cpp",
-                         hint="only LoRA adapters do; train one with --method lora")
+                         hint="only LoRA adapters do: serve it on the transformers backend "
+                              "([models.NAME] path = BASE, backend = \"transformers\"), or "
+                              "train one with --method lora")
+    if backend == "transformers" and adapter.method not in PEFT_METHODS:
+        raise InputError(f"adapter {adapter.ref} ({adapter.method}) is not a PEFT adapter",
+                         hint="a fully tuned model is a model: name its folder as a model's "
+                              "path")
     if adapter.base_identity != identity:
         raise InputError(f"adapter {adapter.ref} was trained on {adapter.base} "
                          f"({adapter.base_identity[:19]}…), not on {model} ({identity[:19]}…)",

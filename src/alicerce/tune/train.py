@@ -41,23 +41,6 @@ class Trained:
     truncated_rows: int
 
 
-def load_base(path: Path) -> tuple[Any, Any]:
-    """Tokenizer and float32 model from a GGUF file (dequantised in memory)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model: Any = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                      dtype=torch.float32)
-    # The weights are plain float32 now; transformers still marks the model as GGUF-quantised
-    # and its Trainer refuses to train such a model.
-    model.is_quantized, model.hf_quantizer = False, None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return tok, model
-
-
 def wrap(model: Any, cfg: TuneConfig) -> Any:
     """The model with the method's trainable parameters (PEFT), refusing impossible
     settings with the fix before any training."""

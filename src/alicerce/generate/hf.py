@@ -1,0 +1,267 @@
+"""Hugging Face transformers as a backend (the `tune` extra: CPU torch, PEFT).
+
+It serves what llama.cpp cannot: beam search, and PEFT adapters of every method ((IA)³ and
+prompt tuning have no GGUF form). It loads a bundled GGUF (dequantised to float32, about 4x
+its file size in memory) or a local model folder, and decodes one request at a time: on a
+CPU, requests decoded side by side run no faster than one after the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from alicerce.errors import GeneratorError, InputError
+from alicerce.generate.base import with_format
+from alicerce.generate.params import DecodingParams, require
+from alicerce.types import Choice, Completion, Delta, Message, Usage
+
+
+def load_base(path: Path) -> tuple[Any, Any]:
+    """Tokenizer and float32 model from a GGUF file (dequantised in memory) or a folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = {"gguf_file": path.name} if path.is_file() else {}
+    folder = str(path.parent if path.is_file() else path)
+    tok = AutoTokenizer.from_pretrained(folder, **where)
+    model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **where)
+    # The weights are plain float32 now; transformers still marks the model as GGUF-quantised
+    # (its Trainer refuses to train such a model, PEFT to merge into it).
+    model.is_quantized, model.hf_quantizer = False, None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok, model.eval()
+
+
+class _Adapters:
+    """The PEFT adapters on one base, shared by the generator's views and used under its
+    lock. PEFT keeps adapters of one kind side by side in a model (LoRA with LoRA, (IA)³
+    with (IA)³); switching kind unloads the others first."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+        self.peft: Any = None
+        self.kind = ""
+        self.names: dict[Path, str] = {}
+
+    @contextlib.contextmanager
+    def use(self, folder: Path | None, method: str) -> Iterator[tuple[Any, Any]]:
+        """(model to generate with, soft prompt to prepend or None)."""
+        if folder is None:
+            if self.peft is None or self.kind == "prompt":  # prompts leave the base as it was
+                yield self.base, None
+            else:
+                with self.peft.disable_adapter():
+                    yield self.peft, None
+            return
+        kind = {"pretrain": "lora"}.get(method, method)
+        if self.peft is not None and kind != self.kind:
+            self.base = self.peft.get_base_model() if self.kind == "prompt" else self.peft.unload()
+            self.peft, self.names = None, {}
+        if folder not in self.names:
+            self._load(folder, kind)
+        self.peft.set_adapter(self.names[folder])
+        if kind == "prompt":
+            yield self.base, self.peft.get_prompt(batch_size=1)
+        else:
+            yield self.peft, None
+
+    def _load(self, folder: Path, kind: str) -> None:
+        from peft import PeftModel
+
+        name = f"a{len(self.names)}"
+        try:
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.base, str(folder), adapter_name=name)
+                self.kind = kind
+            else:
+                self.peft.load_adapter(str(folder), adapter_name=name)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise GeneratorError(f"the adapter in {folder} could not be loaded: {exc}",
+                                 hint="it may be damaged, or made for another base") from exc
+        self.peft.eval()
+        self.names[folder] = name
+
+
+class TransformersGenerator:
+    """A model on transformers, optionally with one of its PEFT adapters applied (`adapted`)."""
+
+    backend = "transformers"
+
+    def __init__(self, name: str, path: Path, context: int = 4096, threads: int = 0) -> None:
+        try:
+            import torch
+        except ImportError as exc:
+            raise GeneratorError("the transformers backend needs torch, transformers and peft",
+                                 hint="pip install torch==2.13.0 && pip install "
+                                      "'alicerce[tune]'") from exc
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        try:
+            self._tok, model = load_base(path)
+        except (OSError, ValueError) as exc:
+            raise GeneratorError(f"transformers could not load {path}: {exc}",
+                                 hint="a bundled GGUF, or a folder saved with "
+                                      "save_pretrained") from exc
+        limit = getattr(model.config, "max_position_embeddings", None) or context
+        self.name, self.base, self.path = name, name, path
+        self.context_size = min(context, int(limit))
+        self._adapters = _Adapters(model)
+        self._lock = threading.Lock()  # one generate() at a time: CPU cores are the limit
+        self.adapter: Path | None = None
+        self.method = ""
+
+    def adapted(self, folder: Path, name: str, method: str) -> TransformersGenerator:
+        """This model with the PEFT adapter in `folder` applied: a view sharing the model."""
+        view = copy.copy(self)
+        view.name, view.adapter, view.method = name, folder, method
+        return view
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tok(text)["input_ids"])
+
+    # -- requests ------------------------------------------------------------------------
+    def _prepare(self, messages: Sequence[Message],
+                 params: DecodingParams) -> tuple[Any, dict[str, Any]]:
+        require(params, self.backend, self.name)
+        ids = self._tok.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in with_format(messages, params)],
+            add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+        room = self.context_size - ids.shape[1]
+        if room < 1:
+            raise InputError(f"the prompt has {ids.shape[1]} tokens, over the model's window "
+                             f"of {self.context_size}", hint="shorten the input or history")
+        sample = params.temperature > 0
+        kw: dict[str, Any] = {
+            "max_new_tokens": min(params.max_tokens, room), "do_sample": sample,
+            "num_beams": params.num_beams, "num_return_sequences": params.n,
+            "repetition_penalty": params.repetition_penalty,
+            "pad_token_id": self._tok.pad_token_id,
+            # generation_config's own defaults (top_k 50, ...) would apply unasked
+            "top_k": None, "top_p": None, "temperature": None}
+        if sample:
+            kw.update(temperature=params.temperature, top_k=params.top_k or None,
+                      top_p=params.top_p, min_p=params.min_p or None)
+        if params.num_beams > 1:
+            kw.update(length_penalty=params.length_penalty,
+                      early_stopping=params.early_stopping)
+        if params.stop:
+            kw.update(stop_strings=list(params.stop), tokenizer=self._tok)
+        return ids, kw
+
+    def _run(self, ids: Any, kw: dict[str, Any], seed: int | None) -> tuple[Any, int]:
+        """Generated token ids [n, new] (under the lock) and the prompt's length."""
+        import torch
+
+        with self._adapters.use(self.adapter, self.method) as (model, soft):
+            if seed is not None:
+                torch.manual_seed(seed)
+            with torch.no_grad():
+                if soft is None:
+                    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                         **kw)
+                    return out[:, ids.shape[1]:], ids.shape[1]
+                # a soft prompt goes in front of the prompt's embeddings; generate() then
+                # returns only the new tokens
+                embeds = torch.cat([soft.to(model.dtype),
+                                    model.get_input_embeddings()(ids)], dim=1)
+                out = model.generate(inputs_embeds=embeds,
+                                     attention_mask=torch.ones(embeds.shape[:2],
+                                                               dtype=torch.long), **kw)
+                return out, embeds.shape[1]
+
+    def complete(self, messages: Sequence[Message], params: DecodingParams) -> Completion:
+        ids, kw = self._prepare(messages, params)
+        started = time.perf_counter()
+        with self._lock:
+            new, prompt = self._run(ids, kw, params.seed)
+        choices, completion = [], 0
+        for row in new.tolist():
+            tokens = _until_eos(row, self._tok.eos_token_id, self._tok.pad_token_id)
+            completion += len(tokens)
+            text = self._tok.decode(tokens, skip_special_tokens=True)
+            cut = _cut(text, params.stop)
+            ended = cut != text or len(tokens) < len(row) or len(tokens) < kw["max_new_tokens"]
+            choices.append(Choice(cut, "stop" if ended else "length"))
+        ms = (time.perf_counter() - started) * 1000
+        return Completion(self.name, tuple(choices), Usage(prompt, completion),
+                          {"total_ms": ms, "decode_tok_s": completion / max(ms / 1000, 1e-9)})
+
+    def stream(self, messages: Sequence[Message], params: DecodingParams) -> Iterator[Delta]:
+        if params.n > 1 or params.num_beams > 1:
+            raise InputError("streaming returns one sequence, decoded token by token",
+                             hint="use n=1 and num_beams=1 to stream, or ask without stream")
+        ids, kw = self._prepare(messages, params)
+        return self._streamed(ids, kw, params)
+
+    def _streamed(self, ids: Any, kw: dict[str, Any], params: DecodingParams) -> Iterator[Delta]:
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        cancelled = threading.Event()
+
+        class Cancel(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **_: Any) -> bool:
+                return cancelled.is_set()
+
+        streamer = TextIteratorStreamer(self._tok, skip_prompt=True, skip_special_tokens=True)
+        done: queue.Queue[tuple[Any, int] | BaseException] = queue.Queue()
+
+        def run() -> None:
+            try:
+                with self._lock:
+                    done.put(self._run(ids, {**kw, "streamer": streamer, "stopping_criteria":
+                                             StoppingCriteriaList([Cancel()])}, params.seed))
+            except BaseException as exc:  # handed to the consumer's thread
+                streamer.on_finalized_text("", stream_end=True)
+                done.put(exc)
+
+        worker = threading.Thread(target=run, daemon=True, name="transformers-stream")
+        worker.start()
+        held = max((len(s) for s in params.stop), default=1) - 1  # a stop string may span pieces
+        text, sent = "", 0
+        try:
+            for piece in streamer:
+                text += piece
+                cut = _cut(text, params.stop)
+                if cut != text:
+                    cancelled.set()
+                    text = cut
+                    break
+                upto = max(sent, len(text) - held)
+                if upto > sent:
+                    yield Delta(text[sent:upto])
+                    sent = upto
+            result = done.get()
+            if isinstance(result, BaseException):
+                raise GeneratorError(f"{self.name} failed while streaming: {result}") from result
+            if text[sent:]:
+                yield Delta(text[sent:])
+            new, prompt = result
+            tokens = _until_eos(new[0].tolist(), self._tok.eos_token_id, self._tok.pad_token_id)
+            ended = cancelled.is_set() or len(tokens) < kw["max_new_tokens"]
+            yield Delta("", "stop" if ended else "length", Usage(prompt, len(tokens)))
+        finally:
+            cancelled.set()
+            worker.join(timeout=120)
+
+
+def _until_eos(row: list[int], eos: int | None, pad: int | None) -> list[int]:
+    for i, t in enumerate(row):
+        if t in (eos, pad):
+            return row[:i]
+    return row
+
+
+def _cut(text: str, stop: Sequence[str]) -> str:
+    """`text` up to the first stop sequence (which OpenAI leaves out of the answer)."""
+    ends = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return text[:min(ends)] if ends else text
