@@ -5,7 +5,10 @@ flight; a removed one is dropped; a swap that fails keeps the old instance servi
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -156,8 +159,16 @@ def test_the_server_picks_up_an_adapter_the_cli_registers(
     with TestClient(create_app(settings, alc)) as client:
         plain = client.post("/v1/chat/completions", json={**body, "model": BASE})
         assert plain.status_code == 200, plain.text
-        with Alicerce(settings) as cli:
-            cli.adapters.register("a", loras["a"], lineage(settings))
+        # another process: the CLI registers a PEFT folder trained elsewhere
+        env = {**os.environ, "ALICERCE_HOME": str(settings.home)}
+        cli = [sys.executable, "-m", "alicerce", "adapters", "add"]
+        added = subprocess.run([*cli, "a", str(loras["a"]), "--base", BASE], env=env,
+                               capture_output=True, text=True, timeout=120)
+        assert added.returncode == 0, added.stderr
+        assert "registered a@1 (lora on smollm2-135m), converted for llama.cpp" in added.stdout
+        bad = subprocess.run([*cli, "b", str(tmp_path), "--base", BASE], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode != 0 and "no readable adapter_config.json" in bad.stderr
         deadline = time.monotonic() + 60
         while not any(s.adapters == 1 for s in alc.swaps()) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -175,3 +175,34 @@ def test_ia3_and_prompt_tuning_adapters_are_served_on_one_loaded_model(
     with pytest.raises(InputError, match=r'does not run on llama.cpp') as err:
         alc.generator("smollm2-135m", "ia3@1")
     assert "transformers" in err.value.hint
+
+
+@pytest.mark.real
+@needs_tune
+def test_the_openai_api_serves_beams_and_peft_adapters_on_transformers(
+        alc: Alicerce, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from alicerce.server import create_app
+
+    if not any(a.ref == "ia3@1" for a in alc.adapters.list()):
+        _peft(alc, tmp_path / "ia3", "ia3")
+    _, key = alc.keys.create("analyst", ["ask", "models", "unguarded"])
+    auth = {"Authorization": f"Bearer {key}"}
+    body = {"messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 16,
+            "temperature": 0.0}
+    with TestClient(create_app(alc.settings, alc)) as client:
+        listed = {m["id"]: m for m in client.get("/v1/models", headers=auth).json()["data"]}
+        assert listed[f"{HF}:ia3@1"]["parent"] == HF
+        assert "smollm2-135m:ia3@1" not in listed  # llama.cpp cannot run (IA)3
+        beams = client.post("/v1/chat/completions", headers=auth,
+                            json={**body, "model": HF, "num_beams": 4, "n": 2})
+        assert beams.status_code == 200, beams.text
+        assert len(beams.json()["choices"]) == 2
+        tuned = client.post("/v1/chat/completions", headers=auth,
+                            json={**body, "model": f"{HF}:ia3@1"})
+        assert tuned.status_code == 200, tuned.text
+        refused = client.post("/v1/chat/completions", headers=auth,
+                              json={**body, "model": "smollm2-135m", "num_beams": 4})
+        assert refused.status_code == 400
+        assert "transformers" in refused.json()["error"]["message"]

@@ -20,7 +20,7 @@ from alicerce.generate.llamacpp import LlamaCppGenerator
 from alicerce.generate.models import model_identity as _identity
 from alicerce.generate.models import resolve
 from alicerce.generate.pool import BasePool, Swap
-from alicerce.tune.registry import AdapterVersion, check_adapter
+from alicerce.tune.registry import PEFT_METHODS, AdapterVersion, check_adapter
 
 
 class AdapterServing(KnowledgeBase):
@@ -57,6 +57,28 @@ class AdapterServing(KnowledgeBase):
             if path not in gen.adapters:  # registered after the model loaded: swap
                 gen = base.ensure(self._attachable(name))
         return gen.adapted(path, f"{name}:{adapter}")
+
+    def served_adapters(self, caller: str, models: list[str]) -> list[tuple[str, str]]:
+        """(`BASE:NAME@N` and `BASE:NAME`, BASE) for every adapter `caller` may be served on
+        each of `models`: those its backend runs and trained on its weights, or for a remote
+        endpoint the names its configuration lists."""
+        rows: dict[str, str] = {}
+        mine = self.adapters.servable_list(caller)
+        for model in models:
+            if model in self._generators:  # registered in this process: no adapters
+                continue
+            ref = resolve(model, self.settings)
+            if ref.kind == "openai":
+                rows.update({f"{model}:{a}": model for a in ref.adapters})
+                continue
+            identity = self._weights(model)
+            for a in mine:
+                if a.base_identity != identity:
+                    continue
+                if (a.gguf is not None if ref.backend == "llama.cpp"
+                        else a.method in PEFT_METHODS):
+                    rows[f"{model}:{a.name}"] = rows[f"{model}:{a.ref}"] = model
+        return sorted(rows.items())
 
     def refresh_adapters(self) -> list[Swap]:
         """Reload each loaded llama.cpp base whose registered adapters changed (registered

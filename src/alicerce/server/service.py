@@ -257,14 +257,8 @@ class Service:
     def adapters(self, key: ApiKey) -> list[tuple[str, str]]:
         """(`BASE:NAME@N` and `BASE:NAME` for each version this key may be served, base)."""
         caller = "admin" if "admin" in key.scopes else key.id
-        rows: dict[str, str] = {}
-        for a in self.alc.adapters.servable_list(caller):
-            if a.gguf is not None and self._model(a.base):
-                rows[f"{a.base}:{a.name}"] = rows[f"{a.base}:{a.ref}"] = a.base
-        for name, entry in self.settings.models.items():  # a remote server's own (vLLM)
-            for adapter in entry.adapters:
-                rows[f"{name}:{adapter}"] = name
-        return sorted(rows.items())
+        models = [m for m in [*self.model_names, *self.settings.models] if self._model(m)]
+        return self.alc.served_adapters(caller, list(dict.fromkeys(models)))
 
     def apps(self, key: ApiKey) -> list[str]:
         out = []
