@@ -17,7 +17,8 @@ converted like trained ones; their values do not change their cost.
   one that switches adapter (same prompt, streamed), with the prompt tokens llama.cpp reused.
 - swap: 2 clients stream without pause while an adapter is registered 3 times by another
   home object (as the CLI would); the time from registering to the swap being done and to
-  the first answer with it, and requests lost (target 0).
+  the first answer with it (new requests wait for the old instance's to finish), requests
+  lost (target 0), and the clients' time to first token meanwhile.
 """
 
 from __future__ import annotations
@@ -152,10 +153,16 @@ def swap(alc: Alicerce, model: str, refs: list[str], extra: list[Path]) -> None:
     stop, lost, done = threading.Event(), [], [0]
     params = DecodingParams.build(max_tokens=24, temperature=0.0)
 
+    waits: list[float] = []
+
     def client(ref: str | None) -> None:
         while not stop.is_set():
             try:
-                pieces = list(alc.generator(model, ref).stream(PROMPT, params))
+                started, pieces = time.perf_counter(), []
+                for piece in alc.generator(model, ref).stream(PROMPT, params):
+                    if not pieces:
+                        waits.append(time.perf_counter() - started)
+                    pieces.append(piece)
                 if not any(p.finish_reason for p in pieces) or not any(p.text for p in pieces):
                     lost.append("stream ended without text or a finish reason")
                 done[0] += 1
@@ -184,7 +191,9 @@ def swap(alc: Alicerce, model: str, refs: list[str], extra: list[Path]) -> None:
         w.join()
     print(f"swap: median {statistics.median(t[0] for t in times):.2f} s to swap, "
           f"{statistics.median(t[1] for t in times):.2f} s to the first answer; "
-          f"{done[0]} requests during the swaps, {len(lost)} lost (target 0) {lost[:3]}")
+          f"{done[0]} requests during the swaps, {len(lost)} lost (target 0) {lost[:3]}; "
+          f"their time to first token: median {statistics.median(waits):.2f} s, "
+          f"longest {max(waits):.2f} s")
 
 
 def main() -> None:

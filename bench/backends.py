@@ -1,6 +1,7 @@
 """The transformers backend against llama.cpp on the same model, and beam search against greedy.
 
     python bench/backends.py [--data ../shared/data] [--model qwen-0.5b] [--n 20]
+                             [--parts speed,beams]
 
 - speed: prefill and decode tokens/s of each backend on the same GGUF (llama.cpp on the
   quantised weights; transformers dequantised to float32), a ~170-token prompt, 64 tokens,
@@ -43,9 +44,9 @@ SYSTEM = ("Responda à pergunta usando apenas o texto. Dê só a resposta, em po
 def speed(gen: Generator) -> tuple[float, float]:
     params = DecodingParams.build(max_tokens=64, temperature=0.0)
     prefill, decode = [], []
-    for _ in range(3):
+    for run in range(3):  # a new first word each run: no prompt cache to reuse
         started, first, usage = time.perf_counter(), 0.0, None
-        for d in gen.stream([Message("user", LONG)], params):
+        for d in gen.stream([Message("user", f"({run + 1}) {LONG}")], params):
             if d.text and not first:
                 first = time.perf_counter() - started
             usage = d.usage or usage
@@ -82,7 +83,9 @@ def main() -> None:
     ap.add_argument("--data")
     ap.add_argument("--model", default="qwen-0.5b", choices=sorted(BUNDLED))
     ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--parts", default="speed,beams")
     args = ap.parse_args()
+    parts = args.parts.split(",")
     items = faquad(data_dir(args.data, "pt-faquad"), args.n)
     print(f"# bench/backends.py --model {args.model}: {machine()}")
     hf = f"{args.model}-hf"
@@ -92,18 +95,20 @@ def main() -> None:
         alc = Alicerce(Settings.load(home=Path(tmp), embedder="hashing", guards={},
                                      models={hf: {"path": args.model,
                                                   "backend": "transformers"}}))
-        cpp_prefill, cpp_decode = speed(alc.generator(args.model))
-        print(f"llama.cpp:    prefill {cpp_prefill:.1f} tok/s, decode {cpp_decode:.1f} tok/s",
-              flush=True)
+        if "speed" in parts:
+            cpp_prefill, cpp_decode = speed(alc.generator(args.model))
+            print(f"llama.cpp:    prefill {cpp_prefill:.1f} tok/s, decode {cpp_decode:.1f} "
+                  "tok/s", flush=True)
         started = time.perf_counter()
         torch_gen = alc.generator(hf)
         print(f"transformers: loaded (dequantised) in {time.perf_counter() - started:.0f} s",
               flush=True)
-        tf_prefill, tf_decode = speed(torch_gen)
-        print(f"transformers: prefill {tf_prefill:.1f} tok/s ({tf_prefill / cpp_prefill:.2f}x "
-              f"of llama.cpp), decode {tf_decode:.1f} tok/s ({tf_decode / cpp_decode:.2f}x)",
-              flush=True)
-        for beams in (1, 4):
+        if "speed" in parts:
+            tf_prefill, tf_decode = speed(torch_gen)
+            print(f"transformers: prefill {tf_prefill:.1f} tok/s "
+                  f"({tf_prefill / cpp_prefill:.2f}x of llama.cpp), decode {tf_decode:.1f} "
+                  f"tok/s ({tf_decode / cpp_decode:.2f}x)", flush=True)
+        for beams in (1, 4) if "beams" in parts else ():
             score, hit, per = quality(torch_gen, items, beams)
             print(f"FaQuAD dev x{len(items)}, {'greedy' if beams == 1 else f'{beams} beams'}: "
                   f"F1 {score:.3f}, contains {hit:.2f}, {per:.1f} s/answer", flush=True)

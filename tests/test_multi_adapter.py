@@ -102,14 +102,19 @@ def test_a_new_adapter_is_served_without_restart_and_a_stream_in_flight_is_not_c
     (swap,) = alc.refresh_adapters()
     assert swap.adapters == 2 and not swap.error
     assert pool.current is not first and pool.draining() == 1
-    assert answer(alc, "c@1", QUESTIONS[0]) == REPLIES["c"]
-    assert answer(alc, "a@1", QUESTIONS[0]) == REPLIES["a"]
+    # a request arriving now waits for the old instance's stream (two instances decoding
+    # at once starve each other of cores), then runs on the new one
+    later: list[str] = []
+    waiting = threading.Thread(target=lambda: later.append(answer(alc, "c@1", QUESTIONS[0])))
+    waiting.start()
+    time.sleep(0.5)
+    assert not later
     rest = "".join(d.text for d in stream)  # the old instance finishes the stream
     assert head + rest == whole
-    deadline = time.monotonic() + 30
-    while pool.draining() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    waiting.join(timeout=60)
+    assert later == [REPLIES["c"]]
     assert pool.draining() == 0  # the old instance is let go
+    assert answer(alc, "a@1", QUESTIONS[0]) == REPLIES["a"]
     # removed: the next check swaps it out, and a request for it is refused
     gone = alc.adapters.remove("c@1").path
     assert not gone.exists()
@@ -202,15 +207,16 @@ def test_the_pool_switches_only_when_the_set_changes_and_drains_the_old() -> Non
     one = pool.instance((Path("a"),))
     assert pool.instance((Path("a"), Path("b"))) is one  # a plain request never swaps
     assert pool.ensure((Path("a"),)) is one and len(built) == 1
+    got: list[Any] = []
     with one.idle:  # a request still running on it
-        two = pool.ensure((Path("a"), Path("b")))
+        two = pool.ensure((Path("a"), Path("b")), wait=False)  # as the poller does
         assert two is not one and pool.current is two
-        time.sleep(0.05)
-        assert pool.draining() == 1
-    deadline = time.monotonic() + 5
-    while pool.draining() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert pool.draining() == 0
+        asking = threading.Thread(target=lambda: got.append(pool.instance(())))
+        asking.start()
+        time.sleep(0.1)
+        assert pool.draining() == 1 and not got  # new requests wait for the old one's
+    asking.join(timeout=5)
+    assert got == [two] and pool.draining() == 0
     fail.set()
     with pytest.raises(GeneratorError):
         pool.ensure((Path("b"),))

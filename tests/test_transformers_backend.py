@@ -206,3 +206,44 @@ def test_the_openai_api_serves_beams_and_peft_adapters_on_transformers(
                               json={**body, "model": "smollm2-135m", "num_beams": 4})
         assert refused.status_code == 400
         assert "transformers" in refused.json()["error"]["message"]
+
+
+@pytest.mark.real
+@needs_tune
+def test_a_hugging_face_folder_is_a_model_with_its_own_identity(tmp_path: Path) -> None:
+    """A folder saved with save_pretrained (here a tiny random llama with SmolLM2's
+    tokenizer) is served on transformers; its identity hashes its weights."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from alicerce.generate.hf import load_base
+    from alicerce.generate.models import BUNDLED, materialise, model_identity
+
+    folder = tmp_path / "tiny"
+    settings = Settings.load(home=tmp_path / "h", embedder="hashing", guards={}, models={
+        "tiny": {"path": str(folder), "backend": "transformers"}})
+    tok, _ = load_base(materialise(BUNDLED["smollm2-135m"], settings.model_cache))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32,
+                                         intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=1,
+                                         max_position_embeddings=512))
+    model.save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    with Alicerce(settings) as alc:
+        gen = alc.generator("tiny")
+        assert gen.backend == "transformers" and gen.context_size == 512
+        done = gen.complete([Message("user", "hi")], DecodingParams.build(max_tokens=5,
+                                                                          temperature=0.0))
+        assert done.usage.completion_tokens > 0 and done.usage.prompt_tokens > 0
+    first = model_identity("tiny", settings)
+    with torch.no_grad():
+        model.lm_head.weight.add_(1.0)
+    model.save_pretrained(str(folder))
+    assert first.startswith("sha256:") and model_identity("tiny", settings) != first
+    broken = Settings.load(home=tmp_path / "h", models={
+        "empty": {"path": str(tmp_path), "backend": "transformers"}})
+    from alicerce.errors import GeneratorError
+
+    with pytest.raises(GeneratorError, match=r"no config\.json"):
+        model_identity("empty", broken)

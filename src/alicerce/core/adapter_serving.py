@@ -87,7 +87,7 @@ class AdapterServing(KnowledgeBase):
         for name, pool in list(self._pools.items()):
             if pool.current is not None and pool.current.adapters != self._attachable(name):
                 with contextlib.suppress(AlicerceError):  # in pool.last; the old one serves
-                    pool.ensure(self._attachable(name))
+                    pool.ensure(self._attachable(name), wait=False)
                 if pool.last is not None:
                     done.append(pool.last)
         return done

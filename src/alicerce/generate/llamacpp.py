@@ -57,9 +57,10 @@ class Inflight:
             self._count -= 1
             self._cond.notify_all()
 
-    def wait_idle(self) -> None:
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Whether it became idle within `timeout`."""
         with self._cond:
-            self._cond.wait_for(lambda: self._count == 0)
+            return self._cond.wait_for(lambda: self._count == 0, timeout)
 
 
 class LlamaCppGenerator:
