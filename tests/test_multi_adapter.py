@@ -204,14 +204,14 @@ def test_the_pool_switches_only_when_the_set_changes_and_drains_the_old() -> Non
         return _Stand(adapters)
 
     pool = BasePool("m", build)
-    one = pool.instance((Path("a"),))
-    assert pool.instance((Path("a"), Path("b"))) is one  # a plain request never swaps
+    one = pool.instance(lambda: (Path("a"),))
+    assert pool.instance(lambda: (Path("a"), Path("b"))) is one  # a plain request never swaps
     assert pool.ensure((Path("a"),)) is one and len(built) == 1
     got: list[Any] = []
     with one.idle:  # a request still running on it
         two = pool.ensure((Path("a"), Path("b")), wait=False)  # as the poller does
         assert two is not one and pool.current is two
-        asking = threading.Thread(target=lambda: got.append(pool.instance(())))
+        asking = threading.Thread(target=lambda: got.append(pool.instance(tuple)))
         asking.start()
         time.sleep(0.1)
         assert pool.draining() == 1 and not got  # new requests wait for the old one's

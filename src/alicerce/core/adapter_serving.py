@@ -53,7 +53,7 @@ class AdapterServing(KnowledgeBase):
             check_adapter(found, name, self._weights(name))
             assert found.gguf is not None
             path = self._adapter_paths[adapter] = found.gguf
-            gen = base.instance(self._attachable(name))
+            gen = base.instance(lambda: self._attachable(name))
             if path not in gen.adapters:  # registered after the model loaded: swap
                 gen = base.ensure(self._attachable(name))
         return gen.adapted(path, f"{name}:{adapter}")
@@ -85,9 +85,10 @@ class AdapterServing(KnowledgeBase):
         or removed since it loaded), beside the running instance; what each swap did."""
         done = []
         for name, pool in list(self._pools.items()):
-            if pool.current is not None and pool.current.adapters != self._attachable(name):
+            wanted = self._attachable(name)
+            if pool.current is not None and pool.current.adapters != wanted:
                 with contextlib.suppress(AlicerceError):  # in pool.last; the old one serves
-                    pool.ensure(self._attachable(name), wait=False)
+                    pool.ensure(wanted, wait=False)
                 if pool.last is not None:
                     done.append(pool.last)
         return done

@@ -34,7 +34,9 @@ class Models(AdapterServing):
         if adapter:
             return self._with_adapter(name, adapter)
         base = self._base(name)
-        return base.instance(self._attachable(name)) if isinstance(base, BasePool) else base
+        if isinstance(base, BasePool):
+            return base.instance(lambda: self._attachable(name))
+        return base
 
     def use_generator(self, name: str, generator: Generator) -> None:
         """Serve `name` with an object of your own (a plugin backend, or a test double)."""

@@ -55,12 +55,12 @@ class BasePool:
         self._open = threading.Event()  # clear while an old instance drains
         self._open.set()
 
-    def instance(self, wanted: tuple[Path, ...]) -> LlamaCppGenerator:
-        """The current instance (once a swap's old one has drained); loaded with `wanted`
-        first if nothing is loaded yet."""
+    def instance(self, wanted: Callable[[], tuple[Path, ...]]) -> LlamaCppGenerator:
+        """The current instance (once a swap's old one has drained); loaded with `wanted()`
+        first if nothing is loaded yet (asked only then: it reads the registry)."""
         self._open.wait(DRAIN_S)
         current = self.current
-        return current if current is not None else self.ensure(wanted)
+        return current if current is not None else self.ensure(wanted())
 
     def ensure(self, wanted: tuple[Path, ...], wait: bool = True) -> LlamaCppGenerator:
         """An instance with exactly `wanted` attached: the current one, or a new one loaded
