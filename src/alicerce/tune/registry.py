@@ -186,11 +186,9 @@ class AdapterRegistry:
             db.execute("INSERT INTO adapter_removed (name, version, actor) VALUES (?, ?, ?)",
                        (adapter.name, adapter.version, caller))
         # committed first: a crash here leaves a folder nothing points at, never a version
-        # that points at no files
-        if not self._db.execute("SELECT 1 FROM adapter_versions v WHERE path=? AND NOT EXISTS "
-                                "(SELECT 1 FROM adapter_removed r WHERE r.name=v.name AND "
-                                "r.version=v.version)", (str(adapter.path),)).fetchone():
-            shutil.rmtree(adapter.path, ignore_errors=True)
+        # that points at no files (a folder is one version's: NAME/HASH, and NAME+HASH is
+        # unique)
+        shutil.rmtree(adapter.path, ignore_errors=True)
         return adapter
 
     def servable(self, ref: str, caller: str) -> AdapterVersion:
