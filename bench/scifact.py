@@ -13,13 +13,36 @@ import csv
 import json
 import time
 from collections import defaultdict
+from pathlib import Path
 
 from common import data_dir, machine, ratio
 
 from alicerce import Alicerce
 from alicerce.evaluate.retrieval import EvalQuery
+from alicerce.types import IngestReport
 
 ANCHOR_BM25, ANCHOR_BGE, TARGET = 0.687, 0.713, 0.72
+
+
+def ingest(alc: Alicerce, base: Path) -> IngestReport:
+    return alc.ingest([base / "corpus.jsonl"], "scifact", id_field="_id", title_field="title",
+                      progress=lambda r: print(f"  {r.chunks_embedded} chunks", flush=True)
+                      if r.chunks_embedded % 640 == 0 else None)
+
+
+def load_queries(base: Path) -> list[EvalQuery]:
+    """The test queries with their relevant abstracts (qrels score > 0)."""
+    relevant: dict[str, set[str]] = defaultdict(set)
+    with (base / "qrels" / "test.tsv").open() as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            if int(row["score"]) > 0:
+                relevant[row["query-id"]].add(row["corpus-id"])
+    texts = {}
+    with (base / "queries.jsonl").open() as fh:
+        for line in fh:
+            q = json.loads(line)
+            texts[q["_id"]] = q["text"]
+    return [EvalQuery(texts[qid], frozenset(docs)) for qid, docs in sorted(relevant.items())]
 
 
 def main() -> None:
@@ -33,23 +56,11 @@ def main() -> None:
     base = data_dir(args.data, "beir-scifact")
     alc = Alicerce.open(args.home, embedder=args.embedder, chunk_tokens=args.chunk_tokens)
     t = time.perf_counter()
-    rep = alc.ingest([base / "corpus.jsonl"], "scifact", id_field="_id", title_field="title",
-                     progress=lambda r: print(f"  {r.chunks_embedded} chunks", flush=True)
-                     if r.chunks_embedded % 640 == 0 else None)
+    rep = ingest(alc, base)
     print(f"machine: {machine()}; embedder {args.embedder}")
     print(f"ingest: {rep.added + rep.updated} docs new/changed, {rep.unchanged} unchanged, "
           f"{rep.chunks_embedded} chunks embedded in {time.perf_counter() - t:.0f}s")
-    relevant: dict[str, set[str]] = defaultdict(set)
-    with (base / "qrels" / "test.tsv").open() as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            if int(row["score"]) > 0:
-                relevant[row["query-id"]].add(row["corpus-id"])
-    texts = {}
-    with (base / "queries.jsonl").open() as fh:
-        for line in fh:
-            q = json.loads(line)
-            texts[q["_id"]] = q["text"]
-    queries = [EvalQuery(texts[qid], frozenset(docs)) for qid, docs in sorted(relevant.items())]
+    queries = load_queries(base)
     print(f"{len(queries)} test queries")
     print(f"{'mode':<14}{'nDCG@10 (ratio to bge-small 0.713)':<38}{'recall@10':>10}"
           f"{'MRR@10':>8}{'q/s':>8}")

@@ -11,13 +11,30 @@ from __future__ import annotations
 import argparse
 import csv
 import time
+from pathlib import Path
 
 from common import data_dir, machine, ratio
 
 from alicerce import Alicerce
 from alicerce.evaluate.retrieval import EvalQuery
+from alicerce.types import IngestReport
 
 ANCHOR_HIT, ANCHOR_MRR = 0.952, 0.875
+
+
+def ingest(alc: Alicerce, base: Path) -> IngestReport:
+    return alc.ingest([base / "documents-with-ids.json"], "zoomcamp", id_field="id",
+                      title_field="question", metadata_fields="course,section")
+
+
+def load_queries(base: Path, limit: int = 0) -> list[EvalQuery]:
+    """The generated questions, each with its course as a filter."""
+    with (base / "ground-truth-data.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if limit:
+        rows = rows[:limit]
+    return [EvalQuery(r["question"], frozenset([r["document"]]), {"course": r["course"]})
+            for r in rows]
 
 
 def main() -> None:
@@ -32,17 +49,11 @@ def main() -> None:
     base = data_dir(args.data, "llm-zoomcamp-faq/search_evaluation")
     alc = Alicerce.open(args.home, embedder=args.embedder)
     t = time.perf_counter()
-    report = alc.ingest([base / "documents-with-ids.json"], "zoomcamp", id_field="id",
-                        title_field="question", metadata_fields="course,section")
+    report = ingest(alc, base)
     print(f"machine: {machine()}; embedder {args.embedder}")
     print(f"ingest: {report.added + report.updated} new/changed docs, {report.unchanged} "
           f"unchanged, {report.chunks_embedded} chunks embedded in {time.perf_counter() - t:.1f}s")
-    with (base / "ground-truth-data.csv").open(encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    if args.limit:
-        rows = rows[: args.limit]
-    queries = [EvalQuery(r["question"], frozenset([r["document"]]), {"course": r["course"]})
-               for r in rows]
+    queries = load_queries(base, args.limit)
     wanted = args.modes.split(",")
     modes: list[tuple[str, float | None]] = [(m, None) for m in ("sparse", "dense")
                                              if m in wanted]

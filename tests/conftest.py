@@ -13,6 +13,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "handbook"
 
 
+@pytest.fixture(autouse=True)
+def _store_under_test(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ALICERCE_TEST_STORE=postgres runs the tests with every home on PostgreSQL: each test
+    gets an empty database through ALICERCE_STORE, which the CLI subprocesses inherit."""
+    if os.environ.get("ALICERCE_TEST_STORE") == "postgres":
+        monkeypatch.setenv("ALICERCE_STORE", request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings.load(home=tmp_path / "home", embedder="hashing")
@@ -41,3 +49,19 @@ def docs(tmp_path: Path) -> Path:
         '{"id": "q2", "title": "Horário", "text": "Das 9h às 18h com almoço.", "area": "rh"}\n',
         encoding="utf-8")
     return d
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real PostgreSQL 18 with pgvector for the whole run (the postgres extra)."""
+    from alicerce.testing.postgres import start_server
+
+    return start_server(tmp_path_factory.mktemp("pg") / "data")
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> str:
+    """An empty database of its own for one test."""
+    from alicerce.testing.postgres import fresh_database
+
+    return fresh_database(pg_admin_url)

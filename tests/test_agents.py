@@ -5,6 +5,7 @@ observations, ask_app, deploy-time checks, traces and the CLI/HTTP surfaces."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -274,7 +275,8 @@ def test_deploy_refuses_bad_tools_naming_the_problem(
 
 
 def test_sql_may_not_open_the_homes_own_database(alc: Alicerce) -> None:
-    home_db = next(p for p in alc.settings.home.iterdir() if p.suffix == ".db")
+    home_db = alc.settings.home / "alicerce.db"  # on PostgreSQL, a SQLite file put there
+    sqlite3.connect(home_db).close()
     with pytest.raises(InputError, match="inside the Alicerce home"):
         agent(alc, "x", tools=[{"sql": {"path": str(home_db)}}])
 

@@ -17,6 +17,7 @@ from alicerce.apps.spec import parse
 from alicerce.cli import app as cli
 from alicerce.errors import InputError, NotFoundError
 from alicerce.server import create_app
+from alicerce.store.db import transaction
 from alicerce.testing.fakes import ScriptedGenerator
 
 REPLY = "Envie os comprovantes em até 30 dias [1]."
@@ -181,9 +182,8 @@ def test_retention_drops_old_and_excess_traces(alc: Alicerce) -> None:
     alc.traces.feedback(ids[0], 1)
     old = time.time() - 40 * 86400
     alc.traces.flush()
-    with alc.traces._db:  # age the first two traces
-        alc.traces._db.execute("UPDATE traces SET at=? WHERE id IN (?, ?)",
-                               (old, ids[0], ids[1]))
+    with transaction(alc.traces._db) as db:  # age the first two traces
+        db.execute("UPDATE traces SET at=? WHERE id IN (?, ?)", (old, ids[0], ids[1]))
     assert alc.traces.prune(keep_days=30, keep_count=0) == 2
     assert alc.traces.count() == 3 and alc.traces.feedback_for(ids[0]) == []
     assert alc.traces.prune(keep_days=0, keep_count=2) == 1

@@ -158,7 +158,7 @@ def test_failed_chat_turns_store_nothing(kb: Alicerce) -> None:
             list(turn)
     with pytest.raises(NotFoundError):
         kb.chat("x", "no-such-collection", None)
-    db = kb.store._db  # type: ignore[attr-defined]
+    db = kb.conversations._db
     assert db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0] == 0
 
 

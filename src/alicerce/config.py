@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ALICERCE_", extra="forbid", frozen=True)
 
     home: Path = Field(Path(".alicerce"), description="Directory holding all state.")
+    store: str = Field(
+        "", description="PostgreSQL URL (postgresql://user:pass@host/db) for collections; "
+        "empty = SQLite in the home. Needs the postgres extra.")
+    store_pool_size: int = Field(8, ge=1, le=256,
+                                 description="Connections each process keeps to PostgreSQL.")
 
     embedder: EmbedderName = Field("e5-small", description="Embedding backend for new collections.")
     embed_batch_size: int = Field(16, ge=1, le=4096)
@@ -251,6 +256,14 @@ class Settings(BaseSettings):
     raw_model_guards: dict[str, Any] | None = Field(
         None, description="Rails around raw-model requests (same form); default: `guards` "
                           "without injection, grounding and canary (docs/guardrails.md).")
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, v: str) -> str:
+        if v and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("store takes a PostgreSQL URL (postgresql://user:pass@host/db), "
+                             "or nothing for SQLite in the home")
+        return v
 
     @field_validator("llm_parallel")
     @classmethod

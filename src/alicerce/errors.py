@@ -12,6 +12,8 @@
     │   └── JudgeError         a judge gave no usable verdict for one row (recorded on the
     │                          row; the evaluation run goes on)
     ├── StoreError             the store cannot be opened or is incompatible
+    │   └── StoreUnavailableError  the database server cannot be reached (HTTP 503; try
+    │                          again when it is back)
     ├── ChainError             a chain's step failed at run time (a transform raised, a
     │                          value had the wrong shape); the message names the step
     ├── AccessError            missing, invalid or revoked API key (HTTP 401)
@@ -66,6 +68,12 @@ class JudgeError(GeneratorError):
 
 class StoreError(AlicerceError):
     """The store cannot be opened, or was written by an incompatible version."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database server is down or unreachable; the request may be retried later."""
+
+    retry_after = 5.0
 
 
 class ChainError(AlicerceError):

@@ -64,7 +64,7 @@ def spec_hash(spec: dict[str, Any]) -> str:
 
 
 class AppRegistry:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         self._db = connect(path, SCHEMA)
         self._labels = Labels(self._db, "app")
 

@@ -113,7 +113,7 @@ def _job(row: tuple[Any, ...]) -> BatchJob:
 
 
 class BatchJobs:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         self._db = connect(path, SCHEMA)
 
     def create(self, caller: str, app: str, version: int, input_: Path, output: Path,

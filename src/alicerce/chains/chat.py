@@ -48,7 +48,7 @@ NEW = "new"  # the conversation id that asks for a new conversation
 
 
 class Conversations:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         self._db = connect(path, SCHEMA)
         # Conversations stored before callers were recorded belong to the local caller.
         add_columns(self._db, "conversations", {"caller": "TEXT NOT NULL DEFAULT 'local'"})
@@ -80,8 +80,8 @@ class Conversations:
     def append(self, conversation_id: str, collection: str, answer: Answer,
                caller: str = "local") -> None:
         with transaction(self._db) as db:
-            db.execute("INSERT OR IGNORE INTO conversations (id, collection, caller) "
-                       "VALUES (?, ?, ?)", (conversation_id, collection, caller))
+            db.execute("INSERT INTO conversations (id, collection, caller) VALUES (?, ?, ?) "
+                       "ON CONFLICT DO NOTHING", (conversation_id, collection, caller))
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_turns "
                              "WHERE conversation_id=?", (conversation_id,)).fetchone()[0]
             db.execute("INSERT INTO chat_turns (conversation_id, seq, question, standalone, "

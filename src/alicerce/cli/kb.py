@@ -1,4 +1,4 @@
-"""Knowledge-base commands: ingest, search, collections, versions."""
+"""Knowledge-base commands: ingest, search, collections, versions, migrate."""
 
 from __future__ import annotations
 
@@ -144,3 +144,36 @@ def versions(collection: CollOpt = "default", home: HomeOpt = None,
     for r in rows:
         typer.echo(f"#{r['seq']:<4}{r['id']}  {r['created_at']}  {r['documents']} docs, "
                    f"{r['chunks']} chunks  {r['embedder']}  {r['chunking']}")
+
+
+@app.command()
+def migrate(
+    to: Annotated[str, typer.Option(
+        "--to", help="Target store: 'sqlite' (the home's file) or postgresql://user:pass@host/db")],
+    source: Annotated[str | None, typer.Option(
+        "--from", help="Source store, as --to [default: the home's, setting store]")] = None,
+    collection: Annotated[list[str] | None, typer.Option(
+        "--collection", "-c", help="Only this collection (repeat) [default: all]")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy collections, apps, prompts, keys, traces and jobs to another store, verified;
+    rerun it to finish an interrupted copy."""
+    with open_home(home) as alc, progress.status("migrating", not as_json) as shown:
+        def show(name: str, done: int, total: int) -> None:
+            shown.say(f"migrating {name}: {done}/{total} documents")
+
+        done = alc.migrate(to, source, collection, show)
+    if as_json:
+        emit(asdict(done))
+        return
+    if not done.collections:
+        typer.echo("no collections to copy")
+    for c in done.collections:
+        typer.echo(f"{c.name}: {c.copied} copied, {c.unchanged} unchanged, {c.removed} "
+                   f"removed; {c.documents} documents, {c.chunks} chunks verified; "
+                   f"version {c.version} ({c.seconds:.1f}s)")
+    if done.tables:
+        typer.echo(f"{len(done.tables)} registry tables copied and verified, "
+                   f"{sum(t.rows for t in done.tables)} rows (apps, prompts, keys, traces, "
+                   "jobs, runs)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, cast
@@ -30,11 +30,15 @@ from alicerce.observe.traces import Traces, TraceSettings
 from alicerce.prompts.builtin import BUILTINS
 from alicerce.prompts.registry import PromptRegistry
 from alicerce.retrieve.search import QueryEncoder
+from alicerce.store.base import Store
+from alicerce.store.db import private_dir
+from alicerce.store.migrate import Progress
 from alicerce.store.sqlite import SQLiteStore
 from alicerce.tune.registry import AdapterRegistry
 from alicerce.types import Answer
 
 if TYPE_CHECKING:
+    from alicerce.core.migration import Migration
     from alicerce.platform import Alicerce
 
 log = logging.getLogger("alicerce")
@@ -44,34 +48,45 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
 
+def open_store(settings: Settings) -> Store:
+    """PostgreSQL when `store` names one, else SQLite in the home."""
+    hnsw = {"connectivity": settings.hnsw_connectivity,
+            "expansion_add": settings.hnsw_expansion_add,
+            "expansion_search": settings.hnsw_expansion_search}
+    if settings.store:
+        from alicerce.store.postgres import PostgresStore
+
+        return PostgresStore(settings.store, hnsw, settings.exact_search_limit,
+                             settings.store_pool_size)
+    return SQLiteStore(settings.home, hnsw, settings.exact_search_limit)
+
+
 class Home:
     """A home directory of collections, apps, prompts, traces and keys."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = SQLiteStore(
-            settings.home,
-            hnsw={"connectivity": settings.hnsw_connectivity,
-                  "expansion_add": settings.hnsw_expansion_add,
-                  "expansion_search": settings.hnsw_expansion_search},
-            exact_search_limit=settings.exact_search_limit)
+        self.store = open_store(settings)
+        private_dir(settings.home)
+        # The registries' database: the same PostgreSQL as the store, else SQLite in the home.
+        self.db_path: Path | str = settings.store or settings.home / "alicerce.db"
         self._encoders: dict[str, QueryEncoder] = {}
         self._generators: dict[str, Generator] = {}  # use_generator's
         self._loaded: dict[str, Generator] = {}  # remote models by name
         self._pools: dict[str, BasePool] = {}  # local models, swapped as adapters change
         self._adapter_paths: dict[str, Path] = {}  # NAME@N -> its GGUF (versions are immutable)
-        self.prompts = PromptRegistry(self.store.path, BUILTINS)
-        self.conversations = Conversations(self.store.path)
-        self.keys = KeyStore(self.store.path)
-        self.traces = Traces(self.store.path, TraceSettings(
+        self.prompts = PromptRegistry(self.db_path, BUILTINS)
+        self.conversations = Conversations(self.db_path)
+        self.keys = KeyStore(self.db_path)
+        self.traces = Traces(self.db_path, TraceSettings(
             settings.trace_redact, settings.trace_keep_days, settings.trace_keep_count),
             OtlpExport(settings.otlp_endpoint, settings.otlp_headers)
             if settings.otlp_endpoint else None)
-        self.apps = AppRegistry(self.store.path)
-        self.adapters = AdapterRegistry(self.store.path, settings.home / "adapters")
-        self.jobs = IngestJobs(self.store.path, settings.home / "uploads")
+        self.apps = AppRegistry(self.db_path)
+        self.adapters = AdapterRegistry(self.db_path, settings.home / "adapters")
+        self.jobs = IngestJobs(self.db_path, settings.home / "uploads")
         self.chains = ChainApps(cast("Alicerce", self))
-        self.batches = BatchJobs(self.store.path)
+        self.batches = BatchJobs(self.db_path)
         self._evals: Evaluator | None = None
         self._drift: DriftRuns | None = None
         self._app_cache: dict[tuple[str, int], AppVersion] = {}
@@ -142,5 +157,14 @@ class Home:
     def drift_runs(self) -> DriftRuns:
         """Stored drift runs and the embedding memo (docs/monitoring.md)."""
         if self._drift is None:
-            self._drift = DriftRuns(self.store.path)
+            self._drift = DriftRuns(self.db_path)
         return self._drift
+
+    def migrate(self, to: str, source: str | None = None, names: Sequence[str] | None = None,
+                progress: Progress | None = None) -> Migration:
+        """Copy this home's state from `source` to `to`: each is "sqlite" (this home's file)
+        or a PostgreSQL URL; `source` defaults to the store this home uses. With `names`,
+        only those collections (and no registry tables)."""
+        from alicerce.core.migration import migrate
+
+        return migrate(self, to, source, names, progress)

@@ -37,7 +37,7 @@ class Tuning(Governance):
     @property
     def tune_runs(self) -> TuneRuns:
         if self._tune_runs is None:
-            self._tune_runs = TuneRuns(self.store.path)
+            self._tune_runs = TuneRuns(self.db_path)
         return self._tune_runs
 
     def close(self) -> None:

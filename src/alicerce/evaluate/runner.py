@@ -70,7 +70,7 @@ class Evaluator:
 
     def __init__(self, alc: Alicerce) -> None:
         self.alc = alc
-        self.runs = RunStore(alc.store.path)
+        self.runs = RunStore(alc.db_path)
         self._judges: dict[str, Judge] = {}
 
     def judge(self, model: str | None = None) -> Judge:

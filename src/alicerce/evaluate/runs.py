@@ -119,7 +119,7 @@ def memo_key(*parts: Any) -> str:
 
 
 class RunStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         self._db = connect(path, SCHEMA)
 
     def new_id(self) -> str:
@@ -135,7 +135,8 @@ class RunStore:
                 return decode(json.loads(row[0])), True
         value = compute()
         with transaction(self._db) as db:
-            db.execute("INSERT OR REPLACE INTO eval_memo VALUES (?, ?, ?)",
+            db.execute("INSERT INTO eval_memo VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                       "SET at = excluded.at, value = excluded.value",
                        (key, time.time(), json.dumps(encode(value), ensure_ascii=False)))
         return value, False
 
@@ -143,8 +144,10 @@ class RunStore:
         """The run and its rows in one transaction; for an online run, `scored` marks its
         traces (with why each needs review, or "") in the same one."""
         with transaction(self._db) as db:
-            db.executemany("INSERT OR REPLACE INTO online_scored (trace_id, run_id, review) "
-                           "VALUES (?, ?, ?)", [(t, run.id, why) for t, why in scored])
+            db.executemany("INSERT INTO online_scored (trace_id, run_id, review) VALUES "
+                           "(?, ?, ?) ON CONFLICT (trace_id) DO UPDATE SET run_id = "
+                           "excluded.run_id, review = excluded.review, reviewed = 0",
+                           [(t, run.id, why) for t, why in scored])
             db.execute("INSERT INTO eval_runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
                 run.id, run.at, run.kind, run.app, run.app_version, run.target, run.dataset,
                 run.dataset_version, json.dumps(run.metrics), run.judge,
@@ -183,7 +186,7 @@ class RunStore:
         or scored low by an online run."""
         where, args = ("AND t.app = ?", [app]) if app else ("", [])
         sql = (
-            "SELECT id, why FROM ("
+            "SELECT id, MIN(why) FROM ("
             "  SELECT t.id, 'rated down' why, t.at FROM traces t WHERE EXISTS (SELECT 1 FROM "
             "  feedback f WHERE f.trace_id = t.id AND f.score = -1) " + where +
             "  UNION SELECT t.id, o.review, t.at FROM online_scored o JOIN traces t "

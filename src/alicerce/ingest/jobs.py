@@ -78,7 +78,7 @@ def check_name(name: str) -> str:
 
 
 class IngestJobs:
-    def __init__(self, db_path: Path, folder: Path) -> None:
+    def __init__(self, db_path: Path | str, folder: Path) -> None:
         self._db = connect(db_path, SCHEMA)
         self.folder = folder
 

@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS drift_runs (
     at REAL NOT NULL,
     app TEXT NOT NULL,
     baseline TEXT NOT NULL,
-    window TEXT NOT NULL,
+    "window" TEXT NOT NULL,  -- quoted: a reserved word in PostgreSQL
     drifted INTEGER NOT NULL,
     seconds REAL NOT NULL,
     sides TEXT NOT NULL,
@@ -86,7 +86,7 @@ class DriftRun:
 
 
 class DriftRuns:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         self._db = connect(path, SCHEMA)
 
     def close(self) -> None:
@@ -154,7 +154,8 @@ class DriftRuns:
             have.update((keys[i], fresh[j]) for j, i in enumerate(missing))
         now, new = time.time(), {keys[i] for i in missing}
         with transaction(self._db) as db:
-            db.executemany("INSERT OR REPLACE INTO text_vectors VALUES (?, ?, ?)",
+            db.executemany("INSERT INTO text_vectors VALUES (?, ?, ?) ON CONFLICT (key) DO "
+                           "UPDATE SET vector = excluded.vector, used = excluded.used",
                            [(keys[i], fresh[j].tobytes(), now) for j, i in enumerate(missing)])
             db.executemany("UPDATE text_vectors SET used = ? WHERE key = ?",
                            [(now, k) for k in set(keys) - new])

@@ -19,7 +19,6 @@ import json
 import logging
 import queue
 import secrets
-import sqlite3
 import threading
 import time
 import zlib
@@ -30,7 +29,7 @@ from typing import Any, Literal
 
 from alicerce.errors import InputError, NotFoundError
 from alicerce.observe.otlp import OtlpExport
-from alicerce.store.db import add_columns, connect, transaction
+from alicerce.store.db import Sql, add_columns, connect, transaction
 from alicerce.types import Answer
 
 log = logging.getLogger("alicerce.traces")
@@ -139,7 +138,7 @@ class _Pending:
 class Traces:
     PRUNE_EVERY = 10_000  # writes between retention passes
 
-    def __init__(self, path: Path, settings: TraceSettings | None = None,
+    def __init__(self, path: Path | str, settings: TraceSettings | None = None,
                  export: OtlpExport | None = None) -> None:
         self.settings = settings or TraceSettings()
         self.export_to = export  # OTLP, after each write (docs/apps.md)
@@ -230,7 +229,7 @@ class Traces:
         finally:
             db.close()
 
-    def _write(self, db: sqlite3.Connection, batch: list[_Pending]) -> None:
+    def _write(self, db: Sql, batch: list[_Pending]) -> None:
         rows, written = [], []
         for p in batch:
             try:
@@ -250,7 +249,7 @@ class Traces:
                 except Exception as exc:  # the SQLite copy is kept; only the export is lost
                     log.error("trace %s not exported over OTLP: %s", p.id, exc)
 
-    def _insert(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    def _insert(self, db: Sql, rows: list[tuple[Any, ...]]) -> None:
         with transaction(db):
             db.executemany(
                 "INSERT INTO traces (id, at, app, caller, question, answer, abstained, "
@@ -444,7 +443,7 @@ def _trace(row: tuple[Any, ...]) -> Trace:
                  row[17])
 
 
-def _prune(db: sqlite3.Connection, days: float, count: int) -> int:
+def _prune(db: Sql, days: float, count: int) -> int:
     """0 days or 0 count means no limit of that kind."""
     cutoff = time.time() - days * 86400 if days > 0 else 0.0
     if count > 0:

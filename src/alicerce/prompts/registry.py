@@ -44,7 +44,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 class PromptRegistry:
-    def __init__(self, path: Path, builtins: Iterable[PromptTemplate] = ()) -> None:
+    def __init__(self, path: Path | str, builtins: Iterable[PromptTemplate] = ()) -> None:
         self._db = connect(path, SCHEMA)
         add_columns(self._db, "prompt_label_log", {"actor": "TEXT NOT NULL DEFAULT 'local'"})
         self._labels = Labels(self._db, "prompt")
@@ -63,7 +63,7 @@ class PromptRegistry:
         production = self._labels.target(prompt.name, "production")
         created = self.create(prompt.name, prompt.template, prompt.system, prompt.description)
         with transaction(self._db) as db:
-            db.execute("INSERT OR IGNORE INTO prompt_shipped VALUES (?, ?)",
+            db.execute("INSERT INTO prompt_shipped VALUES (?, ?) ON CONFLICT DO NOTHING",
                        (prompt.name, created.version))
         if production is None or production in shipped:
             self.label(created.ref, "production")

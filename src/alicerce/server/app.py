@@ -70,6 +70,8 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
             for loop in (monitor, adapters):
                 if loop.is_alive():
                     loop.join(timeout=120)
+            svc.limiter.close()
+            svc.leases.close()
             if alicerce is None:
                 alc.close()
 

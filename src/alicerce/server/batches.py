@@ -23,7 +23,7 @@ from alicerce.batch.runner import MAX_ROWS, BatchRunner
 from alicerce.chains.runner import ChainResult
 from alicerce.errors import AccessError, InputError, NotFoundError
 from alicerce.platform import Alicerce
-from alicerce.server.limits import RateLimiter
+from alicerce.server.limits import Limiter
 from alicerce.server.work import WorkQueue
 from alicerce.store.db import private_dir
 
@@ -39,7 +39,7 @@ Charge = Callable[[ApiKey, str, int, int], None]  # key, app, prompt and complet
 
 
 class Batches:
-    def __init__(self, alc: Alicerce, work: WorkQueue, limiter: RateLimiter,
+    def __init__(self, alc: Alicerce, work: WorkQueue, limiter: Limiter,
                  charge: Charge) -> None:
         self.alc, self.work, self.limiter, self.charge = alc, work, limiter, charge
         self.root = alc.settings.home / "batches"

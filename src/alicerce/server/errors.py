@@ -23,6 +23,7 @@ from alicerce.errors import (
     NotFoundError,
     OverloadedError,
     RateLimitError,
+    StoreUnavailableError,
 )
 
 log = logging.getLogger("alicerce.server")
@@ -35,6 +36,7 @@ _STATUS: tuple[tuple[type[AlicerceError], int, str, str], ...] = (
     (AccessError, 401, "authentication_error", "invalid_api_key"),
     (RateLimitError, 429, "rate_limit_error", "rate_limit_exceeded"),
     (OverloadedError, 503, "server_overloaded", "queue_full"),
+    (StoreUnavailableError, 503, "server_error", "store_unavailable"),
 )
 
 
@@ -57,7 +59,7 @@ def describe(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
             if isinstance(exc, cls):
                 status, kind, code = s, k, c
                 break
-        if isinstance(exc, BusyError):
+        if isinstance(exc, BusyError | StoreUnavailableError):
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
         if status == 500:

@@ -33,11 +33,12 @@ from alicerce.refs import split_ref
 from alicerce.server.batches import Batches
 from alicerce.server.cache import AnswerCache, Vector
 from alicerce.server.embed_batch import EmbedBatcher
-from alicerce.server.limits import RateLimiter
+from alicerce.server.limits import Limiter, RateLimiter, SharedRateLimiter
 from alicerce.server.metrics import Metrics, StoredResults, gauge
 from alicerce.server.uploads import Uploads
 from alicerce.server.wire import AppOptions, ChatRequest, Sampling
 from alicerce.server.work import WorkQueue
+from alicerce.store.leases import Leases
 from alicerce.types import Answer, Message
 
 log = logging.getLogger("alicerce.server")
@@ -57,7 +58,8 @@ class Service:
         self.work = WorkQueue(s.llm_parallel, s.queue_size, s.queue_max_wait_s,
                               self.metrics.depth)
         self.metrics.queue_capacity.set(s.llm_parallel + s.queue_size)
-        self.limiter = RateLimiter()
+        # Replicas sharing a PostgreSQL store share the counts too.
+        self.limiter: Limiter = SharedRateLimiter(s.store) if s.store else RateLimiter()
         self.cache = AnswerCache(s.cache_size, s.cache_ttl_s,
                                  self._question_vector if s.semantic_cache else None,
                                  s.semantic_cache_threshold)
@@ -67,6 +69,7 @@ class Service:
         self.uploads = Uploads(alc, self.cache.drop)
         self.batches = Batches(alc, self.work, self.limiter, self.spend)
         self.model_names = {m.name for m in alc.models() if m.installed}
+        self.leases = Leases(alc.db_path)
         self._raw_guards: Guards | None = None
 
     # -- start-up ----------------------------------------------------------------------------
@@ -100,6 +103,9 @@ class Service:
         is logged, not fatal."""
         s = self.settings
         while not stop.wait(s.monitor_interval_s):
+            # Replicas sharing a database take turns: the lease's holder runs, the rest skip.
+            if not self.leases.take("monitor", s.monitor_interval_s * 1.5):
+                continue
             since = time.time() - duration_s(s.drift_window, "drift_window")
             for app in self.alc.drift_runs.active_apps(since):
                 try:

@@ -7,7 +7,7 @@ SQLite store and later server stores behave the same to the core.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -71,6 +71,12 @@ class Store(Protocol):
         """(key, title, chunk texts in order) for every document, in key order."""
         ...
 
+    def export_documents(self, coll: StoredCollection,
+                         keys: Sequence[str] | None = None) -> Iterator[DocumentWrite]:
+        """Every document (or those of `keys`) with its chunks and vectors, in key order:
+        what `write_documents` takes, so a collection can be copied to another store."""
+        ...
+
     def vectors_by_hash(self, coll: StoredCollection,
                         hashes: Sequence[str]) -> dict[str, NDArray[np.float32]]: ...
 
@@ -99,6 +105,59 @@ class Store(Protocol):
     def hits(self, ids: Sequence[int]) -> dict[int, Hit]: ...
 
     def close(self) -> None: ...
+
+
+def group_chunks(rows: Iterable[Sequence[Any]]) -> Iterator[tuple[str, str, list[str]]]:
+    """Rows of (document key, title, chunk text), ordered by key and ordinal -> one
+    (key, title, texts) per document: what `Store.document_chunks` yields."""
+    doc: tuple[str, str, list[str]] | None = None
+    for key, title, text in rows:
+        if doc is None or doc[0] != key:
+            if doc is not None:
+                yield doc
+            doc = (key, title, [])
+        doc[2].append(text)
+    if doc is not None:
+        yield doc
+
+
+# The columns `group_writes` reads, in order, from a query joining documents and chunks.
+EXPORT_COLUMNS = ("d.key", "d.source", "d.title", "d.content_hash", "d.metadata", "c.ordinal",
+                  "c.text", "c.title", "c.section", "c.page", "c.source", "c.tokens",
+                  "c.content_hash", "c.{vector}")
+
+
+def group_writes(rows: Iterable[Sequence[Any]],
+                 to_vector: Callable[[Any], NDArray[np.float32]],
+                 to_meta: Callable[[Any], dict[str, Any]]) -> Iterator[DocumentWrite]:
+    """Rows of EXPORT_COLUMNS ordered by document key and chunk ordinal -> one write per
+    document. A chunk's metadata is its document's, as ingestion stores it."""
+    head: Sequence[Any] | None = None  # the current document's first row
+    chunks: list[Chunk] = []
+    hashes: list[str] = []
+    vectors: list[NDArray[np.float32]] = []
+
+    def done() -> DocumentWrite:
+        assert head is not None
+        meta = to_meta(head[4])
+        doc = Document(head[0], head[1], head[2], (), meta)
+        return DocumentWrite(doc, head[3], chunks, hashes,
+                             np.vstack(vectors) if vectors else np.zeros((0, 0), np.float32))
+
+    for row in rows:
+        if head is None or head[0] != row[0]:
+            if head is not None:
+                yield done()
+            head, chunks, hashes, vectors = row, [], [], []
+        if row[5] is None:  # a document without chunks (LEFT JOIN)
+            continue
+        meta = to_meta(row[4])
+        chunks.append(Chunk(row[0], int(row[5]), row[6], row[7], row[8], row[9], row[10],
+                            int(row[11]), meta))
+        hashes.append(row[12])
+        vectors.append(to_vector(row[13]))
+    if head is not None:
+        yield done()
 
 
 def check_filters(filters: Filters | None) -> Filters:

@@ -9,8 +9,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 from alicerce.errors import StoreError
+
+if TYPE_CHECKING:
+    from alicerce.store.sql import PgSql
+
+# What the registries hold: SQLite's connection, or its stand-in on PostgreSQL.
+Sql = Union[sqlite3.Connection, "PgSql"]
 
 BUSY_TIMEOUT_S = 10.0
 
@@ -41,8 +48,17 @@ def _private_file(path: Path) -> None:
             os.chmod(p, 0o600)
 
 
-def connect(path: Path, schema: str = "") -> sqlite3.Connection:
-    """WAL mode, so readers never block the writer; `schema` runs in one transaction."""
+def connect(path: Path | str, schema: str = "") -> Sql:
+    """The registries' database: a PostgreSQL URL (`store/sql.py`), or a SQLite file in WAL
+    mode, so readers never block the writer. `schema` runs in one transaction."""
+    if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
+        from alicerce.store.sql import PgSql
+
+        return PgSql(path, schema)
+    return connect_sqlite(Path(path), schema)
+
+
+def connect_sqlite(path: Path, schema: str = "") -> sqlite3.Connection:
     try:
         if str(path) != ":memory:":
             _private_file(path)
@@ -62,8 +78,13 @@ def connect(path: Path, schema: str = "") -> sqlite3.Connection:
     return db
 
 
-def add_columns(db: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+def add_columns(db: Sql, table: str, columns: dict[str, str]) -> None:
     """Add the columns a newer release needs to a table an older one created."""
+    if not isinstance(db, sqlite3.Connection):
+        with db.tx():
+            for name, decl in columns.items():
+                db.execute_ddl(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {decl}")
+        return
     have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
     with transaction(db):
         for name, decl in columns.items():
@@ -91,8 +112,12 @@ def _begin(db: sqlite3.Connection) -> None:
 
 
 @contextmanager
-def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def transaction(db: Sql) -> Iterator[Sql]:
     """BEGIN IMMEDIATE ... COMMIT; any exception rolls everything back."""
+    if not isinstance(db, sqlite3.Connection):
+        with db.tx():
+            yield db
+        return
     lock = db.lock if isinstance(db, Connection) else threading.RLock()
     with lock:
         _begin(db)

@@ -9,9 +9,9 @@ move) are the same for prompts and apps.
 from __future__ import annotations
 
 import re
-import sqlite3
 
 from alicerce.errors import InputError
+from alicerce.store.db import Sql
 
 LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS {kind}_labels (
     PRIMARY KEY (name, label),
     FOREIGN KEY (name, version) REFERENCES {kind}_versions (name, version)
 );
-CREATE TABLE IF NOT EXISTS {kind}_label_log (
+CREATE TABLE IF NOT EXISTS {kind}_label_log (  -- rowid: history reads in insertion order
     name TEXT NOT NULL,
     label TEXT NOT NULL,
     old_version INTEGER,
@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS {kind}_label_log (
 
 
 class Labels:
-    def __init__(self, db: sqlite3.Connection, kind: str) -> None:
+    def __init__(self, db: Sql, kind: str) -> None:
         self._db = db
         self._versions, self._labels, self._log = (f"{kind}_versions", f"{kind}_labels",
                                                    f"{kind}_label_log")
@@ -73,7 +73,7 @@ class Labels:
             return None
         return version
 
-    def move(self, db: sqlite3.Connection, name: str, label: str, version: int,
+    def move(self, db: Sql, name: str, label: str, version: int,
              actor: str) -> int | None:
         """Point `label` at `version` inside the caller's transaction and log the move;
         returns the version it left."""

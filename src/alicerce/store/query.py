@@ -17,9 +17,14 @@ este esta esse essa ser são foi há tem ou mais mas não sim já"""
 STOPWORDS = frozenset((_EN + " " + _PT).split())
 
 
+def words(text: str) -> list[str]:
+    """The lowercased words of `text`, in order."""
+    return [w.lower() for w in _WORD.findall(text)]
+
+
 def fts_query(text: str) -> str:
     """Turn free text into an FTS5 OR-query; empty string when nothing is searchable."""
-    words = [w.lower() for w in _WORD.findall(text)]
-    terms = [w for w in words if w not in STOPWORDS] or words
+    found = words(text)
+    terms = [w for w in found if w not in STOPWORDS] or found
     seen: dict[str, None] = dict.fromkeys(terms)
     return " OR ".join(f'"{t}"' for t in seen)

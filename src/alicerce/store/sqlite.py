@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,14 +21,17 @@ from numpy.typing import NDArray
 from alicerce.errors import StoreError
 from alicerce.store.ann import AnnIndex
 from alicerce.store.base import (
+    EXPORT_COLUMNS,
     BoostWeights,
     DocumentWrite,
     Filters,
     Scored,
     StoredCollection,
     check_filters,
+    group_chunks,
+    group_writes,
 )
-from alicerce.store.db import add_columns, connect, private_dir, transaction
+from alicerce.store.db import add_columns, connect_sqlite, private_dir, transaction
 from alicerce.store.query import fts_query
 from alicerce.store.schema import FTS, SCHEMA, SCHEMA_VERSION
 from alicerce.types import CollectionInfo, Hit
@@ -47,7 +50,7 @@ class SQLiteStore:
         self._hnsw = hnsw or {}
         self._exact_limit = exact_search_limit
         self._ann: dict[int, AnnIndex] = {}
-        self._db = connect(self.path, SCHEMA)
+        self._db = connect_sqlite(self.path, SCHEMA)
         # 1 from a content write until a version names that content (same transactions), so
         # an ingest killed half-way is seen, and its committed part becomes a version.
         add_columns(self._db, "collections", {"dirty": "INTEGER NOT NULL DEFAULT 0"})
@@ -61,7 +64,7 @@ class SQLiteStore:
                                  hint="use a new ALICERCE_HOME or a matching Alicerce")
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
-        return transaction(self._db)
+        return cast("AbstractContextManager[sqlite3.Connection]", transaction(self._db))
 
     # -- collections -------------------------------------------------------------------
     def collection(self, name: str) -> StoredCollection | None:
@@ -113,18 +116,23 @@ class SQLiteStore:
 
     def document_chunks(self, coll: StoredCollection) -> Iterator[tuple[str, str, list[str]]]:
         """(key, title, chunk texts in order) for every document, in key order."""
-        doc: tuple[str, str, list[str]] | None = None
-        for key, title, text in self._db.execute(
-                "SELECT d.key, d.title, c.text FROM chunks c JOIN documents d "
-                "ON d.id = c.document_id WHERE c.collection_id=? ORDER BY d.key, c.ordinal",
-                (coll.id,)):
-            if doc is None or doc[0] != key:
-                if doc is not None:
-                    yield doc
-                doc = (key, title, [])
-            doc[2].append(text)
-        if doc is not None:
-            yield doc
+        yield from group_chunks(self._db.execute(
+            "SELECT d.key, d.title, c.text FROM chunks c JOIN documents d "
+            "ON d.id = c.document_id WHERE c.collection_id=? ORDER BY d.key, c.ordinal",
+            (coll.id,)))
+
+    def export_documents(self, coll: StoredCollection,
+                         keys: Sequence[str] | None = None) -> Iterator[DocumentWrite]:
+        cols = ", ".join(EXPORT_COLUMNS).format(vector="vector")
+        sql = (f"SELECT {cols} FROM documents d LEFT JOIN chunks c ON c.document_id = d.id "
+               "WHERE d.collection_id = ? {keys} ORDER BY d.key, c.ordinal")
+        wanted = sorted(set(keys)) if keys is not None else None
+        parts = [wanted[i : i + 500] for i in range(0, len(wanted), 500)] if wanted else []
+        for part in parts if wanted is not None else [None]:
+            where = f"AND d.key IN ({','.join('?' * len(part))})" if part else ""
+            rows = self._db.execute(sql.format(keys=where), (coll.id, *(part or ())))
+            yield from group_writes(rows, lambda b: np.frombuffer(b, np.float32).copy(),
+                                    json.loads)
 
     def vectors_by_hash(self, coll: StoredCollection,
                         hashes: Sequence[str]) -> dict[str, NDArray[np.float32]]:

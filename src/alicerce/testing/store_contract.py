@@ -125,3 +125,22 @@ class StoreContract:
         found = store.vectors_by_hash(coll, [chunk_hash("alpha text"), "nope"])
         assert list(found) == [chunk_hash("alpha text")]
         np.testing.assert_allclose(found[chunk_hash("alpha text")], w.vectors[0], rtol=1e-6)
+
+    def test_export_gives_back_what_was_written(self, store: Store) -> None:
+        coll = store.create_collection("kb", EMB.name, EMB.dim, CHUNKING)
+        writes = [make_write("b", ["beta one", "beta two"], course="x"),
+                  make_write("a", ["alpha"], title="Alpha", page="3")]
+        store.write_documents(coll, writes)
+        out = list(store.export_documents(coll))
+        assert [w.document.key for w in out] == ["a", "b"]
+        for got, want in zip(out, sorted(writes, key=lambda w: w.document.key), strict=True):
+            assert got.content_hash == want.content_hash
+            assert got.document.metadata == want.document.metadata
+            assert got.chunks == list(want.chunks)
+            assert list(got.chunk_hashes) == list(want.chunk_hashes)
+            np.testing.assert_array_equal(got.vectors, want.vectors)
+        assert [w.document.key for w in store.export_documents(coll, ["b", "nope"])] == ["b"]
+        assert list(store.export_documents(coll, [])) == []
+        copy = store.create_collection("copy", EMB.name, EMB.dim, CHUNKING)
+        store.write_documents(copy, out)
+        assert store.document_hashes(copy) == store.document_hashes(coll)

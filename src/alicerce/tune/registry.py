@@ -106,7 +106,7 @@ class Lineage:
 
 
 class AdapterRegistry:
-    def __init__(self, db_path: Path, root: Path) -> None:
+    def __init__(self, db_path: Path | str, root: Path) -> None:
         self._db = connect(db_path, SCHEMA)
         self._labels = Labels(self._db, "adapter")
         self._root = root

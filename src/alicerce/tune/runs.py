@@ -71,7 +71,7 @@ class TuneRun:
 
 
 class TuneRuns:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         self._db = connect(path, SCHEMA)
 
     def close(self) -> None:
