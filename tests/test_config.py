@@ -48,3 +48,18 @@ def test_malformed_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 def test_overlap_must_be_below_budget() -> None:
     with pytest.raises(ConfigError, match="chunk_overlap"):
         Settings.load(chunk_tokens=50, chunk_overlap=50)
+
+
+def test_a_model_on_several_servers_and_a_store_url(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "alicerce.toml").write_text(
+        '[models.big]\nurl = ["http://gpu-1:8000/v1", "http://gpu-2:8000/v1"]\nmodel = "m"\n')
+    entry = Settings.load().models["big"]
+    assert entry.urls == ("http://gpu-1:8000/v1", "http://gpu-2:8000/v1")
+    with pytest.raises(ConfigError, match="http"):
+        Settings.load(models={"big": {"url": ["gpu-1:8000"]}})
+    with pytest.raises(ConfigError, match="exactly one of path"):
+        Settings.load(models={"big": {"url": []}})
+    with pytest.raises(ConfigError, match="PostgreSQL URL"):
+        Settings.load(store="mysql://db/x")

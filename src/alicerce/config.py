@@ -55,7 +55,10 @@ class ModelEntry(BaseModel):
 
     path: str = Field("", description="A .gguf file, a bundled model's name, or (backend "
                                        "transformers) a local Hugging Face model folder.")
-    url: str = Field("", description="Base URL of an OpenAI-compatible /v1 API.")
+    url: str | list[str] = Field(
+        "", description="Base URL of an OpenAI-compatible /v1 API, or a list of servers of the "
+                        "same model: each request goes to the least busy one that is up, "
+                        "and moves to another when one fails (docs/scale.md).")
     model: str = Field("", description="Model name the endpoint serves (default: NAME).")
     backend: Literal["llama.cpp", "transformers"] = Field(
         "llama.cpp", description="What runs a local model: llama.cpp (fast, LoRA adapters) "
@@ -71,6 +74,10 @@ class ModelEntry(BaseModel):
     price_output_per_mtok: float | None = Field(
         None, ge=0, description="Price per million completion tokens.")
 
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(self.url) if isinstance(self.url, list) else (self.url,) if self.url else ()
+
     @model_validator(mode="after")
     def _one_source(self) -> ModelEntry:
         if bool(self.path) == bool(self.url):
@@ -81,6 +88,9 @@ class ModelEntry(BaseModel):
         if self.path and self.adapters:
             raise ValueError("adapters lists a remote endpoint's adapters; a local model "
                              "serves those registered with `alicerce tune register`")
+        if isinstance(self.url, list) and (len(self.url) > 32 or not all(
+                u.startswith(("http://", "https://")) for u in self.url)):
+            raise ValueError("url lists 1 to 32 http(s):// base URLs")
         for name in self.adapters:
             if not _ADAPTER_NAME.match(name):
                 raise ValueError(f"adapter name {name!r}: use letters, digits, . _ - (1-64)")
@@ -102,7 +112,9 @@ class Settings(BaseSettings):
     embedder: EmbedderName = Field("e5-small", description="Embedding backend for new collections.")
     embed_batch_size: int = Field(16, ge=1, le=4096)
     embed_threads: int = Field(0, ge=0, le=256, description="0 = all cores.")
-    remote_embed_url: str = Field("", description="Base URL of an OpenAI-compatible /v1 API.")
+    remote_embed_url: str = Field(
+        "", description="Base URL of an OpenAI-compatible /v1 API; several servers of one "
+                        "model comma-separated (least busy first, failover).")
     remote_embed_model: str = Field("text-embedding-3-small")
     remote_embed_api_key_env: str = Field(
         "OPENAI_API_KEY", description="Name of the variable that holds the remote API key."

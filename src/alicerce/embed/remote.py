@@ -1,4 +1,5 @@
-"""Embeddings from any OpenAI-compatible `/v1/embeddings` endpoint (vLLM, Ollama, TEI, ...)."""
+"""Embeddings from any OpenAI-compatible `/v1/embeddings` endpoint (vLLM, Ollama, TEI, ...),
+or several servers of one model (comma-separated URLs: least busy first, failover)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from alicerce.embed.base import Vectors, approx_tokens, batched, normalise
+from alicerce.endpoints import Endpoints
 from alicerce.errors import ConfigError, EmbedderError
 
 
@@ -35,11 +37,14 @@ class RemoteEmbedder:
         except ImportError as exc:
             raise EmbedderError("the remote embedder needs the openai package",
                                 hint="pip install 'alicerce[remote]'") from exc
-        self._client: Any = OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=2)
+        urls = [u.strip() for u in base_url.split(",") if u.strip()]
+        retries = 2 if len(urls) == 1 else 0  # with several servers, failover is the retry
+        self.endpoints = Endpoints(urls, lambda u: OpenAI(base_url=u, api_key=api_key or "none",
+                                                          max_retries=retries))
         self._model = model
         self._batch = batch_size
         self._qp, self._pp = query_prefix, passage_prefix
-        self.name = f"remote:{model}@{base_url}"
+        self.name = f"remote:{model}@{urls[0]}"  # the model's identity: any server of it
         self.dim = int(self._call(["dimension probe"]).shape[1])
 
     @classmethod
@@ -48,10 +53,11 @@ class RemoteEmbedder:
 
     def _call(self, texts: Sequence[str]) -> Vectors:
         try:
-            resp = self._client.embeddings.create(model=self._model, input=list(texts))
+            resp = self.endpoints.call(
+                lambda c: c.embeddings.create(model=self._model, input=list(texts)))
         except Exception as exc:
             raise EmbedderError(
-                f"remote embedder at {self._client.base_url} failed: {exc}",
+                f"remote embedder at {self.endpoints.description} failed: {exc}",
                 hint="check that the server is running and that remote_embed_model names "
                      "a model it serves",
             ) from exc

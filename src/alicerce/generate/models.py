@@ -66,7 +66,7 @@ class ModelRef:
     name: str
     kind: str  # "gguf" | "openai" | "hf" (a Hugging Face model folder)
     path: Path | None = None
-    url: str = ""
+    url: str = ""  # one or more base URLs, comma-separated (servers of the same model)
     remote_model: str = ""
     api_key_env: str = ""
     bundled: Bundled | None = None
@@ -97,7 +97,7 @@ def _configured(name: str, entry: ModelEntry) -> ModelRef:
         if entry.backend == "transformers" and path.is_dir():
             return ModelRef(name, "hf", path=check_hf(path), backend=entry.backend)
         return ModelRef(name, "gguf", path=check_gguf(path), backend=entry.backend)
-    return ModelRef(name, "openai", url=entry.url, remote_model=entry.model or name,
+    return ModelRef(name, "openai", url=",".join(entry.urls), remote_model=entry.model or name,
                     api_key_env=entry.api_key_env, adapters=tuple(entry.adapters))
 
 
@@ -208,7 +208,8 @@ def list_models(settings: Settings) -> list[ModelInfo]:
             out.append(ModelInfo(name, "gguf", entry.path, p.is_file(), size, None, "", None,
                                  "" if p.is_file() else "file not found"))
         else:
-            out.append(ModelInfo(name, "openai", f"{entry.model or name} at {entry.url}", True,
+            where = ", ".join(entry.urls)
+            out.append(ModelInfo(name, "openai", f"{entry.model or name} at {where}", True,
                                  None, None, "", None, f"key from ${entry.api_key_env}"))
     return out
 

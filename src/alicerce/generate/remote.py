@@ -1,4 +1,5 @@
-"""Any OpenAI-compatible chat endpoint (vLLM, Ollama, llama.cpp server, hosted APIs).
+"""Any OpenAI-compatible chat endpoint (vLLM, Ollama, llama.cpp server, hosted APIs), or
+several servers of one model used as one (`endpoints.py`: least busy first, failover).
 
 Uses the real `openai` client. Sampling knobs that OpenAI's API lacks (top_k, min_p,
 repetition_penalty) travel in `extra_body`, which vLLM and llama.cpp's server read; they are
@@ -16,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
+from alicerce.endpoints import Endpoints
 from alicerce.errors import ConfigError, GeneratorError, InputError
 from alicerce.generate.base import parse_chunk, parse_completion, request_body
 from alicerce.generate.params import DecodingParams, require
@@ -37,8 +39,10 @@ class OpenAIGenerator:
         except ImportError as exc:
             raise GeneratorError("the remote backend needs the openai package",
                                  hint="pip install 'alicerce[remote]'") from exc
-        self._client: Any = OpenAI(base_url=url, api_key=api_key or "none", timeout=timeout,
-                                   max_retries=1)
+        urls = [u.strip() for u in url.split(",") if u.strip()]
+        retries = 1 if len(urls) == 1 else 0  # with several servers, failover is the retry
+        self.endpoints = Endpoints(urls, lambda u: OpenAI(
+            base_url=u, api_key=api_key or "none", timeout=timeout, max_retries=retries))
         self.name, self.remote_model, self.context_size = name, model, context
         self.base = name  # an adapter's view keeps it: the configured model
 
@@ -66,9 +70,9 @@ class OpenAIGenerator:
         kwargs = self._kwargs(messages, params)
         started = time.perf_counter()
         try:
-            resp = self._client.chat.completions.create(**kwargs)
+            resp = self.endpoints.call(lambda c: c.chat.completions.create(**kwargs))
         except Exception as exc:
-            raise _error(exc, self.name, self._client.base_url) from exc
+            raise _error(exc, self.name, self.endpoints.description) from exc
         out = parse_completion(resp.model_dump(), self.name,
                                {"total_ms": (time.perf_counter() - started) * 1000})
         if params.format == "bullets":
@@ -85,12 +89,11 @@ class OpenAIGenerator:
                              "normalised after the reply ends)",
                              hint="leave out --stream, or use a llama.cpp model")
         try:
-            chunks = self._client.chat.completions.create(
-                stream=True, stream_options={"include_usage": True}, **kwargs)
-            for chunk in chunks:
+            for chunk in self.endpoints.stream(lambda c: c.chat.completions.create(
+                    stream=True, stream_options={"include_usage": True}, **kwargs)):
                 yield parse_chunk(chunk.model_dump())
         except Exception as exc:
-            raise _error(exc, self.name, self._client.base_url) from exc
+            raise _error(exc, self.name, self.endpoints.description) from exc
 
     def count_tokens(self, text: str) -> int:
         # No tokenizer endpoint is standard; 4 characters a token is the usual estimate.
