@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from alicerce.testing.procs import free_port, serving, wait_until_up
+from alicerce.testing.procs import nginx, serving
 
 pytestmark = pytest.mark.real
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "nginx" / "alicerce.conf"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 def env_for(home: Path, store: str) -> dict[str, str]:
@@ -39,31 +36,6 @@ def cli(env: dict[str, str], *args: str) -> str:
                        text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     return r.stdout
-
-
-@contextmanager
-def nginx(upstreams: list[str], folder: Path) -> Iterator[str]:
-    """deploy/nginx/alicerce.conf, its replicas and port replaced, in a real nginx."""
-    port = free_port()
-    site = DEPLOY.read_text().replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-    site = site.replace("127.0.0.1:8001", upstreams[0]).replace("127.0.0.1:8002", upstreams[1])
-    folder.mkdir()
-    (folder / "site.conf").write_text(site)
-    (folder / "nginx.conf").write_text(
-        f"worker_processes 1; pid {folder}/nginx.pid; error_log {folder}/error.log;\n"
-        "events { worker_connections 64; }\n"
-        f"http {{ access_log {folder}/access.log; client_body_temp_path {folder}/body;\n"
-        f"  proxy_temp_path {folder}/proxy; include {folder}/site.conf; }}\n")
-    proc = subprocess.Popen([NGINX, "-p", str(folder), "-c", str(folder / "nginx.conf"),
-                             "-g", "daemon off;"], stderr=subprocess.STDOUT,
-                            stdout=(folder / "out.log").open("w"))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(base + "/healthz", proc, 30)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def call(base: str, path: str, key: str, body: dict[str, Any] | None = None,
@@ -85,7 +57,7 @@ def test_two_replicas_behind_nginx_behave_as_one(tmp_path: Path, docs: Path,
     with ExitStack() as stack:
         one, _ = stack.enter_context(serving(one_env, tmp_path / "one.log"))
         two, _ = stack.enter_context(serving(two_env, tmp_path / "two.log"))
-        proxy = stack.enter_context(nginx([one[7:], two[7:]], tmp_path / "nginx"))
+        proxy = stack.enter_context(nginx(DEPLOY, [one[7:], two[7:]], tmp_path / "nginx"))
         # A key revoked through one replica's database is refused by the other at once.
         assert call(two, "/v1/apps", doomed["key"])[0] == 200
         cli(one_env, "keys", "revoke", doomed["id"])

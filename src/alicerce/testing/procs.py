@@ -56,3 +56,35 @@ def serving(env: dict[str, str], log: Path,
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@contextmanager
+def nginx(site: Path, upstreams: list[str], folder: Path) -> Iterator[str]:
+    """A real nginx on a free loopback port running `site` (deploy/nginx/alicerce.conf) with
+    its replicas (127.0.0.1:8001, :8002) replaced by `upstreams`; yields its base URL."""
+    import shutil
+
+    port = free_port()
+    conf = site.read_text().replace("127.0.0.1:8000;", f"127.0.0.1:{port};")
+    servers = "".join(f"    server {u} max_fails=2 fail_timeout=10s;\n" for u in upstreams)
+    conf = conf.replace("    server 127.0.0.1:8001 max_fails=2 fail_timeout=10s;\n"
+                        "    server 127.0.0.1:8002 max_fails=2 fail_timeout=10s;\n", servers)
+    assert servers in conf, "deploy/nginx/alicerce.conf no longer lists 8001 and 8002"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "site.conf").write_text(conf)
+    (folder / "nginx.conf").write_text(
+        f"worker_processes 1; pid {folder}/nginx.pid; error_log {folder}/error.log;\n"
+        "events { worker_connections 1024; }\n"
+        f"http {{ access_log off; client_body_temp_path {folder}/body;\n"
+        f"  proxy_temp_path {folder}/proxy; include {folder}/site.conf; }}\n")
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    with (folder / "out.log").open("w") as out:
+        proc = subprocess.Popen([binary, "-p", str(folder), "-c", str(folder / "nginx.conf"),
+                                 "-g", "daemon off;"], stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(base + "/healthz", proc, 30)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
