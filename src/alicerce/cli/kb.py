@@ -39,11 +39,15 @@ def ingest(
         "--redact-pii/--keep-pii",
         help="For a new collection: store chunk texts with personal data replaced (<CPF>, "
              "<EMAIL_ADDRESS>, ...)")] = None,
+    executor: Annotated[str | None, typer.Option(
+        help="A Ray cluster's address (HOST:6379 or ray://HOST:10001): embed there "
+             "[default: setting executor, empty = here]")] = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add or update documents in a collection; unchanged files cost nothing."""
-    with open_home(home) as alc, progress.status(f"ingesting into {collection}",
+    overrides = {} if executor is None else {"executor": executor}
+    with open_home(home, **overrides) as alc, progress.status(f"ingesting into {collection}",
                                                  not as_json) as shown:
         def show(report: IngestReport) -> None:
             done = report.added + report.updated + report.unchanged

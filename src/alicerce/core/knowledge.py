@@ -101,6 +101,10 @@ class KnowledgeBase(Home):
                     f"{cfg.overlap} overlap; chunking is fixed when a collection is created",
                     hint="leave out --chunk-tokens/--chunk-overlap, or ingest into a new "
                          "collection")
+        if self.settings.executor:
+            from alicerce.embed.ray_pool import on_cluster
+
+            model = on_cluster(model, family(model.name), self.settings)
         ingestor = Ingestor(self.store, model, coll, cfg,
                             max_bytes(self.settings.max_file_mb), progress)
         report = ingestor.run([Path(p) for p in paths], mapping, sync)
