@@ -81,3 +81,15 @@ def test_a_lease_has_one_holder_until_it_expires(backend: str, tmp_path: Path,
     assert two.take("monitor", 0.5) and not one.take("monitor", 0.5)
     one.close()
     two.close()
+
+
+def test_a_replica_resumes_only_its_own_upload_jobs(pg_url: str, tmp_path: Path) -> None:
+    from alicerce.ingest.jobs import IngestJobs
+
+    one, two = IngestJobs(pg_url, tmp_path / "one"), IngestJobs(pg_url, tmp_path / "two")
+    job = one.create("k1", "kb", [("a.txt", b"alpha")])
+    one.start(job.id)  # running on replica one when replica two starts
+    assert two.recover() == [] and two.get(job.id).state == "running"
+    assert [j.id for j in one.recover()] == [job.id]  # one restarted: it picks it up
+    one.close()
+    two.close()

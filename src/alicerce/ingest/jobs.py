@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any, Literal
 
 from alicerce.errors import InputError, NotFoundError
 from alicerce.ingest.loaders import LOADERS
-from alicerce.store.db import connect, private_dir, transaction
+from alicerce.store.db import add_columns, connect, private_dir, transaction
 
 State = Literal["queued", "running", "done", "failed"]
 SCHEMA = """
@@ -80,7 +81,11 @@ def check_name(name: str) -> str:
 class IngestJobs:
     def __init__(self, db_path: Path | str, folder: Path) -> None:
         self._db = connect(db_path, SCHEMA)
+        # Which server's folder holds a job's files: replicas sharing a database resume only
+        # their own jobs ('' = a job from before this column, in a one-server home).
+        add_columns(self._db, "ingest_jobs", {"spool": "TEXT NOT NULL DEFAULT ''"})
         self.folder = folder
+        self.spool = f"{socket.gethostname()}:{folder.resolve()}"
 
     def create(self, caller: str, collection: str,
                files: Sequence[tuple[str, bytes]]) -> IngestJob:
@@ -103,8 +108,9 @@ class IngestJobs:
             now = time.time()
             with transaction(self._db) as db:
                 db.execute("INSERT INTO ingest_jobs (id, caller, collection, files, state, "
-                           "created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?)",
-                           (job_id, caller, collection, json.dumps(names), now, now))
+                           "created_at, updated_at, spool) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                           (job_id, caller, collection, json.dumps(names), now, now,
+                            self.spool))
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
@@ -135,11 +141,13 @@ class IngestJobs:
         shutil.rmtree(self.folder / job_id, ignore_errors=True)
 
     def recover(self) -> list[IngestJob]:
-        """At start-up: jobs a stopped server left queued or running, to run again (marked
-        failed when their files are gone); folders no unfinished job owns are removed."""
+        """At start-up: this server's jobs it left queued or running, to run again (marked
+        failed when their files are gone); folders no unfinished job owns are removed.
+        Other replicas' jobs are theirs to resume."""
         again = []
         rows = self._db.execute("SELECT id FROM ingest_jobs WHERE state IN "
-                                "('queued', 'running') ORDER BY created_at").fetchall()
+                                "('queued', 'running') AND spool IN (?, '') "
+                                "ORDER BY created_at", (self.spool,)).fetchall()
         for (job_id,) in rows:
             job = self.get(job_id)
             if all(p.is_file() for p in self.paths(job)):
