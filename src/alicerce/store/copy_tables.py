@@ -105,10 +105,8 @@ def _rows(db: Sql, table: Table, columns: tuple[str, ...]) -> list[tuple[Any, ..
 
 def _digest(rows: list[tuple[Any, ...]]) -> str:
     def canonical(row: tuple[Any, ...]) -> str:
-        return json.dumps([v.hex() if isinstance(v, bytes | memoryview) and not
-                           isinstance(v, str) else v for v in
-                           (bytes(x) if isinstance(x, memoryview) else x for x in row)],
-                          sort_keys=True, default=str)
+        return json.dumps([bytes(v).hex() if isinstance(v, bytes | memoryview) else v
+                           for v in row], sort_keys=True, default=str)
     return hashlib.sha256("\n".join(sorted(canonical(r) for r in rows)).encode()).hexdigest()
 
 
