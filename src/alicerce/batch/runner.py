@@ -33,6 +33,7 @@ from alicerce.errors import (
 )
 
 if TYPE_CHECKING:
+    from alicerce.batch.ray_rows import RayRows
     from alicerce.platform import Alicerce
 
 T = TypeVar("T")
@@ -178,10 +179,11 @@ def _code(exc: AlicerceError) -> str:
 
 
 class BatchRunner:
-    def __init__(self, alc: Alicerce, jobs: BatchJobs, submit: Submit[Any] | None = None
-                 ) -> None:
+    def __init__(self, alc: Alicerce, jobs: BatchJobs, submit: Submit[Any] | None = None,
+                 rows: RayRows | None = None) -> None:
         self.alc, self.jobs = alc, jobs
         self.submit: Submit[Any] = submit or (lambda fn: fn())
+        self.rows = rows  # rows on a Ray cluster instead of here (batch/ray_rows.py)
         self._lock = threading.Lock()
 
     def run(self, job: BatchJob, progress: Callable[[int, int], None] | None = None
@@ -241,12 +243,19 @@ class BatchRunner:
         if row.inputs is None:
             rec.update(outputs=None, error={"code": "invalid_row", "message": row.problem})
         else:
-            inputs = row.inputs
+            inputs, origin = row.inputs, f"batch:{job.id}"
             try:
-                result = self._retrying(lambda: self.alc.chains.run(
-                    version, inputs, caller=job.caller, origin=f"batch:{job.id}"))
-                rec.update(outputs=result.outputs, blocked=result.blocked or None,
-                           trace_id=result.trace_id, error=None)
+                if self.rows is not None:
+                    rows = self.rows
+                    got = self._retrying(lambda: rows.run(row.n, version.ref, inputs,
+                                                          job.caller, origin))
+                else:
+                    result = self._retrying(lambda: self.alc.chains.run(
+                        version, inputs, caller=job.caller, origin=origin))
+                    got = {"outputs": result.outputs, "blocked": result.blocked,
+                           "trace_id": result.trace_id}
+                rec.update(outputs=got["outputs"], blocked=got["blocked"] or None,
+                           trace_id=got["trace_id"], error=None)
             except AlicerceError as exc:
                 rec.update(outputs=None, error={"code": _code(exc), "message": str(exc)})
         line = (json.dumps(rec, ensure_ascii=False, default=str) + "\n").encode()

@@ -76,7 +76,12 @@ def run(ref: RefArg,
 
 # -- batch ---------------------------------------------------------------------------------
 def _runner(alc: Alicerce) -> BatchRunner:
-    return BatchRunner(alc, alc.batches)
+    """Rows here, or on the Ray cluster the setting `executor` names."""
+    if not alc.settings.executor:
+        return BatchRunner(alc, alc.batches)
+    from alicerce.batch.ray_rows import RayRows
+
+    return BatchRunner(alc, alc.batches, rows=RayRows(alc.settings))
 
 
 def _report(job: BatchJob, as_json: bool) -> None:
@@ -98,11 +103,14 @@ def batch_run(
     input_: Annotated[Path, typer.Option("--input", help="JSONL or CSV rows of inputs.")],
     output: Annotated[Path, typer.Option(help="JSONL results, one line per row.")],
     concurrency: Annotated[int, typer.Option(help="Rows at once.", min=1, max=16)] = 1,
+    executor: Annotated[str | None, typer.Option(
+        help="A Ray cluster's address (HOST:6379): rows run on its workers "
+             "[default: setting executor, empty = here]")] = None,
     home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Run an app over every row of a file; results stream to --output. A job stopped
     any way (Ctrl-C, kill -9) continues with `alicerce batch resume JOB`."""
     check_paths(input_, output)
-    with open_home(home) as alc:
+    with open_home(home, **({} if executor is None else {"executor": executor})) as alc:
         version = alc.chains.version(app_)
         count_rows(input_)
         output = output.resolve()

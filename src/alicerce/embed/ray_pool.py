@@ -44,7 +44,8 @@ class _Worker:
         return os.getpid()
 
 
-def _connect(address: str) -> Any:
+def connect(address: str) -> Any:
+    """The `ray` module, connected to the cluster at `address` (once per process)."""
     try:
         import ray
     except ImportError as exc:
@@ -64,7 +65,7 @@ class RayEmbedder:
     """Passages embedded by the cluster's workers; everything else from `local`."""
 
     def __init__(self, local: Embedder, family: str, settings: Settings) -> None:
-        ray = _connect(settings.executor)
+        ray = connect(settings.executor)
         self.local, self.name, self.dim = local, local.name, local.dim
         worker = ray.remote(max_restarts=-1, max_task_retries=-1)(_Worker)
         # Each worker embeds with one thread: the cluster's parallelism is the workers.
