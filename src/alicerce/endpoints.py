@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -32,7 +32,6 @@ class Server:
     failures: int = 0
     down_until: float = 0.0  # monotonic; 0 = up
     last_error: str = ""
-    probing: bool = field(default=False, repr=False)
 
 
 @dataclass(frozen=True)
