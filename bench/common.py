@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,3 +30,23 @@ def machine() -> str:
 
 def ratio(value: float, anchor: float) -> str:
     return f"{value:.3f} ({value / anchor:.3f}x of {anchor})"
+
+
+@contextlib.contextmanager
+def ray_cluster(cpus: int = 2) -> Iterator[str]:
+    """A one-node Ray cluster on this machine for the length of a benchmark; its address."""
+    import subprocess
+
+    from alicerce.testing.procs import free_port
+
+    port = free_port()
+    subprocess.run(["ray", "start", "--head", f"--port={port}", f"--num-cpus={cpus}",
+                    "--include-dashboard=false", "--disable-usage-stats"], check=True,
+                   capture_output=True)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        import ray
+
+        ray.shutdown()  # leave the cluster before stopping it
+        subprocess.run(["ray", "stop", "--force"], capture_output=True)

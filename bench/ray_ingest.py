@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from common import data_dir, machine
+from common import data_dir, machine, ray_cluster
 
 from alicerce import Alicerce, Settings
 from alicerce.embed import get_embedder, ray_pool
-from alicerce.testing.procs import free_port
 
 
 def main() -> None:
@@ -31,33 +29,27 @@ def main() -> None:
     docs = json.loads((base / "documents-with-ids.json").read_text())[: args.limit]
     corpus = work / "faq.json"
     corpus.write_text(json.dumps(docs))
-    port = free_port()
-    subprocess.run(["ray", "start", "--head", f"--port={port}", "--num-cpus=2",
-                    "--include-dashboard=false", "--disable-usage-stats"], check=True,
-                   capture_output=True)
-    print(f"machine: {machine()}; {len(docs)} Zoomcamp FAQ documents, e5-small; a one-node "
-          "Ray cluster on this machine")
-    print(f"{'run':<22}{'chunks':>8}{'seconds':>9}{'chunks/s':>10}")
-    try:
-        runs = [("one process", "", 1), ("ray, 1 worker", f"127.0.0.1:{port}", 1),
-                ("ray, 2 workers", f"127.0.0.1:{port}", 2)]
+    with ray_cluster() as address:
+        print(f"machine: {machine()}; {len(docs)} Zoomcamp FAQ documents, e5-small; a one-node "
+              "Ray cluster on this machine")
+        print(f"{'run':<22}{'chunks':>8}{'seconds':>9}{'chunks/s':>10}")
+        runs = [("one process", "", 1), ("ray, 1 worker", address, 1),
+                ("ray, 2 workers", address, 2)]
         for name, executor, workers in runs:
             settings = Settings.load(home=work / name.replace(" ", "-").replace(",", ""),
                                      executor=executor, executor_workers=workers)
             with Alicerce(settings) as alc:
-                if executor:  # workers load the model before the clock starts
-                    ray_pool.on_cluster(get_embedder("e5-small", settings), "e5-small",
-                                        settings).embed_passages(["warm-up"])
+                pool = ray_pool.on_cluster(get_embedder("e5-small", settings), "e5-small",
+                                           settings) if executor else None
+                if pool:  # workers load the model before the clock starts
+                    pool.embed_passages(["warm-up"])
                 t = time.perf_counter()
                 rep = alc.ingest([corpus], "faq", id_field="id", title_field="question")
                 took = time.perf_counter() - t
+                if pool:  # its cores go back to the cluster for the next run
+                    pool.close()
             print(f"{name:<22}{rep.chunks_embedded:>8}{took:>9.1f}"
                   f"{rep.chunks_embedded / took:>10.1f}", flush=True)
-    finally:
-        import ray
-
-        ray.shutdown()  # leave the cluster before stopping it
-        subprocess.run(["ray", "stop", "--force"], capture_output=True)
 
 
 if __name__ == "__main__":

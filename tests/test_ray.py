@@ -1,5 +1,6 @@
-"""Ingestion's embedding on a real Ray cluster on loopback (`ray start --head`): the same
-collection as a local ingest, and a worker killed mid-run costs nothing."""
+"""Bulk work on a real Ray cluster on loopback (`ray start --head`): ingestion's embedding,
+batch rows (CLI and server jobs) and evaluation answers give the same results as a local
+run, and a worker killed mid-run costs nothing."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from alicerce import Alicerce, Settings
 from alicerce.embed import get_embedder, ray_pool
+from alicerce.testing.fakes import ScriptedGenerator
 from alicerce.testing.procs import free_port
 
 ray = pytest.importorskip("ray")  # the ray extra; CI installs it (.ci/run)
@@ -29,7 +32,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "handbook"
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A one-node Ray cluster in its own processes; its GCS address."""
     port = free_port()
-    subprocess.run(["ray", "start", "--head", f"--port={port}", "--num-cpus=2",
+    # Logical CPUs: each worker reserves one, and the tests' pools stay up side by side.
+    subprocess.run(["ray", "start", "--head", f"--port={port}", "--num-cpus=16",
                     "--include-dashboard=false", "--disable-usage-stats",
                     f"--temp-dir={tmp_path_factory.mktemp('ray')}"],
                    check=True, capture_output=True, timeout=120)
@@ -132,3 +136,94 @@ def test_batch_rows_on_the_cluster_survive_a_killed_worker(cluster: str,
         assert all(r["outputs"]["summary"].strip() for r in got)
         assert sum(r["outputs"] == by_row[r["row"]] for r in got) >= 6
         assert alc.traces.get(got[0]["trace_id"]).app == "tldr"  # workers trace in the home
+
+
+def test_server_batch_jobs_run_on_the_cluster_and_charge_the_key(cluster: str,
+                                                                 tmp_path: Path) -> None:
+    """POST /v1/batches with `executor` set: the rows run on the workers (the server's own
+    model slots stay free), each once, traced in the home, their tokens charged to the
+    key that started the job."""
+    from fastapi.testclient import TestClient
+
+    from alicerce.server import create_app
+
+    settings = Settings.load(home=tmp_path / "h", embedder="hashing", guards={}, auth=True,
+                             executor=cluster, executor_workers=2)
+    with Alicerce(settings) as alc:
+        alc.deploy_app(SUMMARY)
+        # Here the app's model is a stand-in: a row that ran in the server would say so.
+        alc.use_generator("smollm2-135m", ScriptedGenerator(lambda m: "ran in the server",
+                                                            name="smollm2-135m"))
+        _, secret = alc.keys.create("ana", ["ask"], tpm=40)
+        ana = {"Authorization": f"Bearer {secret}"}
+        rows = [{"custom_id": f"r{i}", "inputs": {"text": f"Review {i}: the kettle is loud."}}
+                for i in range(4)]
+        with TestClient(create_app(settings, alc)) as client:
+            made = client.post("/v1/batches", headers=ana, json={"app": "tldr", "rows": rows})
+            assert made.status_code == 202, made.text
+            job = made.json()["id"]
+            for _ in range(600):
+                got = client.get(f"/v1/batches/{job}", headers=ana).json()
+                if got["status"] in ("done", "failed", "cancelled"):
+                    break
+                time.sleep(0.5)
+            assert got["status"] == "done", got
+            assert got["request_counts"] == {"total": 4, "completed": 4, "failed": 0}
+            out = [json.loads(x) for x in client.get(f"/v1/batches/{job}/output",
+                                                      headers=ana).text.splitlines()]
+            assert sorted(r["custom_id"] for r in out) == ["r0", "r1", "r2", "r3"]
+            assert all(r["outputs"]["summary"].strip() for r in out)
+            assert not any("ran in the server" in r["outputs"]["summary"] for r in out)
+            assert all(alc.traces.get(r["trace_id"]).app == "tldr" for r in out)
+            live = client.post("/v1/apps/tldr/run", headers=ana, json={"inputs": {"text": "x"}})
+            assert live.status_code == 429, live.text  # the rows' tokens were charged
+
+
+def test_evaluation_answers_on_the_cluster_equal_a_local_run(cluster: str,
+                                                             tmp_path: Path) -> None:
+    """`eval run` with `executor`: a RAG app's answers and a chain app's outputs are asked
+    on the workers (one killed mid-run), scored here, and match a local run's."""
+    from alicerce import datasets
+
+    settings = Settings.load(home=tmp_path / "h", embedder="hashing", guards={},
+                             generator="smollm2-135m", max_tokens=12, executor=cluster,
+                             executor_workers=2)
+    rag = datasets.build("rag", [datasets.Row(f"q{i}", q, reference="30 dias") for i, q in
+                                 enumerate(["Qual é o prazo dos comprovantes?",
+                                            "Quantos dias de férias?",
+                                            "Como pedir reembolso?",
+                                            "Quem aprova as despesas?"])])
+    chain = datasets.build("chain", [datasets.Row(
+        f"c{i}", "", inputs={"text": f"Review {i}: the blender broke on day {i + 1}."},
+        expected={"summary": "broken blender"}) for i in range(6)])
+    with Alicerce(settings) as alc:
+        alc.ingest([EXAMPLES], "kb")
+        alc.deploy_app(SUMMARY)
+        pids = [ray.get(w.pid.remote()) for w in _rows(settings).workers]
+        killed: list[int] = []
+
+        def kill_once(done: int, total: int) -> None:
+            if done >= 2 and not killed:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(done)
+        spread = {name: alc.evals.run(app, ds, ["answer"], cache=False, progress=kill_once)
+                  for name, app, ds in (("rag", "kb", rag), ("chain", "tldr", chain))}
+        assert killed
+    with Alicerce(settings.model_copy(update={"executor": ""})) as alc:
+        here = {name: alc.evals.run(app, ds, ["answer"], cache=False)
+                for name, app, ds in (("rag", "kb", rag), ("chain", "tldr", chain))}
+        for name, run in spread.items():
+            assert [r.row_id for r in run.results] == [r.row_id for r in here[name].results]
+            assert run.failed == 0 and all(r.trace_id for r in run.results), run.results
+            assert all(alc.traces.get(r.trace_id) for r in run.results)
+            # near-ties may flip under llama.cpp (not batch-invariant): most answers agree
+            same = sum(a.answer == b.answer for a, b in zip(run.results, here[name].results,
+                                                              strict=True))
+            assert same >= len(run.results) - 1, (name, same)
+        assert spread["chain"].summary["chain.succeeded"].mean == 1.0
+
+
+def _rows(settings: Settings) -> Any:
+    from alicerce.batch.ray_rows import on_cluster
+
+    return on_cluster(settings)

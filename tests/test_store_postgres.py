@@ -12,6 +12,7 @@ import pytest
 
 from alicerce.errors import StoreError
 from alicerce.store.base import BoostWeights
+from alicerce.store.pg_schema import MIGRATIONS
 from alicerce.store.postgres import PostgresStore
 from alicerce.store.sqlite import SQLiteStore
 from alicerce.testing.store_contract import CHUNKING, EMB, StoreContract, make_write
@@ -86,11 +87,31 @@ def test_migrations_run_once_and_a_newer_schema_is_refused(pg_url: str) -> None:
     PostgresStore(pg_url).close()
     PostgresStore(pg_url).close()  # a second start applies nothing again
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        rows = conn.execute("SELECT version FROM alicerce_migrations").fetchall()
-        assert rows == [(1,)]
+        rows = conn.execute("SELECT version FROM alicerce_migrations ORDER BY 1").fetchall()
+        assert rows == [(n,) for n in range(1, len(MIGRATIONS) + 1)]
         conn.execute("INSERT INTO alicerce_migrations (version, name) VALUES (99, 'future')")
     with pytest.raises(StoreError, match="has schema 99"):
         PostgresStore(pg_url)
+
+
+def test_a_database_of_an_older_schema_is_brought_up_to_date(pg_url: str) -> None:
+    """A database made by the first release (postings keyed without their counts) gets
+    the covering key at the next start, its postings kept."""
+    store = PostgresStore(pg_url)
+    coll = store.create_collection("kb", EMB.name, EMB.dim, CHUNKING)
+    store.write_documents(coll, [make_write("a", ["alpha words here"])])
+    store.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # back to schema 1
+        conn.execute("ALTER TABLE chunk_terms DROP CONSTRAINT chunk_terms_pkey, ADD CONSTRAINT "
+                     "chunk_terms_pkey PRIMARY KEY (collection_id, term, chunk_id)")
+        conn.execute("DELETE FROM alicerce_migrations WHERE version > 1")
+    store = PostgresStore(pg_url)
+    with psycopg.connect(pg_url) as conn:
+        (key,) = conn.execute("SELECT indexdef FROM pg_indexes "
+                              "WHERE indexname = 'chunk_terms_pkey'").fetchone()
+    assert "INCLUDE (tf_title, tf_section, tf_text, len)" in key
+    assert [c for c, _ in store.sparse_search(coll, "alpha", 5, None, BoostWeights())]
+    store.close()
 
 
 def test_an_unreachable_server_is_a_clear_error_without_the_password(tmp_path: Path) -> None:

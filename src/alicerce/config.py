@@ -109,11 +109,15 @@ class Settings(BaseSettings):
     store_pool_size: int = Field(8, ge=1, le=256,
                                  description="Connections each process keeps to PostgreSQL.")
     executor: str = Field(
-        "", description="Where bulk work runs (ingestion's embedding, batch rows): empty = "
+        "", description="Where bulk work runs (ingestion's embedding, batch rows, evaluation "
+        "answers): empty = "
         "this process; a Ray cluster's address (HOST:6379, or ray://HOST:10001) spreads it "
         "over the cluster (pip install 'alicerce[ray]').")
     executor_workers: int = Field(2, ge=1, le=1024,
                                   description="Ray workers, each loading its models once.")
+    executor_cpus: int = Field(1, ge=1, le=256,
+                               description="CPU cores each Ray worker reserves on the "
+                               "cluster; its models run on as many threads.")
 
     embedder: EmbedderName = Field("e5-small", description="Embedding backend for new collections.")
     embed_batch_size: int = Field(16, ge=1, le=4096)

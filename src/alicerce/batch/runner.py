@@ -33,7 +33,7 @@ from alicerce.errors import (
 )
 
 if TYPE_CHECKING:
-    from alicerce.batch.ray_rows import RayRows
+    from alicerce.batch.ray_rows import ChainRow, RayRows
     from alicerce.platform import Alicerce
 
 T = TypeVar("T")
@@ -186,6 +186,11 @@ class BatchRunner:
         self.rows = rows  # rows on a Ray cluster instead of here (batch/ray_rows.py)
         self._lock = threading.Lock()
 
+    def width(self, job: BatchJob) -> int:
+        """Rows in flight: the job's concurrency here, one per worker on a cluster."""
+        return job.concurrency if self.rows is None else max(job.concurrency,
+                                                             len(self.rows.workers))
+
     def run(self, job: BatchJob, progress: Callable[[int, int], None] | None = None
             ) -> BatchJob:
         """Run (or resume) `job` to its end, a cancel, or a failure of the job itself."""
@@ -204,12 +209,13 @@ class BatchRunner:
         cancelled = False
         fd = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            with ThreadPoolExecutor(job.concurrency, thread_name_prefix="alicerce-batch") as pool:
+            width = self.width(job)
+            with ThreadPoolExecutor(width, thread_name_prefix="alicerce-batch") as pool:
                 running: set[Future[bool]] = set()
                 for row in read_rows(in_path, spec):
                     if row.n in done:
                         continue
-                    while len(running) >= job.concurrency:
+                    while len(running) >= width:
                         finished, running = _settle(running)
                         ok, bad = ok + sum(finished), bad + len(finished) - sum(finished)
                     running.add(pool.submit(self._one, fd, job, version, row))
@@ -245,23 +251,26 @@ class BatchRunner:
         else:
             inputs, origin = row.inputs, f"batch:{job.id}"
             try:
-                if self.rows is not None:
-                    rows = self.rows
-                    got = self._retrying(lambda: rows.run(row.n, version.ref, inputs,
-                                                          job.caller, origin))
-                else:
-                    result = self._retrying(lambda: self.alc.chains.run(
-                        version, inputs, caller=job.caller, origin=origin))
-                    got = {"outputs": result.outputs, "blocked": result.blocked,
-                           "trace_id": result.trace_id}
-                rec.update(outputs=got["outputs"], blocked=got["blocked"] or None,
-                           trace_id=got["trace_id"], error=None)
+                got = self._retrying(lambda: self._chain(row.n, version, inputs, job.caller,
+                                                         origin))
+                rec.update(outputs=got.outputs, blocked=got.blocked or None,
+                           trace_id=got.trace_id, error=None)
             except AlicerceError as exc:
                 rec.update(outputs=None, error={"code": _code(exc), "message": str(exc)})
         line = (json.dumps(rec, ensure_ascii=False, default=str) + "\n").encode()
         with self._lock:
             os.write(fd, line)  # one write: a kill leaves whole lines, or one partial last
         return rec["error"] is None
+
+    def _chain(self, n: int, version: AppVersion, inputs: dict[str, Any], caller: str,
+               origin: str) -> ChainRow:
+        if self.rows is not None:
+            return self.rows.run(n, version.ref, inputs, caller, origin)
+        from alicerce.batch.ray_rows import ChainRow
+
+        r = self.alc.chains.run(version, inputs, caller=caller, origin=origin)
+        return ChainRow(r.outputs, r.blocked, r.trace_id, r.usage.prompt_tokens,
+                        r.usage.completion_tokens)
 
     def _retrying(self, fn: Callable[[], T]) -> T:
         """A busy queue is waited out, not counted as the row's failure."""
@@ -271,6 +280,15 @@ class BatchRunner:
                 return result
             except BusyError as exc:
                 time.sleep(min(max(exc.retry_after, 0.5), 30.0))
+
+
+def runner(alc: Alicerce, submit: Submit[Any] | None = None) -> BatchRunner:
+    """Rows here (through `submit`), or on the Ray cluster the setting `executor` names."""
+    if not alc.settings.executor:
+        return BatchRunner(alc, alc.batches, submit)
+    from alicerce.batch.ray_rows import on_cluster
+
+    return BatchRunner(alc, alc.batches, submit, rows=on_cluster(alc.settings))
 
 
 def _settle(running: set[Future[bool]]) -> tuple[list[bool], set[Future[bool]]]:

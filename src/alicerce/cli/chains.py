@@ -11,12 +11,11 @@ from typing import Annotated, Any
 import typer
 
 from alicerce.batch.jobs import BatchJob
-from alicerce.batch.runner import BatchRunner, check_paths, count_rows
+from alicerce.batch.runner import check_paths, count_rows, runner
 from alicerce.cli.apps import RefArg, apps_app
-from alicerce.cli.common import HomeOpt, JsonOpt, app, emit, open_home, read_text
+from alicerce.cli.common import ExecutorOpt, HomeOpt, JsonOpt, app, emit, open_home, read_text
 from alicerce.cli.progress import Bar, status
 from alicerce.errors import InputError
-from alicerce.platform import Alicerce
 
 batch_app = typer.Typer(no_args_is_help=True,
                         help="Run a chain app over a JSONL/CSV file: run, list, show, cancel, "
@@ -75,15 +74,6 @@ def run(ref: RefArg,
 
 
 # -- batch ---------------------------------------------------------------------------------
-def _runner(alc: Alicerce) -> BatchRunner:
-    """Rows here, or on the Ray cluster the setting `executor` names."""
-    if not alc.settings.executor:
-        return BatchRunner(alc, alc.batches)
-    from alicerce.batch.ray_rows import RayRows
-
-    return BatchRunner(alc, alc.batches, rows=RayRows(alc.settings))
-
-
 def _report(job: BatchJob, as_json: bool) -> None:
     d = job.as_dict()
     if as_json:
@@ -103,10 +93,7 @@ def batch_run(
     input_: Annotated[Path, typer.Option("--input", help="JSONL or CSV rows of inputs.")],
     output: Annotated[Path, typer.Option(help="JSONL results, one line per row.")],
     concurrency: Annotated[int, typer.Option(help="Rows at once.", min=1, max=16)] = 1,
-    executor: Annotated[str | None, typer.Option(
-        help="A Ray cluster's address (HOST:6379): rows run on its workers "
-             "[default: setting executor, empty = here]")] = None,
-    home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    executor: ExecutorOpt = None, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Run an app over every row of a file; results stream to --output. A job stopped
     any way (Ctrl-C, kill -9) continues with `alicerce batch resume JOB`."""
     check_paths(input_, output)
@@ -121,7 +108,7 @@ def batch_run(
         job = alc.batches.create("local", version.name, version.version, input_.resolve(),
                                  output, concurrency)
         typer.echo(f"{job.id}: {version.ref} over {input_} -> {output}", err=True)
-        job = _runner(alc).run(job, Bar(f"{job.id}", enabled=not as_json))
+        job = runner(alc).run(job, Bar(f"{job.id}", enabled=not as_json))
     _report(job, as_json)
     if job.state == "failed":
         sys.exit(1)
@@ -129,16 +116,17 @@ def batch_run(
 
 @batch_app.command("resume")
 def batch_resume(job_id: Annotated[str, typer.Argument(help="Job id")],
-                 home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+                 executor: ExecutorOpt = None, home: HomeOpt = None,
+                 as_json: JsonOpt = False) -> None:
     """Continue a job that was stopped: rows already in its output are not run again."""
-    with open_home(home) as alc:
+    with open_home(home, **({} if executor is None else {"executor": executor})) as alc:
         job = alc.batches.get(job_id)
         if job.alive():
             raise InputError(f"{job.id} is running (process {job.pid})",
                              hint="wait for it, or cancel it first")
         if job.state == "done":
             raise InputError(f"{job.id} is done", hint=f"its results are in {job.output}")
-        job = _runner(alc).run(job, Bar(f"{job.id}", enabled=not as_json))
+        job = runner(alc).run(job, Bar(f"{job.id}", enabled=not as_json))
     _report(job, as_json)
 
 

@@ -27,6 +27,9 @@ AppOpt = Annotated[str, typer.Option(
     "--app", "-a", "--collection", "-c",
     help="Deployed app (NAME, NAME@N, NAME@LABEL) or a collection answered with the defaults.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+ExecutorOpt = Annotated[str | None, typer.Option(
+    help="A Ray cluster's address (HOST:6379): the work runs on its workers "
+         "[default: setting executor, empty = here]")]
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", "-m", help="Bundled model, [models.NAME] entry, or .gguf path "
                           "[default: setting generator]")]

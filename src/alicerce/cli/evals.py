@@ -11,7 +11,17 @@ import typer
 
 from alicerce import datasets
 from alicerce.cli.answers import models_app
-from alicerce.cli.common import AppOpt, CollOpt, HomeOpt, JsonOpt, ModelOpt, app, emit, open_home
+from alicerce.cli.common import (
+    AppOpt,
+    CollOpt,
+    ExecutorOpt,
+    HomeOpt,
+    JsonOpt,
+    ModelOpt,
+    app,
+    emit,
+    open_home,
+)
 from alicerce.cli.progress import Bar
 from alicerce.errors import InputError
 from alicerce.evaluate.compare import Comparison, compare, gate, parse_limits
@@ -156,10 +166,12 @@ def run_(target: AppOpt, dataset: DatasetOpt, metrics: MetricsOpt = "retrieval,a
          adapter: Annotated[str | None, typer.Option(
              help="Answer with this LoRA adapter (NAME@N or NAME@LABEL) on the app's "
                   "model")] = None,
-         home: HomeOpt = None, as_json: JsonOpt = False) -> None:
-    """Score an app version (or a collection) on a dataset; stored with its traces."""
+         executor: ExecutorOpt = None, home: HomeOpt = None,
+         as_json: JsonOpt = False) -> None:
+    """Score an app version (or a collection) on a dataset; stored with its traces. With
+    an executor, the answers are asked on the Ray cluster's workers."""
     ds = _load(dataset, limit, seed, filter_field)
-    with open_home(home) as alc:
+    with open_home(home, **({} if executor is None else {"executor": executor})) as alc:
         run = alc.evals.run(target, ds, metrics.split(","), judge_model=judge_model, k=k,
                             cache=cache, model=model, adapter=adapter,
                             progress=None if as_json else _progress("questions"))
@@ -234,10 +246,11 @@ def compare_(run_a: Annotated[str, typer.Argument(help="Baseline run id.")],
 def pairwise(target: AppOpt,
              vs: Annotated[str, typer.Option("--vs", help="The other app version (B).")],
              dataset: DatasetOpt, judge_model: JudgeOpt = None, limit: LimitOpt = None,
-             seed: int = 0, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+             seed: int = 0, executor: ExecutorOpt = None, home: HomeOpt = None,
+             as_json: JsonOpt = False) -> None:
     """Which app version answers better: the judge sees every pair in both orders."""
     ds = _load(dataset, limit, seed)
-    with open_home(home) as alc:
+    with open_home(home, **({} if executor is None else {"executor": executor})) as alc:
         run = alc.evals.pairwise(target, vs, ds, judge_model=judge_model,
                                  progress=None if as_json else _progress("questions"))
     if as_json:

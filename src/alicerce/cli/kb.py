@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from alicerce.cli import progress
-from alicerce.cli.common import CollOpt, HomeOpt, JsonOpt, app, emit, open_home
+from alicerce.cli.common import CollOpt, ExecutorOpt, HomeOpt, JsonOpt, app, emit, open_home
 from alicerce.errors import InputError
 from alicerce.types import IngestReport
 
@@ -39,9 +39,7 @@ def ingest(
         "--redact-pii/--keep-pii",
         help="For a new collection: store chunk texts with personal data replaced (<CPF>, "
              "<EMAIL_ADDRESS>, ...)")] = None,
-    executor: Annotated[str | None, typer.Option(
-        help="A Ray cluster's address (HOST:6379 or ray://HOST:10001): embed there "
-             "[default: setting executor, empty = here]")] = None,
+    executor: ExecutorOpt = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

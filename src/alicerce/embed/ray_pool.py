@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -23,8 +23,9 @@ from alicerce.embed.base import Embedder, Vectors
 from alicerce.errors import ConfigError
 
 SHARD = 32  # texts per task: small enough to keep every worker busy on one batch
-_POOLS: dict[tuple[str, str, int], RayEmbedder] = {}
+_POOLS: dict[tuple[Any, ...], Any] = {}  # workers by what they were made for, per process
 _LOCK = threading.Lock()
+T = TypeVar("T")
 
 
 class _Worker:
@@ -67,9 +68,11 @@ class RayEmbedder:
     def __init__(self, local: Embedder, family: str, settings: Settings) -> None:
         ray = connect(settings.executor)
         self.local, self.name, self.dim = local, local.name, local.dim
-        worker = ray.remote(max_restarts=-1, max_task_retries=-1)(_Worker)
-        # Each worker embeds with one thread: the cluster's parallelism is the workers.
-        dump = {**settings.model_dump(mode="json"), "embed_threads": 1, "executor": ""}
+        cpus = settings.executor_cpus
+        worker = ray.remote(num_cpus=cpus, max_restarts=-1, max_task_retries=-1)(_Worker)
+        # Each worker embeds on the cores it reserved: the cluster's parallelism is the
+        # workers, and threads beyond a worker's share would fight over the same cores.
+        dump = {**settings.model_dump(mode="json"), "embed_threads": cpus, "executor": ""}
         self.workers = [worker.remote(family, dump) for _ in range(settings.executor_workers)]
         self._ray = ray
 
@@ -82,6 +85,9 @@ class RayEmbedder:
         parts = ActorPool(self.workers).map(lambda w, s: w.embed.remote(s), shards)
         return np.vstack(list(parts)).astype(np.float32)
 
+    def close(self) -> None:
+        release(self, self._ray, self.workers)
+
     def embed_queries(self, texts: Sequence[str]) -> Vectors:
         return self.local.embed_queries(texts)
 
@@ -89,10 +95,24 @@ class RayEmbedder:
         return self.local.count_tokens(text)
 
 
-def on_cluster(local: Embedder, family: str, settings: Settings) -> Embedder:
-    """`local`'s work spread over the cluster in `settings.executor` (once per process)."""
-    key = (settings.executor, local.name, settings.executor_workers)
+def pooled(key: tuple[Any, ...], make: Callable[[], T]) -> T:
+    """One set of workers per key and process: each worker loads its models once."""
     with _LOCK:
         if key not in _POOLS:
-            _POOLS[key] = RayEmbedder(local, family, settings)
-        return _POOLS[key]
+            _POOLS[key] = make()
+        return cast(T, _POOLS[key])
+
+
+def release(pool: object, ray: Any, workers: Sequence[Any]) -> None:
+    """Stop a pool's workers (their reserved cores go back to the cluster)."""
+    for w in workers:
+        ray.kill(w)
+    with _LOCK:
+        for key in [k for k, v in _POOLS.items() if v is pool]:
+            del _POOLS[key]
+
+
+def on_cluster(local: Embedder, family: str, settings: Settings) -> RayEmbedder:
+    """`local`'s work spread over the cluster in `settings.executor` (once per process)."""
+    return pooled(("embed", settings.executor, local.name, settings.executor_workers,
+                   settings.executor_cpus), lambda: RayEmbedder(local, family, settings))

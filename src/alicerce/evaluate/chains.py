@@ -22,6 +22,7 @@ import numpy as np
 from alicerce.apps.registry import AppVersion
 from alicerce.datasets import Dataset, Row
 from alicerce.errors import AlicerceError, InputError
+from alicerce.evaluate.answers import Errors, Ready, chain_row, spread, take
 from alicerce.evaluate.runs import RowResult, Run, memo_key, summarise
 from alicerce.evaluate.stats import RESAMPLES, Estimate
 from alicerce.evaluate.text import exact_match, f1, task_success
@@ -45,9 +46,10 @@ class ChainEval:
             raise InputError(f"dataset {dataset.ref} has no chain rows for {version.ref}",
                              hint='each row needs {"inputs": {...}, "expected": {...}}')
         started = time.perf_counter()
+        ready, errors = self._spread(version, rows, cache, progress)
         results = []
         for i, row in enumerate(rows):
-            results.append(self._row(version, row, groups, judge, jid, cache))
+            results.append(self._row(version, row, groups, judge, jid, cache, ready, errors))
             if progress:
                 progress(i + 1, len(rows))
         summary = summarise(results)
@@ -62,13 +64,26 @@ class ChainEval:
                     "judge": jid or None, "skipped_groups": skipped,
                     "dataset_source": dataset.source})
 
+    def _spread(self, version: AppVersion, rows: Sequence[Row], cache: bool,
+                progress: Progress | None) -> tuple[Ready, Errors]:
+        """Every row's run on the Ray cluster first, when the setting `executor` names one."""
+        if not self.ev.alc.settings.executor:
+            return {}, {}
+        from alicerce.batch.ray_rows import Call
+
+        return spread(self.ev.alc, self.ev.runs, [
+            Call(_key(version, r), "chain", version.ref, inputs=dict(r.inputs)) for r in rows],
+            cache, progress)
+
     def _row(self, version: AppVersion, row: Row, groups: Sequence[str], judge: Judge | None,
-             jid: str, cache: bool) -> RowResult:
+             jid: str, cache: bool, ready: Ready, errors: Errors) -> RowResult:
         res = RowResult(row.id, row.question)
+        key = _key(version, row)
         try:
             out, _ = self.ev.runs.memo(
-                memo_key("chain", version.hash, row.inputs),
-                lambda: self._outputs(version, row), lambda d: d, lambda d: d, cache)
+                key, lambda: take(ready, errors, key,
+                                  lambda: chain_row(self.ev.alc, version.ref, row.inputs)),
+                lambda d: d, lambda d: d, cache)
         except AlicerceError as exc:
             res.errors.append(f"the run failed: {exc}")
             res.scores["chain.succeeded"] = 0.0
@@ -103,13 +118,6 @@ class ChainEval:
             self._judge(row, outputs, judge, jid, res, cache)
         return res
 
-    def _outputs(self, version: AppVersion, row: Row) -> dict[str, Any]:
-        result = self.ev.alc.chains.run(version, row.inputs, caller="eval")
-        return {"outputs": result.outputs, "trace_id": result.trace_id,
-                "agents": list(result.agents), "latency_ms": result.latency_ms,
-                "json_steps": len(result.json_tries),
-                "first_try": all(t == 1 for t in result.json_tries)}
-
     def _judge(self, row: Row, outputs: dict[str, Any], judge: Judge, jid: str,
                res: RowResult, cache: bool) -> None:
         for name, want in row.expected.items():
@@ -125,6 +133,10 @@ class ChainEval:
                 res.errors.append(f"judge {name}: {exc}")
                 continue
             res.scores[f"judge.{name}"] = v.score
+
+
+def _key(version: AppVersion, row: Row) -> str:
+    return memo_key("chain", version.hash, row.inputs)
 
 
 def macro_f1(rows: Sequence[Row], results: Sequence[RowResult]) -> dict[str, Estimate]:

@@ -24,6 +24,7 @@ from alicerce.datasets import Dataset, Row
 from alicerce.embed import get_embedder
 from alicerce.errors import AlicerceError, InputError, NotFoundError
 from alicerce.evaluate import retrieval as rm
+from alicerce.evaluate.answers import Errors, Ready, answer_row, spread, take
 from alicerce.evaluate.chains import ChainEval
 from alicerce.evaluate.runs import RowResult, Run, RunStore, memo_key, summarise
 from alicerce.evaluate.text import answer_scores
@@ -112,9 +113,11 @@ class Evaluator:
         jid = self.judge_identity(judge) if judge else ""  # once: it reads five prompts
         known = self._known_ids(target)
         started = time.perf_counter()
+        ready, errors = self._spread(target, dataset.rows, groups, cache, progress)
         results: list[RowResult] = []
         for i, row in enumerate(dataset.rows):
-            results.append(self._score(target, row, groups, judge, jid, known, k, cache))
+            results.append(self._score(target, row, groups, judge, jid, known, k, cache,
+                                       ready, errors))
             if progress:
                 progress(i + 1, len(dataset.rows))
         if "answer" in groups:
@@ -181,9 +184,13 @@ class Evaluator:
         judge = self.judge(judge_model)
         jid = self.judge_identity(judge)
         started = time.perf_counter()
+        ready, errors = self._spread(a, dataset.rows, ["answer"], cache, progress)
+        more, more_errors = self._spread(b, dataset.rows, ["answer"], cache, progress)
+        ready.update(more)
+        errors.update(more_errors)
         results: list[RowResult] = []
         for i, row in enumerate(dataset.rows):
-            results.append(self._pair(a, b, row, judge, jid, cache))
+            results.append(self._pair(a, b, row, judge, jid, cache, ready, errors))
             if progress:
                 progress(i + 1, len(dataset.rows))
         run = Run(self.runs.new_id(), time.time(), "pairwise", b.app, b.version,
@@ -196,10 +203,11 @@ class Evaluator:
         return run
 
     def _pair(self, a: Target, b: Target, row: Row, judge: Judge, jid: str,
-              cache: bool) -> RowResult:
+              cache: bool, ready: Ready, errors: Errors) -> RowResult:
         res = RowResult(row.id, row.question)
         try:
-            ans_a, ans_b = self.answer(a, row, cache), self.answer(b, row, cache)
+            ans_a, ans_b = (self.answer(a, row, cache, ready, errors),
+                            self.answer(b, row, cache, ready, errors))
             pref, _ = self.runs.memo(
                 memo_key("pairwise", jid, row.question, ans_a["text"], ans_b["text"],
                          row.reference),
@@ -244,15 +252,29 @@ class Evaluator:
                 known |= set(self.alc.store.document_hashes(coll))
         return known
 
+    def _spread(self, target: Target, rows: Sequence[Row], groups: Sequence[str],
+                cache: bool, progress: Progress | None) -> tuple[Ready, Errors]:
+        """The answers, asked on the Ray cluster first when the setting `executor` names
+        one (answers/spread)."""
+        if not self.alc.settings.executor or not {"answer", "triad", "judge"} & set(groups):
+            return {}, {}
+        from alicerce.batch.ray_rows import Call
+
+        return spread(self.alc, self.runs, [
+            Call(self._answer_key(target, r), "answer", target.ref, r.question,
+                 dict(r.filters) or None, model=target.model, adapter=target.adapter)
+            for r in rows], cache, progress)
+
     def _score(self, target: Target, row: Row, groups: Sequence[str], judge: Judge | None,
-               jid: str, known: set[str], k: int, cache: bool) -> RowResult:
+               jid: str, known: set[str], k: int, cache: bool, ready: Ready | None = None,
+               errors: Errors | None = None) -> RowResult:
         res = RowResult(row.id, row.question)
         if "retrieval" in groups:
             self._retrieval(target, row, known, k, res)
         if not {"answer", "triad", "judge"} & set(groups):
             return res
         try:
-            ans = self.answer(target, row, cache)
+            ans = self.answer(target, row, cache, ready or {}, errors or {})
         except AlicerceError as exc:
             res.errors.append(f"no answer: {exc}")
             return res
@@ -297,21 +319,23 @@ class Evaluator:
                            f"retrieval.recall@{k}": rm.recall(rel, ranking, k),
                            "retrieval.ndcg@10": rm.ndcg(rel, ranking, 10)})
 
-    def answer(self, target: Target, row: Row, cache: bool = True) -> dict[str, Any]:
+    @staticmethod
+    def _answer_key(target: Target, row: Row) -> str:
+        return memo_key("answer", target.identity, row.question, row.filters)
+
+    def answer(self, target: Target, row: Row, cache: bool = True, ready: Ready | None = None,
+               errors: Errors | None = None) -> dict[str, Any]:
         """The app's answer to a row, memoised by (target identity, question, filters)."""
+        key = self._answer_key(target, row)
+
         def compute() -> dict[str, Any]:
-            started = time.perf_counter()
-            a = self.alc.ask(row.question, target.ref, filters=row.filters or None,
-                             model=target.model, adapter=target.adapter, caller="eval")
-            return {"text": a.text, "abstained": a.abstained, "trace_id": a.trace_id,
-                    "contexts": [h.text for h in a.chunks],
-                    "cited": [c.doc_key for c in a.citations],
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-                    "tokens": a.usage.completion_tokens, "prompt_tokens": a.usage.prompt_tokens}
+            return take(ready or {}, errors or {}, key, lambda: answer_row(
+                self.alc, target.ref, row.question, dict(row.filters) or None, target.model,
+                target.adapter))
+
         def same(v: dict[str, Any]) -> dict[str, Any]:
             return v
-        value, _ = self.runs.memo(memo_key("answer", target.identity, row.question,
-                                           row.filters), compute, same, same, cache)
+        value, _ = self.runs.memo(key, compute, same, same, cache)
         return value
 
     def _judged(self, row: Row, ans: dict[str, Any], groups: Sequence[str], judge: Judge,

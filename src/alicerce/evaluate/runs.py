@@ -134,11 +134,18 @@ class RunStore:
             if row is not None:
                 return decode(json.loads(row[0])), True
         value = compute()
+        self.put(key, encode(value))
+        return value, False
+
+    def has(self, key: str) -> bool:
+        return self._db.execute("SELECT 1 FROM eval_memo WHERE key=?", (key,)).fetchone() \
+            is not None
+
+    def put(self, key: str, encoded: Any) -> None:
         with transaction(self._db) as db:
             db.execute("INSERT INTO eval_memo VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
                        "SET at = excluded.at, value = excluded.value",
-                       (key, time.time(), json.dumps(encode(value), ensure_ascii=False)))
-        return value, False
+                       (key, time.time(), json.dumps(encoded, ensure_ascii=False)))
 
     def save(self, run: Run, scored: Sequence[tuple[str, str]] = ()) -> None:
         """The run and its rows in one transaction; for an online run, `scored` marks its

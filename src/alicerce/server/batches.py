@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 from alicerce.access.keys import ApiKey
 from alicerce.batch.jobs import BatchJob, new_id
-from alicerce.batch.runner import MAX_ROWS, BatchRunner
-from alicerce.chains.runner import ChainResult
-from alicerce.errors import AccessError, InputError, NotFoundError
+from alicerce.batch.ray_rows import ChainRow
+from alicerce.batch.runner import MAX_ROWS, runner
+from alicerce.errors import AccessError, AlicerceError, InputError, NotFoundError
 from alicerce.platform import Alicerce
 from alicerce.server.limits import Limiter
 from alicerce.server.work import WorkQueue
@@ -94,21 +94,22 @@ class Batches:
             key = self._key(job)
             while key is not None and (delay := self.limiter.wait_s(key)) > 0:
                 time.sleep(min(delay, 5.0))
-            try:
-                future = asyncio.run_coroutine_threadsafe(self.work.call(fn), loop)
-            except RuntimeError:  # the event loop is closed
-                raise _Stopping from None
-            try:
-                result = future.result()
-            except concurrent.futures.CancelledError:
-                raise _Stopping from None
-            if key is not None and isinstance(result, ChainResult):
-                self.charge(key, job.app, result.usage.prompt_tokens,
-                            result.usage.completion_tokens)
+            if self.alc.settings.executor:  # on the cluster: the server's slots stay free
+                result = fn()
+            else:
+                try:
+                    future = asyncio.run_coroutine_threadsafe(self.work.call(fn), loop)
+                except RuntimeError:  # the event loop is closed
+                    raise _Stopping from None
+                try:
+                    result = future.result()
+                except concurrent.futures.CancelledError:
+                    raise _Stopping from None
+            if key is not None and isinstance(result, ChainRow):
+                self.charge(key, job.app, result.prompt_tokens, result.completion_tokens)
             return result
 
-        runner = BatchRunner(self.alc, self.alc.batches, submit)
-        threading.Thread(target=self._guarded, args=(runner, job), daemon=True,
+        threading.Thread(target=self._guarded, args=(submit, job), daemon=True,
                          name=f"alicerce-{job.id}").start()
 
     def _key(self, job: BatchJob) -> ApiKey | None:
@@ -124,12 +125,15 @@ class Batches:
                               "the job is cancelled", hint="start it again with a valid key")
         return key
 
-    def _guarded(self, runner: BatchRunner, job: BatchJob) -> None:
+    def _guarded(self, submit: Callable[[Callable[[], Any]], Any], job: BatchJob) -> None:
         try:
-            runner.run(job)
+            runner(self.alc, submit).run(job)  # on a cluster, its workers start here
         except _Stopping:  # rows not written are run again when the server starts
             log.info("batch job %s stopped with the server; it resumes on the next start",
                      job.id)
+        except AlicerceError as exc:  # e.g. the Ray cluster cannot be reached
+            log.error("batch job %s failed: %s", job.id, exc)
+            self.alc.batches.finish(job.id, "failed", str(exc))
         except Exception as exc:  # reported on the job; the server goes on
             log.exception("batch job %s failed", job.id)
             self.alc.batches.finish(job.id, "failed", f"unexpected error: {exc}")
