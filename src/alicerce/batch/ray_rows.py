@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from alicerce.config import Settings
 from alicerce.embed.ray_pool import connect, pooled, release
@@ -45,7 +45,7 @@ class Call:
     or "chain" (a chain app's outputs for inputs); `key` says where its result goes."""
 
     key: str
-    kind: str
+    kind: Literal["answer", "chain"]
     ref: str
     question: str = ""
     filters: dict[str, Any] | None = None

@@ -97,7 +97,7 @@ def batch_run(
     """Run an app over every row of a file; results stream to --output. A job stopped
     any way (Ctrl-C, kill -9) continues with `alicerce batch resume JOB`."""
     check_paths(input_, output)
-    with open_home(home, **({} if executor is None else {"executor": executor})) as alc:
+    with open_home(home, executor=executor) as alc:
         version = alc.chains.version(app_)
         count_rows(input_)
         output = output.resolve()
@@ -119,7 +119,7 @@ def batch_resume(job_id: Annotated[str, typer.Argument(help="Job id")],
                  executor: ExecutorOpt = None, home: HomeOpt = None,
                  as_json: JsonOpt = False) -> None:
     """Continue a job that was stopped: rows already in its output are not run again."""
-    with open_home(home, **({} if executor is None else {"executor": executor})) as alc:
+    with open_home(home, executor=executor) as alc:
         job = alc.batches.get(job_id)
         if job.alive():
             raise InputError(f"{job.id} is running (process {job.pid})",

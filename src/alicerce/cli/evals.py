@@ -171,7 +171,7 @@ def run_(target: AppOpt, dataset: DatasetOpt, metrics: MetricsOpt = "retrieval,a
     """Score an app version (or a collection) on a dataset; stored with its traces. With
     an executor, the answers are asked on the Ray cluster's workers."""
     ds = _load(dataset, limit, seed, filter_field)
-    with open_home(home, **({} if executor is None else {"executor": executor})) as alc:
+    with open_home(home, executor=executor) as alc:
         run = alc.evals.run(target, ds, metrics.split(","), judge_model=judge_model, k=k,
                             cache=cache, model=model, adapter=adapter,
                             progress=None if as_json else _progress("questions"))
@@ -250,7 +250,7 @@ def pairwise(target: AppOpt,
              as_json: JsonOpt = False) -> None:
     """Which app version answers better: the judge sees every pair in both orders."""
     ds = _load(dataset, limit, seed)
-    with open_home(home, **({} if executor is None else {"executor": executor})) as alc:
+    with open_home(home, executor=executor) as alc:
         run = alc.evals.pairwise(target, vs, ds, judge_model=judge_model,
                                  progress=None if as_json else _progress("questions"))
     if as_json:

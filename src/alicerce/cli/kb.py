@@ -44,9 +44,8 @@ def ingest(
     as_json: JsonOpt = False,
 ) -> None:
     """Add or update documents in a collection; unchanged files cost nothing."""
-    overrides = {} if executor is None else {"executor": executor}
-    with open_home(home, **overrides) as alc, progress.status(f"ingesting into {collection}",
-                                                 not as_json) as shown:
+    with open_home(home, executor=executor) as alc, \
+            progress.status(f"ingesting into {collection}", not as_json) as shown:
         def show(report: IngestReport) -> None:
             done = report.added + report.updated + report.unchanged
             shown.say(f"ingesting into {collection}: {done} documents, "

@@ -24,6 +24,8 @@ from alicerce.server.wire import (
     FeedbackRequest,
     LabelRequest,
     RollbackRequest,
+    SearchRequest,
+    SearchResponse,
 )
 from alicerce.types import Message
 
@@ -65,6 +67,20 @@ async def collections(svc: Svc,
                       key: Key) -> dict[str, Any]:
     rows = [asdict(c) for c in svc.alc.collections() if key.may_use(c.name)]
     return {"object": "list", "data": rows}
+
+
+@router.post("/v1/collections/{name}/search", response_model=SearchResponse,
+             tags=["collections"])
+async def search(name: str, req: SearchRequest, svc: Svc, key: Key) -> dict[str, Any]:
+    """The collection's best chunks for a query, with each retriever's score behind every
+    hit (what an app's retrieval step sees), without asking a model."""
+    svc.admit(key, "ask")
+    key.require_collection(name)  # before the lookup: no probing for other collections
+    mode = req.mode or svc.settings.search_mode
+    hits = await anyio.to_thread.run_sync(lambda: svc.alc.search(
+        req.query, name, mode=mode, k=req.k, alpha=req.alpha, filters=req.filters))
+    return {"object": "list", "collection": name, "mode": mode,
+            "data": [asdict(h) for h in hits]}
 
 
 @router.post("/v1/collections/{name}/documents", status_code=202, tags=["collections"])

@@ -259,3 +259,37 @@ class AskResponse(BaseModel):
     redactions: dict[str, str] = Field(
         default_factory=dict, description="Reversible placeholders and what they replaced, "
                                           "for the asker's own display; never stored.")
+
+
+class SearchRequest(Strict):
+    """A search in one collection; settings give the defaults for what is left out."""
+
+    query: str = Field(min_length=1, max_length=2000)
+    k: int | None = Field(None, ge=1, le=100)
+    mode: SearchMode | None = None
+    alpha: float | None = Field(None, ge=0.0, le=1.0,
+                                description="hybrid: weight of the dense side")
+    filters: dict[str, str | list[str]] | None = Field(
+        None, max_length=16, description="metadata field -> value or list of values")
+
+
+class SearchHit(Strict):
+    chunk_id: int
+    doc_key: str
+    score: float
+    scores: dict[str, float] = Field(
+        description="each retriever's score behind `score` (sparse, dense, fused, rerank)")
+    text: str
+    title: str
+    section: str
+    page: int | None
+    source: str
+    metadata: dict[str, Any]
+
+
+class SearchResponse(Strict):
+    object: Literal["list"] = "list"
+    collection: str
+    mode: SearchMode
+    data: list[SearchHit]
+
