@@ -98,10 +98,15 @@ def load(path: str | Path, *, filter_fields: Sequence[str] = (), limit: int | No
     else:
         raise InputError(f"dataset {p.name}: unsupported format",
                          hint="use .jsonl, .csv, a SQuAD .json or a BEIR folder")
+    return sample(ds, limit, sample_seed)
+
+
+def sample(ds: Dataset, limit: int | None, seed: int | None = None) -> Dataset:
+    """The first `limit` rows, or `limit` rows drawn with `seed` (a new content version)."""
     if limit is not None and limit < len(ds.rows):
         rows = list(ds.rows)
-        if sample_seed is not None:
-            rows = random.Random(sample_seed).sample(rows, limit)
+        if seed is not None:
+            rows = random.Random(seed).sample(rows, limit)
         ds = build(ds.name, rows[:limit], ds.problems, ds.source)
     return ds
 

@@ -20,10 +20,12 @@ from typing import Any, Literal, cast
 from alicerce.errors import AccessError, ForbiddenError, InputError, NotFoundError
 from alicerce.store.db import connect, transaction
 
-Scope = Literal["ask", "ingest", "admin", "models", "unguarded"]
-# models: raw models (no retrieval), which collection-restricted keys get only when granted;
-# unguarded: raw-model requests skip the default rails (never implied, not even by admin).
-SCOPES: tuple[Scope, ...] = ("ask", "ingest", "admin", "models", "unguarded")
+Scope = Literal["ask", "ingest", "admin", "read", "models", "unguarded"]
+# read: see everything admin sees (every caller's traces, runs, jobs, keys, the audit log)
+# and change nothing; models: raw models (no retrieval), which collection-restricted keys get
+# only when granted; unguarded: raw-model requests skip the default rails (never implied,
+# not even by admin).
+SCOPES: tuple[Scope, ...] = ("ask", "ingest", "admin", "read", "models", "unguarded")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -66,6 +68,24 @@ class ApiKey:
         if scope not in self.scopes and "admin" not in self.scopes:
             raise ForbiddenError(f"key {self.id} ({self.name}) lacks the {scope!r} scope",
                                  hint=f"create a key with --scopes {scope}")
+
+    def require_any(self, *scopes: Scope) -> None:
+        """One of `scopes` (admin implies each): e.g. a trace list for `ask` (own) or
+        `read` (everyone's)."""
+        if "admin" not in self.scopes and not set(scopes) & set(self.scopes):
+            raise ForbiddenError(f"key {self.id} ({self.name}) lacks the "
+                                 f"{' or '.join(repr(s) for s in scopes)} scope",
+                                 hint=f"create a key with --scopes {scopes[0]}")
+
+    @property
+    def sees_all(self) -> bool:
+        """Admin and read keys see every caller's objects (within their collections)."""
+        return "admin" in self.scopes or "read" in self.scopes
+
+    @property
+    def owner(self) -> str | None:
+        """The caller whose objects this key lists: None (everyone's) for admin and read."""
+        return None if self.sees_all else self.id
 
     def require_models(self) -> None:
         """Raw models answer without the documents' boundaries: a key restricted to some

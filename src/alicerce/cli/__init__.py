@@ -10,6 +10,7 @@ from alicerce.cli import (  # noqa: F401  (they register their commands)
     answers,
     apps,
     chains,
+    datasets,
     evals,
     guards,
     kb,

@@ -26,6 +26,7 @@ from alicerce.cli.progress import Bar
 from alicerce.errors import InputError
 from alicerce.evaluate.compare import Comparison, compare, gate, parse_limits
 from alicerce.evaluate.runs import Run
+from alicerce.platform import Alicerce
 
 eval_app = typer.Typer(no_args_is_help=True,
                        help="Evaluate: datasets, synthetic questions, runs, compare, gate.")
@@ -33,7 +34,7 @@ app.add_typer(eval_app, name="eval")
 
 DatasetOpt = Annotated[Path, typer.Option(
     "--dataset", "-d", help="JSONL/CSV (question, sources, reference, tags), SQuAD .json, "
-                            "Pirá .csv or BEIR folder.")]
+                            "Pirá .csv or BEIR folder; or a stored dataset, NAME or NAME@N.")]
 LimitOpt = Annotated[int | None, typer.Option(help="Score a random sample of this many rows.")]
 JudgeOpt = Annotated[str | None, typer.Option(
     "--judge-model", help="Judge model [default: setting judge_model, else generator]")]
@@ -46,8 +47,11 @@ def _progress(label: str) -> Any:
 
 
 def _load(path: Path, limit: int | None, seed: int = 0,
-          filter_fields: list[str] | None = None) -> datasets.Dataset:
-    ds = datasets.load(path, limit=limit, sample_seed=seed, filter_fields=filter_fields or ())
+          filter_fields: list[str] | None = None, alc: Alicerce | None = None
+          ) -> datasets.Dataset:
+    ds = (alc.dataset(path, limit=limit, seed=seed, filter_fields=filter_fields or ())
+          if alc is not None else
+          datasets.load(path, limit=limit, sample_seed=seed, filter_fields=filter_fields or ()))
     for p in ds.problems[:10]:
         typer.echo(f"  skipped line {p.line}: {p.reason}", err=True)
     if len(ds.problems) > 10:
@@ -71,14 +75,6 @@ def _summary(run: Run) -> None:
             reasons[key] = reasons.get(key, 0) + 1
     for reason, n in sorted(reasons.items(), key=lambda x: -x[1]):
         typer.echo(f"  {n} row(s): {reason}")
-
-
-def _run_json(run: Run, with_rows: bool = False) -> dict[str, Any]:
-    out = {k: v for k, v in asdict(run).items() if k != "results"}
-    out["summary"] = {m: e.as_dict() for m, e in run.summary.items()}
-    if with_rows:
-        out["results"] = [asdict(r) for r in run.results]
-    return out
 
 
 @eval_app.command("dataset")
@@ -144,8 +140,8 @@ def paraphrase(dataset: DatasetOpt,
     """Augment a dataset with rewordings of each question (same sources and reference)."""
     from alicerce.evaluate.synth import paraphrases
 
-    ds = _load(dataset, None)
     with open_home(home) as alc:
+        ds = _load(dataset, None, alc=alc)
         out = paraphrases(alc, ds.rows, n=n, model=model or alc.settings.judge_model,
                           seed=seed, progress=_progress("questions"))
     datasets.write_jsonl([*ds.rows, *out.rows], to)
@@ -170,13 +166,13 @@ def run_(target: AppOpt, dataset: DatasetOpt, metrics: MetricsOpt = "retrieval,a
          as_json: JsonOpt = False) -> None:
     """Score an app version (or a collection) on a dataset; stored with its traces. With
     an executor, the answers are asked on the Ray cluster's workers."""
-    ds = _load(dataset, limit, seed, filter_field)
     with open_home(home, executor=executor) as alc:
+        ds = _load(dataset, limit, seed, filter_field, alc)
         run = alc.evals.run(target, ds, metrics.split(","), judge_model=judge_model, k=k,
                             cache=cache, model=model, adapter=adapter,
                             progress=None if as_json else _progress("questions"))
     if as_json:
-        emit(_run_json(run))
+        emit(run.as_dict())
     else:
         _summary(run)
 
@@ -188,7 +184,7 @@ def list_(target: Annotated[str | None, typer.Option("--app", "-a", help="Only t
     with open_home(home) as alc:
         runs = alc.evals.runs.list(target)
     if as_json:
-        emit([_run_json(r) for r in runs])
+        emit([r.as_dict() for r in runs])
         return
     if not runs:
         typer.echo("no runs yet: alicerce eval run --app NAME --dataset FILE")
@@ -205,7 +201,7 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id (ev-...).")], home: 
     with open_home(home) as alc:
         run = alc.evals.runs.get(run_id)
     if as_json:
-        emit(_run_json(run, with_rows=True))
+        emit(run.as_dict(with_rows=True))
     else:
         _summary(run)
 
@@ -249,12 +245,12 @@ def pairwise(target: AppOpt,
              seed: int = 0, executor: ExecutorOpt = None, home: HomeOpt = None,
              as_json: JsonOpt = False) -> None:
     """Which app version answers better: the judge sees every pair in both orders."""
-    ds = _load(dataset, limit, seed)
     with open_home(home, executor=executor) as alc:
+        ds = _load(dataset, limit, seed, alc=alc)
         run = alc.evals.pairwise(target, vs, ds, judge_model=judge_model,
                                  progress=None if as_json else _progress("questions"))
     if as_json:
-        emit(_run_json(run, with_rows=True))
+        emit(run.as_dict(with_rows=True))
         return
     wins = {w: sum(1 for r in run.results if r.details.get("winner") == w)
             for w in ("A", "B", "TIE")}
@@ -333,9 +329,9 @@ def models_compare(
     1,000 answers."""
     from alicerce.evaluate.discovery import compare_models
 
-    ds = _load(dataset, limit, seed)
     names = [m.strip() for m in models.split(",") if m.strip()]
     with open_home(home) as alc:
+        ds = _load(dataset, limit, seed, alc=alc)
         rows = compare_models(alc, target, ds, names, metrics.split(","),
                               judge_model=judge_model,
                               progress=None if as_json else _progress("questions"))

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from alicerce.cli.common import HomeOpt, JsonOpt, app, emit, open_home
+from alicerce.core.governance import ReviewDecision
 from alicerce.observe.drift_report import html as drift_html
 from alicerce.observe.drift_report import text as drift_text
 
@@ -108,11 +109,21 @@ def monitor_review(
     app_ref: Annotated[str | None, typer.Option("--app", "-a", help="Only this app.")] = None,
     export: Annotated[Path | None, typer.Option(
         help="Write the queue as evaluation rows (JSONL) and take it off the queue.")] = None,
+    accept_into: Annotated[str | None, typer.Option(
+        help="Accept the whole queue into this stored dataset (a new version; the user's "
+             "corrected answer, else the answer given, is the reference).")] = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Traces waiting for review: rated down by a user, or scored low by `monitor run`."""
+    """Traces waiting for review: rated down by a user, or scored low by `monitor run`.
+    One by one, with corrections: the console's review page or `POST /v1/review`."""
     with open_home(home) as alc:
+        if accept_into is not None:
+            decided = [ReviewDecision(t.id, "accept")
+                       for t, _ in alc.review_queue(app_ref, limit=10_000)]
+            v = alc.review(decided, accept_into)
+            typer.echo(f"{len(decided)} accepted into {v.ref}" if v else "nothing to review")
+            return
         if export is not None:
             n = alc.export_review(export, app_ref)
             typer.echo(f"{n} row(s) written to {export}")

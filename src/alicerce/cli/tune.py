@@ -16,7 +16,6 @@ from alicerce.cli.common import HomeOpt, JsonOpt, app, emit, open_home
 from alicerce.cli.progress import Bar
 from alicerce.errors import InputError
 from alicerce.tune.config import METHODS, TuneConfig
-from alicerce.tune.registry import AdapterVersion
 from alicerce.tune.runs import TuneRun
 
 tune_app = typer.Typer(no_args_is_help=True,
@@ -210,7 +209,7 @@ def adapters_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     with open_home(home) as alc:
         found = alc.adapters.list()
     if as_json:
-        emit([_adapter_dict(a) for a in found])
+        emit([a.as_dict() for a in found])
         return
     if not found:
         typer.echo("no adapters yet: alicerce tune run --data FILE --name NAME")
@@ -226,7 +225,7 @@ def adapters_show(ref: Annotated[str, typer.Argument(help="NAME, NAME@N or NAME@
                   home: HomeOpt = None) -> None:
     """One version with its lineage: base identity, run, data version, settings, metrics."""
     with open_home(home) as alc:
-        emit(_adapter_dict(alc.adapters.get(ref)))
+        emit(alc.adapters.get(ref).as_dict())
 
 
 @adapters_app.command("label")
@@ -296,9 +295,3 @@ def adapters_diff(a: str, b: str, home: HomeOpt = None) -> None:
         typer.echo("no differences")
 
 
-def _adapter_dict(a: AdapterVersion) -> dict[str, Any]:
-    return {"ref": a.ref, "name": a.name, "version": a.version, "hash": a.hash,
-            "labels": list(a.labels), "base": a.base, "base_identity": a.base_identity,
-            "method": a.method, "run_id": a.run_id, "data_version": a.data_version,
-            "config": a.config, "metrics": a.metrics, "path": str(a.path),
-            "llama_cpp": str(a.gguf) if a.gguf else None, "created_at": a.created_at}

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from alicerce.core.answering import Answering
+from alicerce.datasets import Row
 from alicerce.durations import duration_s
 from alicerce.errors import InputError
+from alicerce.evaluate.dataset_registry import DatasetVersion, check_name
 from alicerce.evaluate.online import OnlineEvaluation
 from alicerce.evaluate.runs import Run
 from alicerce.observe.drift_runs import (
@@ -25,6 +28,17 @@ from alicerce.refs import split_ref
 
 if TYPE_CHECKING:
     from alicerce.platform import Alicerce
+
+
+@dataclass(frozen=True)
+class ReviewDecision:
+    """What a reviewer decided about one answer: `accept` it (the user's corrected answer
+    if they gave one, else the answer as given, becomes the reference), `correct` it (with
+    `reference`), or `discard` it."""
+
+    trace_id: str
+    action: Literal["accept", "correct", "discard"]
+    reference: str = ""
 
 
 class Governance(Answering):
@@ -73,6 +87,35 @@ class Governance(Answering):
         self.evals.runs.mark_reviewed([t.id for t, _ in queue])
         self.keys.audit(actor, "review.export", str(to), {"rows": len(rows), "app": app})
         return len(rows)
+
+    def review(self, decisions: Sequence[ReviewDecision], dataset: str = "golden",
+               actor: str = "local") -> DatasetVersion | None:
+        """Apply reviewers' decisions: accepted and corrected answers become rows of a new
+        version of the stored `dataset`; every decided trace leaves the queue. The new
+        version, or None when everything was discarded."""
+        check_name(dataset)
+        rows = []
+        for d in decisions:
+            if d.action == "correct" and not d.reference.strip():
+                raise InputError(f"correcting {d.trace_id} needs the right answer",
+                                 hint="send `reference` with the corrected answer")
+            t = self.traces.get(d.trace_id)  # NotFoundError before anything is written
+            if d.action == "discard":
+                continue
+            refs = [f.reference for f in self.traces.feedback_for(t.id) if f.reference]
+            reference = d.reference.strip() if d.action == "correct" else (
+                refs[-1] if refs else t.answer)
+            rows.append(Row(f"trace-{t.id}", t.question, reference=reference,
+                            tags=("review",),
+                            origin={"trace_id": t.id, "app": t.app,
+                                    "app_version": t.app_version, "review": d.action}))
+        version = self.datasets.extend(dataset, rows, actor=actor,
+                                       note=f"{len(rows)} reviewed answers")[0] if rows else None
+        self.evals.runs.mark_reviewed([d.trace_id for d in decisions])
+        self.keys.audit(actor, "review.decide", dataset,
+                        {"accepted": len(rows), "decided": len(decisions),
+                         "version": version.version if version else None})
+        return version
 
     def drift(self, app: str, baseline: str, window: str = "24h", *,
               sides: Sequence[str] = ("input", "output"), sample: int = 500,

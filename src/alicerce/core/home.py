@@ -16,6 +16,8 @@ from alicerce.batch.jobs import BatchJobs
 from alicerce.chains.chat import Conversations
 from alicerce.config import Settings
 from alicerce.core.chain_apps import ChainApps
+from alicerce.datasets import Dataset, load, sample
+from alicerce.evaluate.dataset_registry import DatasetRegistry
 from alicerce.evaluate.runner import Evaluator
 from alicerce.generate import Generator
 from alicerce.generate.pool import BasePool
@@ -87,6 +89,7 @@ class Home:
         self.jobs = IngestJobs(self.db_path, settings.home / "uploads")
         self.chains = ChainApps(cast("Alicerce", self))
         self.batches = BatchJobs(self.db_path)
+        self.datasets = DatasetRegistry(self.db_path)
         self._evals: Evaluator | None = None
         self._drift: DriftRuns | None = None
         self._app_cache: dict[tuple[str, int], AppVersion] = {}
@@ -128,6 +131,7 @@ class Home:
         self.adapters.close()
         self.jobs.close()
         self.batches.close()
+        self.datasets.close()
         if self._evals is not None:
             self._evals.runs.close()
         if self._drift is not None:
@@ -159,6 +163,14 @@ class Home:
         if self._drift is None:
             self._drift = DriftRuns(self.db_path)
         return self._drift
+
+    def dataset(self, ref: str | Path, *, limit: int | None = None, seed: int | None = None,
+                filter_fields: Sequence[str] = ()) -> Dataset:
+        """A dataset file, or a stored dataset (`NAME`, `NAME@N`) when no such file exists."""
+        name = str(ref).partition("@")[0]
+        if not Path(ref).exists() and self.datasets.exists(name):
+            return sample(self.datasets.get(str(ref)), limit, seed)
+        return load(ref, filter_fields=filter_fields, limit=limit, sample_seed=seed)
 
     def migrate(self, to: str, source: str | None = None, names: Sequence[str] | None = None,
                 progress: Progress | None = None) -> Migration:

@@ -38,6 +38,8 @@ class QuestionDiff:
     b: dict[str, float]
     answer_a: str
     answer_b: str
+    trace_a: str = ""  # the traces behind each answer: what a comparison row links to
+    trace_b: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,9 @@ class Comparison:
     only_b: list[str] = field(default_factory=list)
 
 
-def compare(a: Run, b: Run, top: int = 10) -> Comparison:
-    """b against a. Runs on different dataset versions pair only the rows they share."""
+def compare(a: Run, b: Run, top: int | None = 10, changed_only: bool = True) -> Comparison:
+    """b against a, the questions that changed most first (`top` of them; None: all).
+    Runs on different dataset versions pair only the rows they share."""
     rows_a = {r.row_id: r for r in a.results}
     rows_b = {r.row_id: r for r in b.results}
     shared = [rid for rid in rows_a if rid in rows_b]
@@ -70,9 +73,12 @@ def compare(a: Run, b: Run, top: int = 10) -> Comparison:
         change = sum(rb.scores[m] - ra.scores[m] for m in common) / len(common)
         questions.append(QuestionDiff(rid, ra.question, change,
                                       {m: ra.scores[m] for m in common},
-                                      {m: rb.scores[m] for m in common}, ra.answer, rb.answer))
-    questions.sort(key=lambda q: -abs(q.change))
-    return Comparison(a, b, diffs, [q for q in questions if q.change][:top],
+                                      {m: rb.scores[m] for m in common}, ra.answer, rb.answer,
+                                      ra.trace_id, rb.trace_id))
+    # changed first; among equal scores, a changed answer text before an unchanged one
+    questions.sort(key=lambda q: (-abs(q.change), q.answer_a == q.answer_b))
+    kept = [q for q in questions if q.change or not changed_only]
+    return Comparison(a, b, diffs, kept if top is None else kept[:top],
                       sorted(set(a.summary) - set(b.summary)),
                       sorted(set(b.summary) - set(a.summary)))
 

@@ -15,7 +15,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -106,6 +106,14 @@ class Run:
 
     def count(self) -> None:
         self.rows, self.failed = len(self.results), sum(1 for r in self.results if r.errors)
+
+    def as_dict(self, with_rows: bool = False) -> dict[str, Any]:
+        """JSON for the CLI and HTTP: the intervals as objects; rows only when asked."""
+        out = {k: v for k, v in asdict(self).items() if k != "results"}
+        out["summary"] = {m: e.as_dict() for m, e in self.summary.items()}
+        if with_rows:
+            out["results"] = [asdict(r) for r in self.results]
+        return out
 
     @property
     def label(self) -> str:

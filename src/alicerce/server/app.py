@@ -15,7 +15,15 @@ from fastapi.routing import APIRoute
 from alicerce.config import Settings
 from alicerce.errors import ConfigError
 from alicerce.platform import Alicerce
-from alicerce.server import errors, routes_chains, routes_native, routes_openai, ui
+from alicerce.server import (
+    errors,
+    routes_chains,
+    routes_evals,
+    routes_manage,
+    routes_native,
+    routes_openai,
+    ui,
+)
 from alicerce.server.body_limit import BodyLimit
 from alicerce.server.service import Service
 
@@ -82,6 +90,8 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
     app.include_router(routes_openai.router)
     app.include_router(routes_native.router)
     app.include_router(routes_chains.router)
+    app.include_router(routes_evals.router)
+    app.include_router(routes_manage.router)
     app.include_router(ui.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_kb * 1024,
                        upload_limit=int(settings.max_upload_mb * 1024 * 1024) + 64 * 1024)

@@ -78,9 +78,13 @@ class Batches:
             log.info("resuming batch job %s (%s)", job.id, job.ref)
             self._run(job, loop)
 
-    def get(self, key: ApiKey, job_id: str) -> BatchJob:
-        """A job the key started (any, for admin); others are not found."""
-        return self.alc.batches.get(job_id, None if "admin" in key.scopes else key.id)
+    def get(self, key: ApiKey, job_id: str, write: bool = False) -> BatchJob:
+        """A job the key started (any, for admin, and for read keys to look at); others
+        are not found."""
+        job = self.alc.batches.get(job_id, key.owner)
+        if write and job.caller != key.id:
+            key.require("admin")
+        return job
 
     def output(self, key: ApiKey, job_id: str) -> Path:
         job = self.get(key, job_id)

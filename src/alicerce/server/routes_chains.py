@@ -53,8 +53,8 @@ async def create_batch(req: BatchRequest, request: Request, svc: Svc,
 
 @router.get("/v1/batches", tags=["batches"])
 async def list_batches(svc: Svc, key: Key) -> dict[str, Any]:
-    """The key's batch jobs (every job, for admin), newest first."""
-    jobs = svc.alc.batches.list(None if "admin" in key.scopes else key.id)
+    """The key's batch jobs (every job, for admin and read keys), newest first."""
+    jobs = svc.alc.batches.list(key.owner)
     return {"object": "list", "data": [j.as_dict() for j in jobs]}
 
 
@@ -66,7 +66,7 @@ async def get_batch(job_id: str, svc: Svc, key: Key) -> dict[str, Any]:
 @router.post("/v1/batches/{job_id}/cancel", tags=["batches"])
 async def cancel_batch(job_id: str, svc: Svc, key: Key) -> dict[str, Any]:
     """Stop after the rows running now; the output keeps what is done."""
-    svc.batches.get(key, job_id)
+    svc.batches.get(key, job_id, write=True)
     return svc.alc.batches.cancel(job_id).as_dict()
 
 

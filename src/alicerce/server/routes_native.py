@@ -129,11 +129,11 @@ async def traces(svc: Svc, key: Key, app: str | None = None,
                  feedback: Literal["up", "down", "none", "any"] = "any",
                  status: Literal["ok", "error"] | None = None,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
-    """Newest first; a key without the admin scope sees its own traces only."""
-    key.require("ask")
+    """Newest first; a key without the admin or read scope sees its own traces only."""
+    key.require_any("ask", "read")
     if app is not None:
         svc.may_see_trace(key, app, key.id)
-    caller = None if "admin" in key.scopes else key.id
+    caller = key.owner
     found = svc.alc.traces.find(app=app, since_s=since_s, feedback=feedback, status=status,
                                 caller=caller, limit=limit)
     rows = []
@@ -158,7 +158,7 @@ async def trace(trace_id: str, svc: Svc,
 @router.get("/v1/apps", tags=["apps"])
 async def apps(svc: Svc, key: Key) -> dict[str, Any]:
     """Deployed apps (newest version, labels) and collections served with the defaults."""
-    key.require("ask")
+    key.require_any("ask", "read")
     rows = []
     for name in svc.apps(key):
         spec = svc.alc.app(name)
@@ -180,7 +180,7 @@ async def deploy(req: DeployRequest, svc: Svc, key: Key) -> dict[str, Any]:
 @router.get("/v1/apps/{app}", tags=["apps"])
 async def app_version(app: str, svc: Svc, key: Key) -> dict[str, Any]:
     """The version `app` (`name`, `name@N`, `name@label`) names now, with its resolved spec."""
-    key.require("ask")
+    key.require_any("ask", "read")
     spec = svc.alc.app(app)
     if spec is None:
         raise NotFoundError(f"no deployed app named {app!r}", hint="GET /v1/apps lists them")

@@ -225,8 +225,8 @@ class Service:
             key.require_collection(coll)
 
     def may_see_trace(self, key: ApiKey, app: str, caller: str) -> None:
-        """Own traces with the ask scope; anyone's with admin; never an app's the key may
-        not use (an app deleted since falls back to its name as a collection)."""
+        """Own traces with the ask scope; anyone's with admin or read; never an app's the
+        key may not use (an app deleted since falls back to its name as a collection)."""
         if app in self.model_names or app in self.settings.models:
             key.require_models()  # a raw-model trace
         else:
@@ -235,7 +235,7 @@ class Service:
             except NotFoundError:
                 key.require_collection(app)
         if key.id != caller:
-            key.require("admin")
+            key.require("read")
 
     def kind(self, name: str) -> Literal["app", "model"]:
         """Whether `model` in a request names an app (deployed, or a collection answered with

@@ -38,11 +38,11 @@ class Uploads:
             self._run(job)
 
     def get(self, key: ApiKey, collection: str, job_id: str) -> IngestJob:
-        """A job of `collection` the key started (any, for admin); others are not found."""
+        """A job of `collection` the key started (any, for admin and read); others are not
+        found."""
         key.require_collection(collection)
         job = self.alc.jobs.get(job_id)
-        if job.collection != collection or (job.caller != key.id and
-                                            "admin" not in key.scopes):
+        if job.collection != collection or (job.caller != key.id and not key.sees_all):
             raise NotFoundError(f"no ingest job {job_id[:40]!r} for {collection!r}",
                                 hint="use the id returned by the upload")
         return job

@@ -81,6 +81,19 @@ class AdapterVersion:
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
 
+    def as_dict(self, paths: bool = True) -> dict[str, Any]:
+        """JSON for the CLI and HTTP (which leaves out where the files lie on the server)."""
+        out = {"ref": self.ref, "name": self.name, "version": self.version, "hash": self.hash,
+               "labels": list(self.labels), "base": self.base,
+               "base_identity": self.base_identity, "method": self.method,
+               "run_id": self.run_id, "data_version": self.data_version,
+               "config": self.config, "metrics": self.metrics, "created_at": self.created_at,
+               "caller": self.caller}
+        if paths:
+            gguf = self.gguf
+            out |= {"path": str(self.path), "llama_cpp": str(gguf) if gguf else None}
+        return out
+
     @property
     def gguf(self) -> Path | None:
         """The llama.cpp form (LoRA adapters are converted when registered)."""

@@ -1,0 +1,51 @@
+"""Wire models of the management routes (datasets, reviews, prompts, keys): what they accept.
+
+Like every request model they forbid unknown fields and bound every size before any work.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from alicerce.server.wire import Strict
+
+NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
+class ReviewItem(Strict):
+    trace_id: str = Field(min_length=1, max_length=64)
+    action: Literal["accept", "correct", "discard"]
+    reference: str = Field("", max_length=20_000,
+                           description="The right answer (required to `correct`).")
+
+
+class ReviewRequest(Strict):
+    """Decisions on queued answers: accepted and corrected ones become rows of a new
+    version of `dataset`; every decided trace leaves the queue."""
+
+    dataset: str = Field("golden", pattern=NAME)
+    decisions: list[ReviewItem] = Field(min_length=1, max_length=1000)
+
+
+class PromptRequest(Strict):
+    template: str = Field(min_length=1, max_length=100_000,
+                          description="The user message, a Jinja2 template.")
+    system: str = Field("", max_length=100_000)
+    description: str = Field("", max_length=2000)
+
+
+class PromptLabelRequest(Strict):
+    version: int = Field(ge=1, le=2**31)
+    label: str = Field("production", pattern=r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+
+
+class KeyRequest(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    scopes: list[Literal["ask", "ingest", "admin", "read", "models", "unguarded"]] = Field(
+        min_length=1, max_length=6)
+    collections: list[str] | None = Field(None, max_length=100,
+                                          description="Only these collections and apps.")
+    rpm: int = Field(60, ge=1, le=1_000_000)
+    tpm: int = Field(100_000, ge=1, le=1_000_000_000)
