@@ -11,8 +11,9 @@ from typing import Annotated, Any
 import typer
 
 from alicerce.apps.registry import AppVersion
+from alicerce.chains.describe import plan_rows
 from alicerce.cli.common import HomeOpt, JsonOpt, app, emit, open_home
-from alicerce.cli.plans import plan_rows, print_plan
+from alicerce.cli.plans import print_plan
 from alicerce.durations import duration_s
 from alicerce.errors import InputError
 from alicerce.observe.traces import FeedbackFilter, Trace

@@ -18,6 +18,7 @@ from alicerce.config import Settings
 from alicerce.core.chain_apps import ChainApps
 from alicerce.datasets import Dataset, load, sample
 from alicerce.evaluate.dataset_registry import DatasetRegistry
+from alicerce.evaluate.eval_jobs import EvalJobs
 from alicerce.evaluate.runner import Evaluator
 from alicerce.generate import Generator
 from alicerce.generate.pool import BasePool
@@ -90,6 +91,7 @@ class Home:
         self.chains = ChainApps(cast("Alicerce", self))
         self.batches = BatchJobs(self.db_path)
         self.datasets = DatasetRegistry(self.db_path)
+        self.eval_jobs = EvalJobs(self.db_path)
         self._evals: Evaluator | None = None
         self._drift: DriftRuns | None = None
         self._app_cache: dict[tuple[str, int], AppVersion] = {}
@@ -132,6 +134,7 @@ class Home:
         self.jobs.close()
         self.batches.close()
         self.datasets.close()
+        self.eval_jobs.close()
         if self._evals is not None:
             self._evals.runs.close()
         if self._drift is not None:

@@ -67,6 +67,7 @@ FEEDBACK_COLUMNS = {"rating": "INTEGER", "reference": "TEXT NOT NULL DEFAULT ''"
 INDEXES = """
 CREATE INDEX IF NOT EXISTS traces_app_at ON traces (app, at);
 CREATE INDEX IF NOT EXISTS traces_at ON traces (at);
+CREATE INDEX IF NOT EXISTS traces_caller_at ON traces (caller, at);
 CREATE INDEX IF NOT EXISTS feedback_trace ON feedback (trace_id);
 CREATE INDEX IF NOT EXISTS feedback_score ON feedback (score, trace_id)
 """
@@ -308,8 +309,9 @@ class Traces:
     def find(self, *, app: str | None = None, since_s: float | None = None,
              feedback: FeedbackFilter = "any", status: str | None = None,
              caller: str | None = None, app_version: int | None = None,
-             limit: int = 50) -> list[Trace]:
-        """Newest first. `feedback`: up / down (a thumbs given), none (no feedback), any."""
+             before: float | None = None, limit: int = 50) -> list[Trace]:
+        """Newest first, older than `before` when given (the next page's cursor).
+        `feedback`: up / down (a thumbs given), none (no feedback), any."""
         if not 1 <= limit <= 10_000:
             raise InputError(f"limit must be 1..10000, got {limit}", hint="e.g. --limit 50")
         self.flush()
@@ -323,6 +325,9 @@ class Traces:
         if since_s is not None:
             where.append("t.at >= ?")
             args.append(time.time() - since_s)
+        if before is not None:
+            where.append("t.at < ?")
+            args.append(before)
         join = ""
         if feedback in ("up", "down"):
             join = ("JOIN (SELECT DISTINCT trace_id FROM feedback WHERE score = ?) f "

@@ -16,15 +16,18 @@ from alicerce.config import Settings
 from alicerce.errors import ConfigError
 from alicerce.platform import Alicerce
 from alicerce.server import (
+    console,
     errors,
     routes_chains,
     routes_evals,
+    routes_kb,
     routes_manage,
     routes_native,
     routes_openai,
     ui,
 )
 from alicerce.server.body_limit import BodyLimit
+from alicerce.server.console.render import error_page
 from alicerce.server.service import Service
 
 log = logging.getLogger("alicerce.server")
@@ -55,6 +58,7 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
         app.state.service = svc
         svc.uploads.resume()
         svc.batches.resume()
+        svc.evaluations.resume()
         warm = threading.Thread(target=svc.warm_up, daemon=True, name="alicerce-warm-up")
         warm.start()
         stop = threading.Event()
@@ -80,19 +84,22 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
                     loop.join(timeout=120)
             svc.limiter.close()
             svc.leases.close()
+            svc.sessions.close()
             if alicerce is None:
                 alc.close()
 
     app = FastAPI(title="Alicerce", version="0.1.0", lifespan=lifespan,
                   docs_url=None, redoc_url=None,  # /docs is served offline by ui.py
                   description="OpenAI-compatible API over your documents, with citations.")
-    errors.install(app)
+    errors.install(app, error_page)
     app.include_router(routes_openai.router)
     app.include_router(routes_native.router)
     app.include_router(routes_chains.router)
     app.include_router(routes_evals.router)
+    app.include_router(routes_kb.router)
     app.include_router(routes_manage.router)
     app.include_router(ui.router)
+    app.include_router(console.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_kb * 1024,
                        upload_limit=int(settings.max_upload_mb * 1024 * 1024) + 64 * 1024)
 
@@ -127,6 +134,7 @@ def route_of(request: Request) -> str:
 
 
 TEMPLATES = [(r.path_regex, r.path) for router in (routes_openai.router, routes_native.router,
-                                                   routes_chains.router,
-                                                   ui.router)
+                                                   routes_chains.router, routes_evals.router,
+                                                   routes_kb.router, routes_manage.router,
+                                                   ui.router, console.router)
              for r in router.routes if isinstance(r, APIRoute)]

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from alicerce.errors import (
@@ -74,14 +75,25 @@ def _body(message: str, kind: str, param: str | None, code: str | None) -> dict[
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def install(app: FastAPI) -> None:
+PageError = Callable[[Request, int, str], Response]
+
+
+def install(app: FastAPI, page_error: PageError | None = None) -> None:
+    """The API's errors as JSON; under /console, as the console's error page
+    (`page_error`), so a browser never shows raw JSON."""
+
+    def page(request: Request, status: int, body: dict[str, Any]) -> Response | None:
+        if page_error is None or not request.url.path.startswith("/console"):
+            return None
+        return page_error(request, status, str(body["error"]["message"]))
+
     @app.exception_handler(AlicerceError)
-    async def on_alicerce(_: Request, exc: AlicerceError) -> JSONResponse:
+    async def on_alicerce(request: Request, exc: AlicerceError) -> Response:
         status, body, headers = describe(exc)
-        return JSONResponse(body, status, headers=headers)
+        return page(request, status, body) or JSONResponse(body, status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def on_invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
@@ -99,19 +111,20 @@ def install(app: FastAPI) -> None:
             message = f"{param or 'body'}: {first.get('msg')}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem(s))"
-        return JSONResponse(_body(message, "invalid_request_error", param, "invalid_value"),
-                            400)
+        body = _body(message, "invalid_request_error", param, "invalid_value")
+        return page(request, 400, body) or JSONResponse(body, 400)
 
     @app.exception_handler(HTTPException)
-    async def on_http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def on_http(request: Request, exc: HTTPException) -> Response:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         message = str(exc.detail)
         if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's generic parse error
             message = ("the body is not UTF-8 text; encode the JSON as UTF-8 "
                        f"({exc.__cause__.reason} at byte {exc.__cause__.start})")
         code = _HTTP_CODES.get(exc.status_code, "invalid_value")
-        return JSONResponse(_body(message, kind, None, code), exc.status_code,
-                            headers=exc.headers)
+        body = _body(message, kind, None, code)
+        return page(request, exc.status_code, body) or JSONResponse(
+            body, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def on_other(_: Request, exc: Exception) -> JSONResponse:

@@ -25,7 +25,7 @@ from alicerce.evaluate.dataset_registry import DatasetVersion, check_name
 from alicerce.evaluate.runs import Run
 from alicerce.server.deps import Key, Svc
 from alicerce.server.service import Service
-from alicerce.server.wire_manage import ReviewRequest
+from alicerce.server.wire_manage import EvalRequest, ReviewRequest
 
 router = APIRouter()
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -42,10 +42,11 @@ def _sees(svc: Service, key: ApiKey, app: str) -> bool:
         return False
 
 
-def _run(svc: Service, key: ApiKey, run_id: str) -> Run:
+def visible_run(svc: Service, key: ApiKey, run_id: str) -> Run:
+    """A run the key may read; another's app's run reads as missing."""
     key.require("read")
     run = svc.alc.evals.runs.get(run_id[:64])
-    if not _sees(svc, key, run.app):  # another's app reads as missing
+    if not _sees(svc, key, run.app):
         raise NotFoundError(f"no evaluation run {run_id[:64]!r}", hint="GET /v1/evals lists them")
     return run
 
@@ -72,7 +73,7 @@ async def get_dataset(ref: str, svc: Svc, key: Key, offset: Offset = 0,
             if _sees(svc, key, r.app)]
     return _dataset(v) | {
         "versions": [_dataset(x) for x in svc.alc.datasets.versions(v.name)],
-        "rows": [asdict(r) for r in svc.alc.datasets.rows(v, offset, limit)],
+        "items": [asdict(r) for r in svc.alc.datasets.rows(v, offset, limit)],
         "offset": offset, "runs": runs}
 
 
@@ -117,11 +118,44 @@ async def list_runs(svc: Svc, key: Key, app: str | None = None, kind: RunKind | 
     return {"object": "list", "data": rows[:limit]}
 
 
+@router.post("/v1/evals", status_code=202, tags=["evaluation"])
+async def start_run(req: EvalRequest, svc: Svc, key: Key) -> dict[str, Any]:
+    """Score an app version on a stored dataset in the background (admin); poll the job
+    until it names its run. Jobs run one at a time."""
+    key.require("admin")
+    svc.require_app(key, req.app)
+    svc.kind(req.app)  # an app or a collection, else 404 before the job exists
+    job = svc.evaluations.start(key, req.app, req.dataset, req.metrics,
+                                {"judge_model": req.judge_model, "limit": req.limit,
+                                 "seed": req.seed if req.limit else None})
+    svc.alc.keys.audit(key.id, "eval.start", job.id, {"app": req.app,
+                                                      "dataset": job.dataset})
+    return job.as_dict()
+
+
+@router.get("/v1/evals/jobs", tags=["evaluation"])
+async def list_jobs(svc: Svc, key: Key, limit: Limit = 50) -> dict[str, Any]:
+    """Evaluation jobs, newest first, with their progress and the run each produced."""
+    key.require("read")
+    return {"object": "list", "data": [j.as_dict() for j in svc.alc.eval_jobs.recent(
+        None, limit) if _sees(svc, key, j.app.partition("@")[0])]}
+
+
+@router.get("/v1/evals/jobs/{job_id}", tags=["evaluation"])
+async def get_job(job_id: str, svc: Svc, key: Key) -> dict[str, Any]:
+    key.require("read")
+    job = svc.alc.eval_jobs.get(job_id[:64])
+    if not _sees(svc, key, job.app.partition("@")[0]):
+        raise NotFoundError(f"no evaluation job {job_id[:64]!r}",
+                            hint="GET /v1/evals/jobs lists them")
+    return job.as_dict()
+
+
 @router.get("/v1/evals/{run_id}", tags=["evaluation"])
 async def get_run(run_id: str, svc: Svc, key: Key, offset: Offset = 0,
                   limit: Limit = 100) -> dict[str, Any]:
     """A run's metrics with their intervals, and a page of its rows (each with its trace)."""
-    run = _run(svc, key, run_id)
+    run = visible_run(svc, key, run_id)
     return run.as_dict() | {"results": [asdict(r) for r in
                                         run.results[offset:offset + limit]],
                             "offset": offset}
@@ -132,7 +166,7 @@ async def compare_runs(run_a: str, run_b: str, svc: Svc, key: Key, offset: Offse
                        limit: Limit = 100, changed_only: bool = False) -> dict[str, Any]:
     """B against A: each metric's difference with its paired interval, and the rows both
     scored, the most changed first, each with both answers and both traces."""
-    a, b = _run(svc, key, run_a), _run(svc, key, run_b)
+    a, b = visible_run(svc, key, run_a), visible_run(svc, key, run_b)
     c = await anyio.to_thread.run_sync(lambda: compare(a, b, None, changed_only))
     return {"a": a.as_dict(), "b": b.as_dict(),
             "metrics": [{"metric": m.metric, "a": m.a.as_dict(), "b": m.b.as_dict(),

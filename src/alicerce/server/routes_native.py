@@ -73,8 +73,9 @@ async def collections(svc: Svc,
              tags=["collections"])
 async def search(name: str, req: SearchRequest, svc: Svc, key: Key) -> dict[str, Any]:
     """The collection's best chunks for a query, with each retriever's score behind every
-    hit (what an app's retrieval step sees), without asking a model."""
-    svc.admit(key, "ask")
+    hit (what an app's retrieval step sees), without asking a model. A read key may search
+    too: it changes nothing (and counts against the key's rate limit)."""
+    svc.admit(key, "ask" if "ask" in key.scopes else "read")
     key.require_collection(name)  # before the lookup: no probing for other collections
     mode = req.mode or svc.settings.search_mode
     hits = await anyio.to_thread.run_sync(lambda: svc.alc.search(
@@ -128,14 +129,17 @@ async def traces(svc: Svc, key: Key, app: str | None = None,
                  since_s: Annotated[float | None, Query(ge=0)] = None,
                  feedback: Literal["up", "down", "none", "any"] = "any",
                  status: Literal["ok", "error"] | None = None,
+                 caller: Annotated[str | None, Query(max_length=64)] = None,
+                 before: Annotated[float | None, Query(ge=0)] = None,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
-    """Newest first; a key without the admin or read scope sees its own traces only."""
+    """Newest first, filtered; the next page is `before` the last row's `at`. A key without
+    the admin or read scope sees its own traces only (`caller` is then ignored)."""
     key.require_any("ask", "read")
     if app is not None:
         svc.may_see_trace(key, app, key.id)
-    caller = key.owner
     found = svc.alc.traces.find(app=app, since_s=since_s, feedback=feedback, status=status,
-                                caller=caller, limit=limit)
+                                caller=key.owner or caller or None, before=before,
+                                limit=limit)
     rows = []
     for t in found:
         try:
@@ -174,7 +178,7 @@ async def deploy(req: DeployRequest, svc: Svc, key: Key) -> dict[str, Any]:
     """Validate, resolve and store an app spec (admin)."""
     key.require("admin")
     version, created = svc.alc.deploy_app(req.spec, key.id)
-    return _version(version) | {"created": created}
+    return version_dict(version) | {"created": created}
 
 
 @router.get("/v1/apps/{app}", tags=["apps"])
@@ -185,7 +189,7 @@ async def app_version(app: str, svc: Svc, key: Key) -> dict[str, Any]:
     if spec is None:
         raise NotFoundError(f"no deployed app named {app!r}", hint="GET /v1/apps lists them")
     svc.require_app(key, app)
-    return _version(spec) | {"spec": spec.spec,
+    return version_dict(spec) | {"spec": spec.spec,
                              "feedback": svc.alc.traces.summary(spec.name)}
 
 
@@ -194,7 +198,7 @@ async def label(app: str, req: LabelRequest, svc: Svc, key: Key) -> dict[str, An
     """Point a label at a version; the server answers with it from the next request."""
     key.require("admin")
     version, _ = svc.alc.label_app(f"{app}@{req.version}", req.label, key.id)
-    return _version(version)
+    return version_dict(version)
 
 
 @router.post("/v1/apps/{app}/rollback", tags=["apps"])
@@ -202,7 +206,7 @@ async def rollback(app: str, req: RollbackRequest, svc: Svc, key: Key) -> dict[s
     """Move the label back to the version it pointed at before."""
     key.require("admin")
     version, left = svc.alc.rollback_app(app, req.label, key.id)
-    return _version(version) | {"from_version": left}
+    return version_dict(version) | {"from_version": left}
 
 
 @router.get("/healthz", tags=["ops"])
@@ -226,7 +230,7 @@ async def metrics(svc: Svc) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-def _version(v: AppVersion) -> dict[str, Any]:
+def version_dict(v: AppVersion) -> dict[str, Any]:
     return {"name": v.name, "version": v.version, "ref": v.ref, "hash": v.hash,
             "labels": list(v.labels), "created_at": v.created_at, "created_by": v.created_by}
 

@@ -19,6 +19,7 @@ import numpy as np
 from prometheus_client.core import Metric
 
 from alicerce.access.keys import SCOPES, ApiKey, Scope
+from alicerce.access.sessions import Sessions
 from alicerce.core.apps import AppRef
 from alicerce.durations import duration_s
 from alicerce.embed import EMBEDDING_MODELS, get_embedder
@@ -33,6 +34,7 @@ from alicerce.refs import split_ref
 from alicerce.server.batches import Batches
 from alicerce.server.cache import AnswerCache, Vector
 from alicerce.server.embed_batch import EmbedBatcher
+from alicerce.server.eval_jobs import EvalRunner
 from alicerce.server.limits import Limiter, RateLimiter, SharedRateLimiter
 from alicerce.server.metrics import Metrics, StoredResults, gauge
 from alicerce.server.uploads import Uploads
@@ -70,6 +72,8 @@ class Service:
         self.batches = Batches(alc, self.work, self.limiter, self.spend)
         self.model_names = {m.name for m in alc.models() if m.installed}
         self.leases = Leases(alc.db_path)
+        self.sessions = Sessions(alc.db_path)  # the console's sign-ins
+        self.evaluations = EvalRunner(alc)
         self._raw_guards: Guards | None = None
 
     # -- start-up ----------------------------------------------------------------------------

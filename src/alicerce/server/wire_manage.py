@@ -49,3 +49,14 @@ class KeyRequest(Strict):
                                           description="Only these collections and apps.")
     rpm: int = Field(60, ge=1, le=1_000_000)
     tpm: int = Field(100_000, ge=1, le=1_000_000_000)
+
+
+class EvalRequest(Strict):
+    """Score an app version on a stored dataset in the background."""
+
+    app: str = Field(min_length=1, max_length=200, description="NAME, NAME@N or NAME@LABEL")
+    dataset: str = Field(min_length=1, max_length=80, description="A stored dataset, NAME@N")
+    metrics: list[str] = Field(["retrieval", "answer"], min_length=1, max_length=5)
+    judge_model: str | None = Field(None, max_length=200)
+    limit: int | None = Field(None, ge=1, le=100_000, description="Score a sample of rows.")
+    seed: int = Field(0, ge=0, le=2**31)

@@ -1,0 +1,65 @@
+"""Evaluation jobs in the server's background: an admin (or the console) asks for an app
+version to be scored on a stored dataset, and polls the job until it names its run.
+
+Jobs run one at a time: they are model-heavy, and two at once on a small machine slow each
+other far more than they gain. A job a restart interrupted runs again at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from alicerce.access.keys import ApiKey
+from alicerce.datasets import sample
+from alicerce.errors import AlicerceError
+from alicerce.evaluate.eval_jobs import EvalJob
+from alicerce.evaluate.runner import parse_metrics
+from alicerce.platform import Alicerce
+
+log = logging.getLogger("alicerce.server")
+
+
+class EvalRunner:
+    def __init__(self, alc: Alicerce) -> None:
+        self.alc = alc
+        self._lock = threading.Lock()
+
+    def start(self, key: ApiKey, app: str, dataset: str, metrics: list[str],
+              options: dict[str, Any]) -> EvalJob:
+        """Checked before the job exists: the metric groups, the dataset version and the
+        sample size; the app is checked by the caller (with the key)."""
+        groups = parse_metrics(metrics)
+        version = self.alc.datasets.version(dataset)
+        rows = min(version.rows, options.get("limit") or version.rows)
+        job = self.alc.eval_jobs.create(key.id, app, version.ref, groups, options, rows)
+        self._run(job)
+        return job
+
+    def resume(self) -> None:
+        for job in self.alc.eval_jobs.unfinished():
+            log.info("resuming evaluation job %s (%s on %s)", job.id, job.app, job.dataset)
+            self._run(job)
+
+    def _run(self, job: EvalJob) -> None:
+        threading.Thread(target=self._work, args=(job,), daemon=True,
+                         name=f"alicerce-{job.id}").start()
+
+    def _work(self, job: EvalJob) -> None:
+        jobs = self.alc.eval_jobs
+        with self._lock:
+            jobs.update(job.id, state="running", done=0)
+            try:
+                ds = sample(self.alc.datasets.get(job.dataset), job.options.get("limit"),
+                            job.options.get("seed"))
+                run = self.alc.evals.run(job.app, ds, job.metrics,
+                                         judge_model=job.options.get("judge_model"),
+                                         progress=lambda done, _: jobs.update(job.id,
+                                                                              done=done))
+                jobs.update(job.id, state="done", run_id=run.id, done=len(ds.rows))
+            except AlicerceError as exc:
+                jobs.update(job.id, state="failed", error=str(exc))
+            except Exception as exc:  # reported on the job; the server goes on
+                log.exception("evaluation job %s failed", job.id)
+                jobs.update(job.id, state="failed", error=f"unexpected error: {exc}")
