@@ -450,3 +450,81 @@ def test_browser_create_and_revoke_a_key_and_keyboard_use(
     shot(page, "ops")
     assert not page.errors, page.errors
     page.close()
+
+
+def test_browser_from_a_rated_down_answer_to_a_label_move(
+        browser: Any, live: tuple[str, Alicerce]) -> None:
+    """The issue's whole path without the CLI: a rated-down answer, its trace, a corrected
+    golden row, a new prompt version deployed and compared with the old one on that
+    dataset, and the label moved to the better version."""
+    base, alc = live
+
+    def reply(messages: Any) -> str:
+        named = "Always name the policy." in messages[0].content
+        return ("The refund policy says: send receipts within 30 days [1]." if named
+                else "Send receipts within 30 days [1].")
+    alc.use_generator("fake", ScriptedGenerator(reply, name="fake"))
+    _, admin = alc.keys.create("ops5", ["admin"])
+    alc.deploy_app("name: rh-flow\ncollections: [kb]\nprompt: rag-answer@1\n")
+    asked = alc.ask("How long do I have to send receipts?", "rh-flow")
+    alc.traces.flush()
+    alc.traces.feedback(asked.trace_id, -1, comment="Which policy?")
+    page = open_console(browser, base, admin)
+
+    page.goto(base + "/console/review")
+    page.click(f"#r-{asked.trace_id} h2 a")  # the answer's trace
+    page.wait_for_selector("svg.timeline")
+    assert "Which policy?" in page.inner_text("#feedback ~ ul.feedback")
+    shot(page, "flow-1-trace")
+    page.go_back()
+    card = page.locator(f"#r-{asked.trace_id}")
+    card.locator("textarea").fill("The refund policy: within 30 days.")
+    card.locator("input[name=dataset]").fill("golden-flow")
+    card.locator("button[value=correct]").click()
+    page.wait_for_selector(f"#r-{asked.trace_id}.done")
+    shot(page, "flow-2-reviewed")
+
+    page.goto(base + "/console/prompts/rag-answer@1")
+    page.click("summary:has-text('New version')")
+    system = page.input_value("#psys")
+    page.fill("#psys", system + "\nAlways name the policy.")
+    page.click("form button:has-text('Save as a new version')")
+    page.wait_for_url("**/console/prompts/rag-answer@2")
+    shot(page, "flow-3-prompt")
+    page.goto(base + "/console/apps")
+    page.fill("#spec", "name: rh-flow\ncollections: [kb]\nprompt: rag-answer@2\n")
+    page.click("form button:has-text('Deploy')")
+    page.wait_for_url("**/console/apps/rh-flow?deployed=2")
+
+    for ref in ("rh-flow@1", "rh-flow@2"):
+        page.goto(base + "/console/evals")
+        page.click("summary:has-text('Run an evaluation')")
+        page.fill("input[name=app]", ref)
+        page.select_option("select[name=dataset]", "golden-flow@1")
+        with page.expect_navigation():
+            page.click("form[method=post][action='/console/evals'] button[type=submit]")
+        page.wait_for_selector("#eval-jobs")
+    deadline = time.time() + 60
+    while page.locator("#eval-jobs tr:has-text('done')").count() < 2 \
+            and time.time() < deadline:
+        page.wait_for_timeout(300)  # the jobs table refreshes itself while jobs run
+    assert page.locator("#eval-jobs tr:has-text('done')").count() >= 2
+    shot(page, "flow-4-jobs")
+    runs = {r.app_version: r.id for r in alc.evals.runs.list("rh-flow")}
+    page.goto(base + f"/console/evals/compare?a={runs[1]}&b={runs[2]}")
+    row = page.inner_text("table.compare tbody tr:first-child")
+    assert "The refund policy says" in row and "Send receipts" in row
+    f1 = page.inner_text("table.list tr:has-text('answer.f1')")
+    assert "+" in f1  # the corrected reference names the policy: B is closer to it
+    shot(page, "flow-5-compare")
+
+    page.goto(base + "/console/apps/rh-flow")
+    page.select_option("form[action$='/label'] select[name=version]", "2")
+    page.click("text=Move label")
+    page.wait_for_load_state()
+    assert alc.app("rh-flow@production").version == 2  # type: ignore[union-attr]
+    shot(page, "flow-6-label")
+    assert not page.errors, page.errors
+    alc.use_generator("fake", ScriptedGenerator("Send receipts within 30 days [1].",
+                                                name="fake"))
+    page.close()
