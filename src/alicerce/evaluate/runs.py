@@ -198,12 +198,13 @@ class RunStore:
     def review_queue(self, app: str | None = None, limit: int = 100
                      ) -> list[tuple[str, str]]:
         """(trace id, why) of traces awaiting review, oldest first: rated down by a user,
-        or scored low by an online run."""
+        or scored low by an online run. Driven from the feedback index, not the traces
+        table: at a million traces, scanning them took over a second."""
         where, args = ("AND t.app = ?", [app]) if app else ("", [])
         sql = (
             "SELECT id, MIN(why) FROM ("
-            "  SELECT t.id, 'rated down' why, t.at FROM traces t WHERE EXISTS (SELECT 1 FROM "
-            "  feedback f WHERE f.trace_id = t.id AND f.score = -1) " + where +
+            "  SELECT t.id, 'rated down' why, t.at FROM feedback f JOIN traces t "
+            "  ON t.id = f.trace_id WHERE f.score = -1 " + where +
             "  UNION SELECT t.id, o.review, t.at FROM online_scored o JOIN traces t "
             "  ON t.id = o.trace_id WHERE o.review != '' " + where +
             ") q WHERE NOT EXISTS (SELECT 1 FROM online_scored d WHERE d.trace_id = q.id "
