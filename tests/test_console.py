@@ -201,7 +201,7 @@ def test_every_interface_text_exists_in_both_languages(
 _SUFFIXES = {"status_": ("ok", "error", "any"), "job_": ("queued", "running", "done", "failed"),
              "decided_": ("accept", "correct", "discard"),
              "scope_": ("ask", "ingest", "read", "admin", "models", "unguarded"),
-             "feedback_": ("any", "up", "down", "none")}
+             "feedback_": ("any", "up", "down", "none"), "side_": ("input", "output")}
 
 
 # -- a real browser ----------------------------------------------------------------------
@@ -528,3 +528,74 @@ def test_browser_from_a_rated_down_answer_to_a_label_move(
     alc.use_generator("fake", ScriptedGenerator("Send receipts within 30 days [1].",
                                                 name="fake"))
     page.close()
+
+
+def test_browser_shows_markup_as_text_and_labels_every_control(
+        browser: Any, live: tuple[str, Alicerce], tmp_path: Path) -> None:
+    """In a real browser: a question, a document and a tool output carrying markup run no
+    script and add no element; and every form control on every page has a label."""
+    base, alc = live
+    _, admin = alc.keys.create("ops6", ["admin"])
+    doc = tmp_path / "evil"
+    doc.mkdir()
+    (doc / "evil.md").write_text(f"# Evil {XSS}\n\nReceipts {XSS} policy.\n")
+    alc.ingest([doc], "evil")
+    tid = alc.traces.record("kb", "someone", f"question {XSS}", answer={
+        "answer": f"answer {XSS}", "abstained": False, "citations": [
+            {"n": 1, "title": XSS, "section": XSS, "doc_key": XSS}],
+        "versions": {}, "usage": {}, "timings": {}},
+        spans=[{"name": "tool", "start_ms": 0, "ms": 1, "attrs": {"output": XSS}}])
+    alc.traces.feedback(tid, -1, comment=XSS)
+    alc.traces.flush()
+    page = open_console(browser, base, admin)
+    for url in (f"/console/traces/{tid}", "/console/traces", "/console/review"):
+        page.goto(base + url)
+        assert page.evaluate("() => window.pwned") is None, url
+        assert page.locator("main img").count() == 0, url
+        assert "<script>window.pwned=1</script>" in page.inner_text("main"), url
+    page.goto(base + "/console/collections/evil")
+    page.fill("#q", "receipts policy")
+    page.click("form button:has-text('Search')")
+    page.wait_for_selector("#hits table")
+    assert page.evaluate("() => window.pwned") is None
+    assert "<img src=x" in page.inner_text("#hits")
+    for url in ("/console", "/console/traces", f"/console/traces/{tid}", "/console/collections",
+                "/console/collections/kb", "/console/apps", "/console/prompts/rag-answer",
+                "/console/evals", "/console/datasets", "/console/review", "/console/drift",
+                "/console/ops", "/console/ops/keys"):
+        page.goto(base + url)
+        unlabelled = page.evaluate("""() => [...document.querySelectorAll(
+            'input:not([type=hidden]), select, textarea')].filter(e => !(e.labels &&
+            e.labels.length) && !e.getAttribute('aria-label')).map(e => e.name)""")
+        assert unlabelled == [], (url, unlabelled)
+    assert not page.errors, page.errors
+    page.close()
+
+
+def test_browser_prompt_playground_runs_two_versions_side_by_side(
+        browser: Any, live: tuple[str, Alicerce]) -> None:
+    base, alc = live
+    alc.prompts.create("greet", "Say hello to {{ name }}.")
+    alc.prompts.create("greet", "Say goodbye to {{ name }}.")
+    alc.use_generator("fake", ScriptedGenerator(lambda m: "echo: " + m[-1].content,
+                                                name="fake"))
+    _, user = alc.keys.create("ana7", ["ask", "read"])
+    try:
+        page = open_console(browser, base, user)
+        page.goto(base + "/console/prompts/greet@2")
+        page.select_option("select[name=version_a]", "1")
+        page.select_option("select[name=version_b]", "2")
+        page.select_option("select[name=model_a]", "fake")
+        page.select_option("select[name=model_b]", "fake")
+        page.fill("#var-name", "Ana")
+        page.click("form[action$='/play'] button[type=submit]")
+        page.wait_for_selector("#play section.side >> nth=1")
+        sides = page.locator("#play section.side").all_inner_texts()
+        assert "echo: Say hello to Ana." in sides[0] and "greet@1" in sides[0]
+        assert "echo: Say goodbye to Ana." in sides[1] and "greet@2" in sides[1]
+        shot(page, "playground")
+        assert not page.errors, page.errors
+        page.close()
+    finally:
+        alc.use_generator("fake", ScriptedGenerator("Send receipts within 30 days [1].",
+                                                    name="fake"))

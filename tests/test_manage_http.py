@@ -291,6 +291,8 @@ def test_read_key_sees_everyones_records_and_no_write_route_accepts_it(
         "data"]} == {tid, other}
     assert [t["id"] for t in client.get("/v1/traces", headers=bearer(kb_reader)).json()[
         "data"]] == [tid]
+    versioned = client.get("/v1/traces", headers=bearer(reader), params={"app_version": 1})
+    assert versioned.json()["data"] == []  # a collection's answers carry no app version
     assert client.get(f"/v1/traces/{other}", headers=bearer(kb_reader)).status_code == 403
     assert client.get(f"/v1/traces/{tid}", headers=bearer(bob)).status_code == 403
     assert client.get(f"/v1/traces/{tid}", headers=bearer(reader)).status_code == 200

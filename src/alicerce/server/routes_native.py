@@ -130,6 +130,7 @@ async def traces(svc: Svc, key: Key, app: str | None = None,
                  feedback: Literal["up", "down", "none", "any"] = "any",
                  status: Literal["ok", "error"] | None = None,
                  caller: Annotated[str | None, Query(max_length=64)] = None,
+                 app_version: Annotated[int | None, Query(ge=1, le=2**31)] = None,
                  before: Annotated[float | None, Query(ge=0)] = None,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
     """Newest first, filtered; the next page is `before` the last row's `at`. A key without
@@ -138,8 +139,8 @@ async def traces(svc: Svc, key: Key, app: str | None = None,
     if app is not None:
         svc.may_see_trace(key, app, key.id)
     found = svc.alc.traces.find(app=app, since_s=since_s, feedback=feedback, status=status,
-                                caller=key.owner or caller or None, before=before,
-                                limit=limit)
+                                caller=key.owner or caller or None,
+                                app_version=app_version, before=before, limit=limit)
     rows = []
     for t in found:
         try:

@@ -10,6 +10,33 @@ from __future__ import annotations
 from typing import Any
 
 TEXT: dict[str, tuple[str, str]] = {
+    "baseline": ("Baseline", "Referência"),
+    "drift": ("Drift and skew reports", "Relatórios de drift e skew"),
+    "drift_help": ("Production questions and answers compared with the evaluation set "
+                   "(skew) or with an earlier window (drift): `alicerce drift`, or the "
+                   "server's monitor loop.",
+                   "Perguntas e respostas de produção comparadas com o conjunto de avaliação "
+                   "(skew) ou com uma janela anterior (drift): `alicerce drift`, ou o "
+                   "monitor do servidor."),
+    "drifted": ("drifted", "mudou"),
+    "examples": ("Examples", "Exemplos"),
+    "flagged": ("flagged", "sinalizado"),
+    "flagged_tests": ("Flagged tests", "Testes sinalizados"),
+    "new_terms": ("New terms", "Termos novos"),
+    "new_topic": ("new topic", "tópico novo"),
+    "no_drift": ("No drift runs yet.", "Nenhuma análise de drift ainda."),
+    "now": ("Now", "Agora"),
+    "redteam_runs": ("Red-team runs", "Execuções de red team"),
+    "result": ("Result", "Resultado"),
+    "side_input": ("Questions", "Perguntas"),
+    "side_output": ("Answers", "Respostas"),
+    "stable": ("stable", "estável"),
+    "terms": ("Terms", "Termos"),
+    "test": ("Test", "Teste"),
+    "tests": ("Tests", "Testes"),
+    "topics": ("Topics", "Tópicos"),
+    "value": ("Value", "Valor"),
+    "window": ("Window", "Janela"),
     "accept": ("Accept", "Aceitar"),
     "action": ("Action", "Ação"),
     "active": ("active", "ativa"),

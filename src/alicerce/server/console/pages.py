@@ -116,6 +116,7 @@ Feedback = Literal["up", "down", "none", "any"]
 async def traces(request: Request, svc: Svc, app: Annotated[str, Query(max_length=200)] = "",
                  status: Literal["", "ok", "error"] = "", feedback: Feedback = "any",
                  caller: Annotated[str, Query(max_length=64)] = "",
+                 version: Annotated[int | None, Query(ge=1, le=2**31)] = None,
                  since: Literal["", "1h", "24h", "7d", "30d"] = "",
                  before: Annotated[float | None, Query(ge=0)] = None) -> Response:
     """The list; htmx asks for the rows alone every few seconds (first page only)."""
@@ -123,10 +124,11 @@ async def traces(request: Request, svc: Svc, app: Annotated[str, Query(max_lengt
     since_s = {"1h": 3600.0, "24h": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}.get(since)
     body = await routes_native.traces(svc, s.key, app=app or None, since_s=since_s,
                                       feedback=feedback, status=status or None,
-                                      caller=caller or None, before=before, limit=50)
+                                      caller=caller or None, app_version=version,
+                                      before=before, limit=50)
     rows = body["data"]
-    filters = {"app": app, "status": status, "feedback": feedback, "caller": caller,
-               "since": since}
+    filters = {"app": app, "version": version, "status": status, "feedback": feedback,
+               "caller": caller, "since": since}
     template = "traces_rows.html" if request.headers.get("hx-request") == "true" \
         and request.headers.get("hx-target") == "trace-rows" else "traces.html"
     return render(request, template, rows=rows, filters=filters, before=before,

@@ -163,3 +163,19 @@ async def decide(request: Request, trace_id: str, svc: Svc,
         return render(request, "review_done.html", action=action, trace_id=trace_id,
                       dataset=done["dataset"])
     return RedirectResponse("/console/review", 303)
+
+
+@router.get("/drift")
+@page
+async def drift(request: Request, svc: Svc,
+                app: Annotated[str, Query(max_length=200)] = "") -> Response:
+    s = signed_in(request, svc)
+    found = (await routes_evals.list_drift(svc, s.key, app=app or None, limit=100))["data"]
+    return render(request, "drift.html", runs=found)
+
+
+@router.get("/drift/{run_id}")
+@page
+async def drift_run(request: Request, run_id: str, svc: Svc) -> Response:
+    s = signed_in(request, svc)
+    return render(request, "drift_run.html", r=await routes_evals.get_drift(run_id, svc, s.key))
