@@ -138,6 +138,23 @@ def test_user_content_is_escaped_everywhere(served: tuple[Alicerce, TestClient],
     assert "&lt;img src=x" in hits.text
 
 
+def test_a_traces_page_shows_its_conversation_with_annotations(
+        served: tuple[Alicerce, TestClient]) -> None:
+    alc, client = served
+    _, admin = alc.keys.create("ops", ["admin"])
+    cid, stream = alc.chat("How long to send receipts?", "kb", caller="x")
+    first = [a for a in stream if not isinstance(a, str)][-1]
+    _, stream = alc.chat("And the taxi?", "kb", cid, caller="x")
+    second = [a for a in stream if not isinstance(a, str)][-1]
+    alc.traces.flush()
+    alc.traces.feedback(first.trace_id, -1, comment="Which policy <b>exactly</b>?")
+    sign_in(client, admin)
+    html = client.get(f"/console/traces/{second.trace_id}").text
+    assert 'id="conversation"' in html and "How long to send receipts?" in html
+    assert "Which policy &lt;b&gt;exactly&lt;/b&gt;?" in html
+    assert f'href="/console/traces/{first.trace_id}"' in html
+
+
 def test_read_key_sees_pages_and_cannot_change_anything(
         served: tuple[Alicerce, TestClient]) -> None:
     alc, client = served
@@ -504,11 +521,12 @@ def test_browser_from_a_rated_down_answer_to_a_label_move(
         with page.expect_navigation():
             page.click("form[method=post][action='/console/evals'] button[type=submit]")
         page.wait_for_selector("#eval-jobs")
-    deadline = time.time() + 60
+    deadline = time.time() + 120
     while page.locator("#eval-jobs tr:has-text('done')").count() < 2 \
             and time.time() < deadline:
         page.wait_for_timeout(300)  # the jobs table refreshes itself while jobs run
-    assert page.locator("#eval-jobs tr:has-text('done')").count() >= 2
+    assert page.locator("#eval-jobs tr:has-text('done')").count() >= 2, \
+        page.inner_text("#eval-jobs")
     shot(page, "flow-4-jobs")
     runs = {r.app_version: r.id for r in alc.evals.runs.list("rh-flow")}
     page.goto(base + f"/console/evals/compare?a={runs[1]}&b={runs[2]}")

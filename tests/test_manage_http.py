@@ -402,3 +402,30 @@ def test_evaluation_jobs_run_in_the_background_and_name_their_run(
     assert client.get(f"/v1/evals/jobs/{job['id']}",
                       headers=bearer(other_only)).status_code == 404
     assert ("eval.start", job["id"]) in [(e.action, e.target) for e in alc.keys.audit_log()]
+
+
+def test_a_conversation_is_a_session_view_with_each_turns_feedback(
+        served: tuple[Alicerce, TestClient]) -> None:
+    alc, client = served
+    _, user = alc.keys.create("ana", ["ask"])
+    _, bob = alc.keys.create("bob", ["ask"])
+    _, reader = alc.keys.create("auditor", ["read"])
+    _, other_only = alc.keys.create("analyst", ["read"], ["other"])
+    first = client.post("/v1/apps/kb/ask", headers=bearer(user), json={
+        "question": "How many days to send receipts?", "conversation_id": "new"}).json()
+    cid = first["conversation_id"]
+    second = client.post("/v1/apps/kb/ask", headers=bearer(user), json={
+        "question": "And the taxi?", "conversation_id": cid}).json()
+    alc.traces.flush()
+    client.post("/v1/feedback", headers=bearer(user), json={
+        "trace_id": first["trace_id"], "score": -1, "comment": "too vague"})
+    body = client.get(f"/v1/conversations/{cid}", headers=bearer(user)).json()
+    assert [t["trace_id"] for t in body["turns"]] == [first["trace_id"], second["trace_id"]]
+    assert body["turns"][0]["feedback"][0]["comment"] == "too vague"
+    assert body["turns"][1]["question"] == "And the taxi?" and body["app"].startswith("kb")
+    assert alc.conversations.of_trace(second["trace_id"]) == cid
+    assert client.get(f"/v1/conversations/{cid}", headers=bearer(reader)).status_code == 200
+    assert client.get(f"/v1/conversations/{cid}", headers=bearer(bob)).status_code == 404
+    assert client.get(f"/v1/conversations/{cid}",
+                      headers=bearer(other_only)).status_code == 403
+    assert client.get("/v1/conversations/nope", headers=bearer(user)).status_code == 404

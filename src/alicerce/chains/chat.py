@@ -15,14 +15,14 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from alicerce.errors import NotFoundError
 from alicerce.generate.base import Generator
 from alicerce.generate.params import DecodingParams
 from alicerce.prompts.template import PromptTemplate
-from alicerce.store.db import add_columns, connect, transaction
+from alicerce.store.db import add_columns, add_index, connect, transaction
 from alicerce.types import Answer, Message, Usage
 
 SCHEMA = """
@@ -47,11 +47,24 @@ CREATE TABLE IF NOT EXISTS chat_turns (
 NEW = "new"  # the conversation id that asks for a new conversation
 
 
+@dataclass(frozen=True)
+class Turn:
+    seq: int
+    question: str
+    standalone: str
+    answer: str
+    trace_id: str
+    created_at: str
+
+
 class Conversations:
     def __init__(self, path: Path | str) -> None:
         self._db = connect(path, SCHEMA)
         # Conversations stored before callers were recorded belong to the local caller.
         add_columns(self._db, "conversations", {"caller": "TEXT NOT NULL DEFAULT 'local'"})
+        # Each turn's trace (empty for turns stored before), so a trace finds its session.
+        add_columns(self._db, "chat_turns", {"trace_id": "TEXT NOT NULL DEFAULT ''"})
+        add_index(self._db, "CREATE INDEX IF NOT EXISTS chat_turns_trace ON chat_turns (trace_id)")
 
     def resolve(self, collection: str, conversation_id: str | None = None,
                 caller: str = "local") -> str:
@@ -85,10 +98,29 @@ class Conversations:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_turns "
                              "WHERE conversation_id=?", (conversation_id,)).fetchone()[0]
             db.execute("INSERT INTO chat_turns (conversation_id, seq, question, standalone, "
-                       "answer, citations) VALUES (?, ?, ?, ?, ?, ?)",
+                       "answer, citations, trace_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (conversation_id, seq, answer.question,
                         answer.standalone_question or answer.question, answer.text,
-                        json.dumps([asdict(c) for c in answer.citations])))
+                        json.dumps([asdict(c) for c in answer.citations]),
+                        answer.trace_id or ""))
+
+    def of_trace(self, trace_id: str) -> str | None:
+        """The conversation a traced turn belongs to, if any."""
+        row = self._db.execute("SELECT conversation_id FROM chat_turns WHERE trace_id=? "
+                               "LIMIT 1", (trace_id,)).fetchone()
+        return None if row is None or not trace_id else str(row[0])
+
+    def session(self, conversation_id: str) -> tuple[str, str, list[Turn]]:
+        """(app, caller, turns in order) of a stored conversation."""
+        head = self._db.execute("SELECT collection, caller FROM conversations WHERE id=?",
+                                (conversation_id,)).fetchone()
+        if head is None:
+            raise NotFoundError(f"no conversation {conversation_id[:64]!r}",
+                                hint="use the conversation_id an answer returned")
+        turns = [Turn(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in self._db.execute(
+            "SELECT seq, question, standalone, answer, trace_id, created_at FROM chat_turns "
+            "WHERE conversation_id=? ORDER BY seq", (conversation_id,))]
+        return str(head[0]), str(head[1]), turns
 
     def close(self) -> None:
         self._db.close()

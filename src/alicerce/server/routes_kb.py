@@ -1,5 +1,6 @@
-"""Read routes for collections and apps that the console shows and scripts use: a
-collection's documents and versions; an app's versions, label moves, diff and compiled plan.
+"""Read routes for collections, apps and conversations that the console shows and scripts
+use: a collection's documents and versions; an app's versions, label moves, diff and
+compiled plan; a conversation's turns with their traces and feedback.
 
 They take `ask` or `read`, and only what the key's collections allow (an app is checked as
 the answer routes check it)."""
@@ -73,3 +74,19 @@ async def app_plan(app: str, svc: Svc, key: Key) -> dict[str, Any]:
             "inputs": {k: i.type for k, i in plan.spec.inputs.items()},
             "steps": plan_rows(plan.nodes),
             "outputs": {k: t.type for k, t in plan.output_types.items()}}
+
+
+@router.get("/v1/conversations/{conversation_id}", tags=["traces"])
+async def conversation(conversation_id: str, svc: Svc, key: Key) -> dict[str, Any]:
+    """A stored conversation (the session view): each turn with its standalone question,
+    answer, trace id and the feedback on that trace. The key's own, or any with read."""
+    key.require_any("ask", "read")
+    app, caller, turns = svc.alc.conversations.session(conversation_id[:64])
+    if caller != key.id and not key.sees_all:  # another's reads as missing
+        raise NotFoundError(f"no conversation {conversation_id[:64]!r}",
+                            hint="use the conversation_id an answer returned")
+    svc.may_see_trace(key, split_ref(app)[0], caller)
+    return {"id": conversation_id[:64], "app": app, "caller": caller,
+            "turns": [asdict(t) | {"feedback": [asdict(f) for f in
+                                                svc.alc.traces.feedback_for(t.trace_id)]}
+                      for t in turns]}

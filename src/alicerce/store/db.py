@@ -78,6 +78,16 @@ def connect_sqlite(path: Path, schema: str = "") -> sqlite3.Connection:
     return db
 
 
+def add_index(db: Sql, statement: str) -> None:
+    """A `CREATE INDEX IF NOT EXISTS` on columns `add_columns` may just have added."""
+    if not isinstance(db, sqlite3.Connection):
+        with db.tx():
+            db.execute_ddl(statement)
+        return
+    with transaction(db):
+        db.execute(statement)
+
+
 def add_columns(db: Sql, table: str, columns: dict[str, str]) -> None:
     """Add the columns a newer release needs to a table an older one created."""
     if not isinstance(db, sqlite3.Connection):

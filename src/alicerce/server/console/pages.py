@@ -14,8 +14,8 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from alicerce.access.sessions import TTL_S, Lang
-from alicerce.errors import AccessError
-from alicerce.server import routes_evals, routes_native
+from alicerce.errors import AccessError, AlicerceError
+from alicerce.server import routes_evals, routes_kb, routes_native
 from alicerce.server.console.auth import signed_in
 from alicerce.server.console.render import page, render
 from alicerce.server.console.session import (
@@ -140,7 +140,14 @@ async def traces(request: Request, svc: Svc, app: Annotated[str, Query(max_lengt
 async def trace(request: Request, trace_id: str, svc: Svc) -> Response:
     s = signed_in(request, svc)
     t = await routes_native.trace(trace_id[:64], svc, s.key)
-    return render(request, "trace.html", tr=t, steps=tree(t["spans"]),
+    cid = svc.alc.conversations.of_trace(t["id"])
+    session = None
+    if cid is not None:  # the session view: every turn with its annotations
+        try:
+            session = await routes_kb.conversation(cid, svc, s.key)
+        except AlicerceError:
+            session = None
+    return render(request, "trace.html", tr=t, steps=tree(t["spans"]), session_view=session,
                   total_ms=max([t["latency_ms"] or 0.0] + [sp["start_ms"] + sp["ms"]
                                                           for sp in t["spans"]]))
 
