@@ -226,11 +226,12 @@ class RunStore:
         return [self._run(r, with_results=False) for r in self._db.execute(sql)]
 
     def list(self, app: str | None = None, dataset_version: str | None = None,
-             app_version: int | None = None, limit: int = 50) -> list[Run]:
+             app_version: int | None = None, limit: int = 50,
+             kind: str | None = None) -> list[Run]:
         """Runs, newest first, without their per-question results."""
         where, args = ["1=1"], []
         for col, val in (("app", app), ("dataset_version", dataset_version),
-                         ("app_version", app_version)):
+                         ("app_version", app_version), ("kind", kind)):
             if val is not None:
                 where.append(f"{col}=?")
                 args.append(val)

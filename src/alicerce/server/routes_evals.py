@@ -112,10 +112,8 @@ async def list_runs(svc: Svc, key: Key, app: str | None = None, kind: RunKind | 
                     limit: Limit = 50) -> dict[str, Any]:
     """Evaluation runs, newest first (kind `redteam` for red-team runs), without rows."""
     key.require("read")
-    runs = svc.alc.evals.runs.list(app, limit=limit if kind is None else 1000)
-    rows = [r.as_dict() for r in runs if (kind is None or r.kind == kind)
-            and _sees(svc, key, r.app)]
-    return {"object": "list", "data": rows[:limit]}
+    runs = svc.alc.evals.runs.list(app, limit=limit, kind=kind)
+    return {"object": "list", "data": [r.as_dict() for r in runs if _sees(svc, key, r.app)]}
 
 
 @router.post("/v1/evals", status_code=202, tags=["evaluation"])

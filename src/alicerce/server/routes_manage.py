@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from alicerce.access.keys import ApiKey
-from alicerce.errors import ForbiddenError
+from alicerce.errors import ForbiddenError, NotFoundError
 from alicerce.prompts.template import PromptTemplate
 from alicerce.server.deps import Key, Svc
 from alicerce.server.wire_manage import KeyRequest, PromptLabelRequest, PromptRequest
@@ -81,10 +81,12 @@ async def create_prompt(name: str, req: PromptRequest, svc: Svc, key: Key) -> di
     """A new version of `name` (admin); the same content returns the version that has it.
     Apps pick it up when a label they use moves to it."""
     key.require("admin")
-    before = {v.version for v in svc.alc.prompts.versions(name)} \
-        if any(p.name == name for p in svc.alc.prompts.all()) else set()
+    try:
+        known = {v.version for v in svc.alc.prompts.versions(name[:64])}
+    except NotFoundError:  # a new prompt
+        known = set()
     p = svc.alc.prompts.create(name, req.template, req.system, req.description)
-    created = p.version not in before
+    created = p.version not in known
     if created:
         svc.alc.keys.audit(key.id, "prompt.create", p.ref, {"hash": p.hash})
     return _prompt(p) | {"created": created}
