@@ -367,7 +367,7 @@ def test_datasets_and_review_from_the_cli(served: tuple[Alicerce, TestClient],
                                   "--home", home])
     assert out.exit_code == 0 and "1 accepted into golden@2" in out.output, out.output
     shown = runner.invoke(cli_app, ["datasets", "show", "golden", "--home", home, "--json"])
-    assert len(json.loads(shown.output)["rows"]) == 4
+    assert len(json.loads(shown.output)["items"]) == 4 == json.loads(shown.output)["rows"]
 
 
 def test_evaluation_jobs_run_in_the_background_and_name_their_run(

@@ -306,3 +306,75 @@ def test_a_label_move_changes_what_the_running_server_serves(
     assert trace["app_version"] == 2 and trace["lineage"]["model_identity"].startswith("sha256:")
     with pytest.raises(openai.PermissionDeniedError):  # a key limited to `other`
         client(base, limited).chat.completions.create(model="recibos", messages=QUESTION)
+
+
+def test_the_console_path_on_the_real_model(live: tuple[str, str, str], home: Path) -> None:
+    """The console's whole path against a live `alicerce serve` with real SmolLM2 answers
+    and real e5 retrieval: a rated-down answer, corrected into a golden dataset from the
+    review queue, a new prompt version, two app versions evaluated as background jobs,
+    compared row by row (with links to both traces), and the label moved; then the CLI
+    sees what the console did."""
+    from playwright.sync_api import sync_playwright
+
+    base, key, _ = live
+    http = client(base, key)
+    asked = http.chat.completions.create(model="kb", messages=QUESTION, temperature=0)
+    trace_id = asked.model_extra["alicerce"]["trace_id"]  # type: ignore[index]
+    req = urllib.request.Request(base + "/v1/feedback", method="POST", headers={
+        "Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        data=json.dumps({"trace_id": trace_id, "score": -1}).encode())
+    assert urllib.request.urlopen(req).status == 200
+    assert CHROMIUM, "the browser test needs Debian's chromium: apt install chromium"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(base + "/console")
+        page.fill("#key", key)
+        page.click("form button[type=submit]")
+        page.wait_for_url(base + "/console")
+        page.goto(base + "/console/review")
+        card = page.locator(f"#r-{trace_id}")
+        card.locator("textarea").fill("Within 30 days.")
+        card.locator("button[value=correct]").click()
+        page.wait_for_selector(f"#r-{trace_id}.done")
+
+        page.goto(base + "/console/prompts/rag-answer")
+        page.click("summary:has-text('New version')")
+        page.fill("#psys", page.input_value("#psys") + "\nAnswer in one short sentence.")
+        page.click("form button:has-text('Save as a new version')")
+        page.wait_for_url("**/console/prompts/rag-answer@*")
+        new = page.url.rsplit("@", 1)[1]
+        for prompt in ("rag-answer@1", f"rag-answer@{new}"):
+            page.goto(base + "/console/apps")
+            page.fill("#spec", f"name: console-flow\ncollections: [kb]\nprompt: {prompt}\n")
+            page.click("form button:has-text('Deploy')")
+            page.wait_for_url("**/console/apps/console-flow?deployed=*")
+        for ref in ("console-flow@1", "console-flow@2"):
+            page.goto(base + "/console/evals")
+            page.click("summary:has-text('Run an evaluation')")
+            page.fill("input[name=app]", ref)
+            page.select_option("select[name=dataset]", "golden@1")
+            with page.expect_navigation():
+                page.click("form[method=post][action='/console/evals'] button[type=submit]")
+        deadline = time.time() + 240
+        while page.locator("#eval-jobs tr:has-text('done')").count() < 2 \
+                and time.time() < deadline:
+            page.wait_for_timeout(500)
+        assert page.locator("#eval-jobs tr:has-text('done')").count() == 2, \
+            page.inner_text("#eval-jobs")
+        runs = page.locator("#eval-jobs a").all_inner_texts()
+        page.goto(base + f"/console/evals/compare?a={runs[1]}&b={runs[0]}")
+        assert page.locator("table.compare tbody tr").count() == 1
+        page.click("table.compare >> text=Trace B")
+        page.wait_for_selector("svg.timeline")
+        assert "generate" in page.inner_text("ul.steps")  # the real model's step
+        page.goto(base + "/console/apps/console-flow")
+        page.select_option("form[action$='/label'] select[name=version]", "2")
+        page.click("text=Move label")
+        page.wait_for_load_state()
+        browser.close()
+    shown = json.loads(cli(home, "apps", "show", "console-flow@production", "--json").stdout)
+    assert shown["version"] == 2 and shown["spec"]["prompt"] == f"rag-answer@{new}"
+    golden = json.loads(cli(home, "datasets", "show", "golden", "--json").stdout)
+    assert golden["items"][0]["reference"] == "Within 30 days."
+    assert len(json.loads(cli(home, "eval", "list", "--app", "console-flow", "--json").stdout)) == 2

@@ -63,7 +63,7 @@ def show(ref: Annotated[str, typer.Argument(help="NAME (newest) or NAME@N")],
         rows = alc.datasets.rows(v, 0, 20)
     if as_json:
         emit(_row(v) | {"versions": [_row(x) for x in versions],
-                        "rows": [asdict(r) for r in rows]})
+                        "items": [asdict(r) for r in rows]})
         return
     for x in versions:
         typer.echo(f"{'*' if x.version == v.version else ' '} {x.ref:<22}{x.rows:>7} rows  "
