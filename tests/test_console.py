@@ -36,9 +36,9 @@ collections: [kb]
 """
 
 
-def make(home: Path, docs: Path) -> tuple[Settings, Alicerce]:
+def make(home: Path, docs: Path, **overrides: Any) -> tuple[Settings, Alicerce]:
     settings = Settings.load(home=home, embedder="hashing", abstain_below=0.0,
-                             generator="fake", guards={})
+                             generator="fake", guards={}, **overrides)
     alc = Alicerce(settings)
     alc.use_generator("fake", ScriptedGenerator("Send receipts within 30 days [1].",
                                                 name="fake"))
@@ -153,6 +153,36 @@ def test_a_traces_page_shows_its_conversation_with_annotations(
     assert 'id="conversation"' in html and "How long to send receipts?" in html
     assert "Which policy &lt;b&gt;exactly&lt;/b&gt;?" in html
     assert f'href="/console/traces/{first.trace_id}"' in html
+
+
+def test_auth_off_console_and_the_operations_page(tmp_path: Path, docs: Path) -> None:
+    """README's first command serves with --no-auth: the console then signs in without a
+    key (as the local operator), and still checks the CSRF token on every change. The
+    operations page draws a tuning run's loss curve and a batch job's progress."""
+    from alicerce.tune.config import TuneConfig
+
+    settings, alc = make(tmp_path / "h", docs, auth=False)
+    run = alc.tune_runs.start(caller="local", name="rh-style", base="smollm2-135m",
+                              base_identity="sha256:x", config=TuneConfig(), data="d.jsonl",
+                              data_version="v1", rows=(8, 2), code_version="0.1.0")
+    alc.tune_runs.log(run.id, [{"step": 1, "loss": 2.5, "eval_loss": 2.7},
+                               {"step": 2, "loss": 2.1, "eval_loss": 2.4}])
+    job = alc.batches.create("local", "kb", 1, tmp_path / "in.jsonl", tmp_path / "out.jsonl", 1)
+    with TestClient(create_app(settings, alc), base_url="http://127.0.0.1:8000") as client:
+        form = client.get("/console/login").text
+        assert 'id="key"' not in form and "Authentication is off" in form
+        csrf = sign_in(client, "")
+        assert "local (auth off)" in client.get("/console").text
+        ops = client.get("/console/ops").text
+        assert 'id="curve-1">{"x": [1, 2], "y": [2.5, 2.1], "y2": [2.7, 2.4]}' in ops
+        assert job.id in ops and "<progress" in ops
+        runs = client.get("/v1/tune/runs").json()["data"]
+        assert runs[0]["history"][1]["loss"] == 2.1
+        assert client.post("/console/ops/keys", data={"name": "x", "scopes": "ask"}
+                           ).status_code == 403  # no token: refused even with auth off
+        assert client.post("/console/ops/keys", data={"name": "x", "scopes": "ask",
+                                                      "csrf": csrf}).status_code == 201
+    alc.close()
 
 
 def test_read_key_sees_pages_and_cannot_change_anything(
