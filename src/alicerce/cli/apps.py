@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -113,6 +114,35 @@ def diff(a: RefArg, b: RefArg, home: HomeOpt = None) -> None:
     with open_home(home) as alc:
         out = alc.apps.diff(a, b)
     typer.echo(out or "(no differences)", nl=bool(not out))
+
+
+@apps_app.command()
+def card(ref: RefArg,
+         html_to: Annotated[Path | None, typer.Option(
+             "--html", help="Also write the card as an HTML page.")] = None,
+         md_to: Annotated[Path | None, typer.Option(
+             "--md", help="Also write the card as Markdown.")] = None,
+         vs: Annotated[str | None, typer.Option(
+             "--diff", help="Print what changed since this other version's card.")] = None,
+         home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """The version's app card, generated from what was recorded: use case, models and
+    their licences and hashes, prompts, collections, rails, the latest evaluation, red-team
+    and drift results, known limits, who deployed it (docs/apps.md)."""
+    from alicerce.apps import card as cards
+
+    with open_home(home) as alc:
+        c = cards.build(alc, ref)
+        other = cards.build(alc, vs) if vs else None
+    if html_to:
+        html_to.write_text(cards.to_html(c), encoding="utf-8")
+    if md_to:
+        md_to.write_text(cards.markdown(c), encoding="utf-8")
+    if as_json:
+        emit(asdict(c))
+    elif other is not None:
+        typer.echo(cards.diff(other, c) or "(no differences)")
+    else:
+        typer.echo(cards.markdown(c))
 
 
 @apps_app.command()

@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -375,6 +375,19 @@ class Traces:
         return [Feedback(*r) for r in self._db.execute(
             "SELECT trace_id, at, score, comment, caller, rating, reference FROM feedback "
             "WHERE trace_id=? ORDER BY seq", (trace_id,))]
+
+    def abstentions(self, app: str, app_version: int | None,
+                    exclude: Sequence[str] = ()) -> tuple[int, int]:
+        """(live answers, abstentions) of one app version, leaving out the `exclude`
+        callers (evaluation, red team): an app card's known limit."""
+        self.flush()
+        skip = f"AND caller NOT IN ({', '.join('?' * len(exclude))}) " if exclude else ""
+        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(abstained), 0) FROM traces "
+                               "WHERE app = ? AND COALESCE(app_version, -1) = ? "
+                               "AND origin = 'live' AND status = 'ok' " + skip,
+                               (app, -1 if app_version is None else app_version,
+                                *exclude)).fetchone()
+        return int(row[0]), int(row[1])
 
     def summary(self, app: str) -> list[dict[str, Any]]:
         """Feedback per app version: traces, thumbs up/down, mean rating, errors."""

@@ -8,10 +8,13 @@ the answer routes check it)."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
+import anyio.to_thread
 from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse, PlainTextResponse
 
+from alicerce.apps import card as cards
 from alicerce.chains.describe import plan_rows
 from alicerce.errors import NotFoundError
 from alicerce.refs import split_ref
@@ -90,3 +93,20 @@ async def conversation(conversation_id: str, svc: Svc, key: Key) -> dict[str, An
             "turns": [asdict(t) | {"feedback": [asdict(f) for f in
                                                 svc.alc.traces.feedback_for(t.trace_id)]}
                       for t in turns]}
+
+
+@router.get("/v1/apps/{app}/card", tags=["apps"])
+async def app_card(app: str, svc: Svc, key: Key,
+                   format: Literal["json", "markdown", "html"] = "json") -> Any:
+    """The version's app card, generated from what was recorded (docs/apps.md): JSON, or
+    the Markdown or HTML document."""
+    key.require_any("ask", "read")
+    v = svc.alc.apps.get(app[:200])
+    svc.require_app(key, v.name)
+    c = await anyio.to_thread.run_sync(lambda: cards.build(svc.alc, v.ref))
+    if format == "markdown":
+        return PlainTextResponse(cards.markdown(c), media_type="text/markdown; charset=utf-8")
+    if format == "html":
+        return HTMLResponse(cards.to_html(c), headers={
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
+    return asdict(c)

@@ -50,6 +50,11 @@ TEXT: dict[str, tuple[str, str]] = {
     "api_docs": ("API reference", "Referência da API"),
     "api_key": ("API key", "Chave de API"),
     "app": ("App", "App"),
+    "app_card": ("App card", "Ficha do app"),
+    "app_card_help": ("Generated from what was recorded for the version labelled "
+                      "production (or the newest): `alicerce apps card NAME@N --html FILE`.",
+                      "Gerada do que foi registrado para a versão com o rótulo production "
+                      "(ou a mais recente): `alicerce apps card NOME@N --html ARQUIVO`."),
     "apps": ("Apps", "Apps"),
     "as_table": ("As a table", "Como tabela"),
     "audit_log": ("Audit log", "Registro de auditoria"),

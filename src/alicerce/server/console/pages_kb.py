@@ -123,6 +123,14 @@ async def app(request: Request, name: str, svc: Svc,
                   deployed=deployed)
 
 
+@router.get("/apps/{name}/card")
+@page
+async def app_card(request: Request, name: str, svc: Svc) -> Response:
+    s = signed_in(request, svc)
+    card = await routes_kb.app_card(name, svc, s.key, format="markdown")
+    return render(request, "card.html", name=name, text=bytes(card.body).decode())
+
+
 @router.post("/apps/{name}/label")
 @page
 async def label_app(request: Request, name: str, svc: Svc,
