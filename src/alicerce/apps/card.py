@@ -5,7 +5,7 @@ A card says what the app is for (the spec's `use_case`), what answers (models wi
 licences and weight hashes, the adapter, prompt versions, collections and their versions,
 the rails), how it measured (the latest evaluation, red-team and drift results with their
 dates), its known limits (the abstention rate in traffic and in evaluation, the languages of
-the questions it was evaluated on), and who deployed it when. Markdown and HTML, with a
+the latest evaluation's questions), and who deployed it when. Markdown and HTML, with a
 stable section order so two versions' cards diff line by line.
 """
 
@@ -100,9 +100,10 @@ def build(alc: Alicerce, ref: str) -> Card:
     drift = ({"id": drifts[0].id, "when": _when(drifts[0].at), "baseline": drifts[0].baseline,
               "window": drifts[0].window, "drifted": drifts[0].drifted} if drifts else None)
     live, abstained = alc.traces.abstentions(v.name, v.version, NOT_TRAFFIC)
-    measured = sorted({detect(x.question) for r in runs if r.kind == "run"
-                       for x in alc.evals.runs.get(r.id).results[:200]})
     ev = latest.get("run")
+    # the latest evaluation's questions only: loading every run's rows cost a read per run
+    measured = sorted({detect(x.question)
+                       for x in (alc.evals.runs.get(ev.id).results[:200] if ev else [])})
     limits = {"abstention_in_traffic": (f"{abstained / live:.1%} of {live} answers"
                                         if live else "no traffic recorded"),
               "abstention_in_evaluation": (ev.summary["answer.abstained"].mean
