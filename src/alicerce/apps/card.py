@@ -3,8 +3,8 @@ about it (not written by hand, so it cannot drift from what is served).
 
 A card says what the app is for (the spec's `use_case`), what answers (models with their
 licences and weight hashes, the adapter, prompt versions, collections and their versions,
-the rails), how it measured (the latest evaluation, red-team and drift results with their
-dates), its known limits (the abstention rate in traffic and in evaluation, the languages of
+the rails), how it measured (the latest evaluation, red-team, fairness and drift results with
+their dates), its known limits (the abstention rate in traffic and in evaluation, the languages of
 the latest evaluation's questions), and who deployed it when. Markdown and HTML, with a
 stable section order so two versions' cards diff line by line.
 """
@@ -68,6 +68,16 @@ def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
 
 
+FAIRNESS_SHOWN = ("changed", "changed_over_control", "abstention_diff", "refusal_diff")
+
+
+def _shown(kind: str, metric: str) -> bool:
+    """A fairness run's headline figures per attribute; its per-group rates stay in its
+    report."""
+    return kind != "fairness" or (metric.rsplit(".", 1)[-1] in FAIRNESS_SHOWN and \
+        metric.count(".") <= 1)
+
+
 def build(alc: Alicerce, ref: str) -> Card:
     """The card of the version `ref` names (`NAME`, `NAME@N`, `NAME@LABEL`)."""
     v = alc.apps.get(ref)
@@ -94,7 +104,7 @@ def build(alc: Alicerce, ref: str) -> Card:
     evaluations = [{"kind": k, "id": r.id, "when": _when(r.at),
                     "dataset": f"{r.dataset}@{r.dataset_version}", "rows": r.rows,
                     "metrics": {m: f"{e.mean:.3f} [{e.low:.3f}, {e.high:.3f}]"
-                                for m, e in sorted(r.summary.items())}}
+                                for m, e in sorted(r.summary.items()) if _shown(r.kind, m)}}
                    for k, r in sorted(latest.items())]
     drifts = alc.drift_runs.history(v.name, 1)
     drift = ({"id": drifts[0].id, "when": _when(drifts[0].at), "baseline": drifts[0].baseline,

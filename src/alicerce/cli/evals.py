@@ -303,20 +303,27 @@ def report(run_id: Annotated[str, typer.Argument(help="Run id.")],
            vs: Annotated[str | None, typer.Option(help="Compare against this run (A).")
                          ] = None, home: HomeOpt = None) -> None:
     """Tables and charts of a run (and its comparison with another); Markdown to stdout
-    when no file is given."""
+    when no file is given. Red-team and fairness runs get their own reports."""
+    from alicerce.evaluate import fairness_report, redteam_report
     from alicerce.evaluate.report import html_report, markdown
 
     with open_home(home) as alc:
         run = alc.evals.runs.get(run_id)
         c = compare(alc.evals.runs.get(vs), run) if vs else None
+    own = {"fairness": fairness_report, "redteam": redteam_report}.get(run.kind)
+    if own is not None and vs:
+        raise InputError(f"{run.id} is a {run.kind} run: --vs compares evaluation runs",
+                         hint="drop --vs")
+    as_html = (lambda: own.html(run)) if own else (lambda: html_report(run, c))
+    as_md = (lambda: own.markdown(run)) if own else (lambda: markdown(run, c))
     if html:
-        html.write_text(html_report(run, c), encoding="utf-8")
+        html.write_text(as_html(), encoding="utf-8")
         typer.echo(f"wrote {html}", err=True)
     if md:
-        md.write_text(markdown(run, c), encoding="utf-8")
+        md.write_text(as_md(), encoding="utf-8")
         typer.echo(f"wrote {md}", err=True)
     if not html and not md:
-        typer.echo(markdown(run, c))
+        typer.echo(as_md())
 @models_app.command("compare")
 def models_compare(
         dataset: DatasetOpt,

@@ -29,7 +29,8 @@ def answer_row(alc: Alicerce, ref: str, question: str, filters: dict[str, Any] |
     started = time.perf_counter()
     a = alc.ask(question, ref, filters=filters or None, model=model, adapter=adapter,
                 caller="eval")
-    return {"text": a.text, "abstained": a.abstained, "trace_id": a.trace_id,
+    return {"text": a.text, "abstained": a.abstained, "blocked": a.blocked,
+            "trace_id": a.trace_id,
             "contexts": [h.text for h in a.chunks],
             "cited": [c.doc_key for c in a.citations],
             "latency_ms": round((time.perf_counter() - started) * 1000, 1),

@@ -51,6 +51,18 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, seed: int = 0) 
     return bootstrap([y - x for x, y in zip(a, b, strict=True)], seed=seed)
 
 
+def difference(a: Sequence[float], b: Sequence[float], *, seed: int = 0) -> Estimate:
+    """Mean of b minus mean of a over two independent samples, each resampled on its own."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.size == 0 or y.size == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    rng = np.random.default_rng(seed)
+    diffs = (y[rng.integers(0, y.size, size=(RESAMPLES, y.size))].mean(axis=1)
+             - x[rng.integers(0, x.size, size=(RESAMPLES, x.size))].mean(axis=1))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return Estimate(float(y.mean() - x.mean()), float(low), float(high), int(y.size))
+
+
 def accuracy(truth: Sequence[str], predicted: Sequence[str]) -> float:
     if not truth:
         return float("nan")

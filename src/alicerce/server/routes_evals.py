@@ -30,7 +30,7 @@ from alicerce.server.wire_manage import EvalRequest, ReviewRequest
 router = APIRouter()
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
-RunKind = Literal["run", "pairwise", "redteam", "online"]
+RunKind = Literal["run", "pairwise", "redteam", "online", "fairness"]
 
 
 def _sees(svc: Service, key: ApiKey, app: str) -> bool:
@@ -110,7 +110,8 @@ async def add_dataset(name: str, file: Annotated[UploadFile, File()], svc: Svc,
 @router.get("/v1/evals", tags=["evaluation"])
 async def list_runs(svc: Svc, key: Key, app: str | None = None, kind: RunKind | None = None,
                     limit: Limit = 50) -> dict[str, Any]:
-    """Evaluation runs, newest first (kind `redteam` for red-team runs), without rows."""
+    """Evaluation runs, newest first (kind `redteam` for red-team runs, `fairness` for
+    fairness probes), without rows."""
     key.require("read")
     runs = svc.alc.evals.runs.list(app, limit=limit, kind=kind)
     return {"object": "list", "data": [r.as_dict() for r in runs if _sees(svc, key, r.app)]}

@@ -143,7 +143,7 @@ class Service:
                     if t.p_value is not None:
                         pval.add_metric([run.app, side.side, t.name], t.p_value)
         score = gauge("alicerce_eval_score", "Mean score of the newest evaluation run per app "
-                      "version, kind (run, pairwise, redteam, online) and dataset",
+                      "version, kind (run, pairwise, redteam, online, fairness) and dataset",
                       ["app", "version", "kind", "dataset", "metric"])
         for r in self.alc.evals.runs.latest():
             version = "" if r.app_version is None else str(r.app_version)
