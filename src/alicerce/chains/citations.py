@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from alicerce.prompts.builtin import ABSTAIN
 from alicerce.store.query import STOPWORDS
-from alicerce.types import Citation, Hit
+from alicerce.types import Citation, Hit, Message
 
 _CITE = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _SPACES = re.compile(r"[ \t]+([.,;:!?])")
@@ -134,3 +135,22 @@ def renumber(text: str, n: int) -> str:
     """Every marker made `[n]`: an answer written from one passage shown as [1] cites
     that passage by its place among all the sources."""
     return _CITE.sub(f"[{n}]", text)
+
+
+def locate(messages: Sequence[Message], hits: Sequence[Hit]) -> list[dict[str, Any]]:
+    """Where each shown source's text sits in the prompt (message, start, end), recorded in
+    the trace so an explanation can remove parts of exactly what the model read; a source
+    the template did not copy verbatim gets no place."""
+    out: list[dict[str, Any]] = []
+    msg, pos = 0, 0
+    for n, h in enumerate(hits, 1):
+        entry: dict[str, Any] = {"n": n, "chunk_id": h.chunk_id, "doc_key": h.doc_key,
+                                 "title": h.title}
+        for i in range(msg, len(messages)):
+            at = messages[i].content.find(h.text, pos if i == msg else 0) if h.text else -1
+            if at >= 0:
+                entry.update(message=i, start=at, end=at + len(h.text))
+                msg, pos = i, at + len(h.text)
+                break
+        out.append(entry)
+    return out

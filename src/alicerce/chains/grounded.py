@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 from alicerce.chains import fusion
 from alicerce.chains.answerable import answerable
 from alicerce.chains.chat import condense, recent
-from alicerce.chains.citations import attach, citations, is_abstention, reattribute, renumber
+from alicerce.chains.citations import (
+    attach,
+    citations,
+    is_abstention,
+    locate,
+    reattribute,
+    renumber,
+)
 from alicerce.chains.select import windows
 from alicerce.chains.spec import CondenseStep, GenerateStep, GuardStep
 from alicerce.chains.state import RunState, Stop, Turn
@@ -205,6 +212,7 @@ class GroundedSteps:
             messages = self._render(template, turn, g.extractiveness, shown, "")
             # stored without the canary: the secret stays in this process
             out["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+            out["sources"] = locate(messages, shown)
             if g.fusion != "prompt":
                 out.update(fusion=g.fusion, documents=min(g.documents, len(turn.sources)))
             if canary and messages and messages[0].role == "system":

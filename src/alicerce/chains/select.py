@@ -46,6 +46,7 @@ _WRAP = re.compile(r"\s*\n\s*")
 _NORM = re.compile(r"[^\w]+", re.UNICODE)
 _MIN_WORDS = 4  # a fragment shorter than this joins its neighbour ("1.", "## Prazos")
 GAP = " … "
+_CUTS = re.compile(_SPLIT.pattern + "|" + re.escape(GAP.strip()))
 HEADER_TOKENS = 12  # the "[n] title — section" line of each source
 FOREIGN_TOP = 3  # passages whose sentences in another language have their own best
 
@@ -70,6 +71,37 @@ def sentences(text: str) -> list[str]:
         else:
             out.append(carry)
     return out
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Where `text`'s sentences are, as (start, end) offsets into it: cut where `sentences`
+    cuts and at the windows' gap marks, trimmed, short fragments merged forward. Unlike
+    `sentences` it keeps `text` as it is, so a sentence can be removed from a prompt."""
+    spans: list[tuple[int, int]] = []
+    start, carry = 0, None
+    cuts = [(m.start(), m.end()) for m in _CUTS.finditer(text)] + [(len(text), len(text))]
+    for cut, after in cuts:
+        a, b = start, cut
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        start = after
+        if a == b:
+            continue
+        a = carry if carry is not None else a
+        if len(text[a:b].split()) < _MIN_WORDS:
+            carry = a
+            continue
+        spans.append((a, b))
+        carry = None
+    if carry is not None:
+        end = len(text.rstrip())
+        if spans:
+            spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((carry, end))
+    return spans
 
 
 @dataclass(frozen=True)

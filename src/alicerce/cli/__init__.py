@@ -12,6 +12,7 @@ from alicerce.cli import (  # noqa: F401  (they register their commands)
     chains,
     datasets,
     evals,
+    explain,
     fairness,
     guards,
     kb,

@@ -1,11 +1,11 @@
 """Governance of what is served: feedback and review exports, continuous evaluation,
-drift."""
+drift, answer explanations."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -17,6 +17,8 @@ from alicerce.errors import InputError
 from alicerce.evaluate.dataset_registry import DatasetVersion, check_name
 from alicerce.evaluate.online import OnlineEvaluation
 from alicerce.evaluate.runs import Run
+from alicerce.explain.explanation import Explanation
+from alicerce.explain.traced import DEFAULT_BUDGET, Explainer
 from alicerce.observe.drift_runs import (
     DriftRun,
     baseline_sample,
@@ -42,7 +44,29 @@ class ReviewDecision:
 
 
 class Governance(Answering):
-    """Exports, reviews, continuous evaluation and drift of served apps."""
+    """Exports, reviews, continuous evaluation, drift and explanations of served apps."""
+
+    _explainer: Explainer | None = None
+
+    @property
+    def explanations(self) -> Explainer:
+        """Answer explanations, kept per trace (docs/responsible-ai.md)."""
+        if self._explainer is None:
+            self._explainer = Explainer(cast("Alicerce", self))
+        return self._explainer
+
+    def explain(self, trace_id: str, *, budget: int = DEFAULT_BUDGET, seed: int = 0,
+                refresh: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> Explanation:
+        """Which sources and sentences a traced answer rests on, by ablation under the
+        model that answered, within `budget` model calls."""
+        return self.explanations.explain(trace_id, budget=budget, seed=seed, refresh=refresh,
+                                         progress=progress)
+
+    def close(self) -> None:
+        if self._explainer is not None:
+            self._explainer.close()
+        super().close()
 
     def export_feedback(self, to: str | Path, *, app: str | None = None,
                         rating: FeedbackFilter = "any", min_stars: int | None = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from alicerce.generate.params import DecodingParams
 from alicerce.types import Choice, Completion, Delta, Message, TokenLogprob, Usage
@@ -41,6 +41,22 @@ class Generator(Protocol):
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` in this model's tokenizer."""
         ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """A model that can say how likely a given reply is (answer explanations)."""
+
+    def score(self, messages: Sequence[Message], text: str) -> float:
+        """The log-likelihood of `text` as the assistant's reply to `messages`."""
+        ...
+
+
+def gbnf_literal(text: str) -> str:
+    """A GBNF grammar that accepts exactly `text`."""
+    escaped = (text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+               .replace("\r", "\\r").replace("\t", "\\t"))
+    return f'root ::= "{escaped}"'
 
 
 def with_format(messages: Sequence[Message], params: DecodingParams) -> list[Message]:

@@ -196,6 +196,30 @@ class TransformersGenerator:
         return Completion(self.name, tuple(choices), Usage(prompt, completion),
                           {"total_ms": ms, "decode_tok_s": completion / max(ms / 1000, 1e-9)})
 
+    def score(self, messages: Sequence[Message], text: str) -> float:
+        """Log-likelihood of `text` as the reply: one forward pass over prompt and reply."""
+        import torch
+
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        prompt = self._tok.apply_chat_template(chat, add_generation_prompt=True,
+                                               return_tensors="pt", return_dict=True)
+        reply = self._tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ids = torch.cat([prompt["input_ids"], reply], dim=1)
+        if ids.shape[1] > self.context_size:
+            raise InputError(f"prompt and answer have {ids.shape[1]} tokens, over the "
+                             f"model's window of {self.context_size}",
+                             hint="explain a shorter answer, or raise llm_context")
+        with self._lock, self._adapters.use(self.adapter, self.method) as (model, soft):
+            if soft is not None:
+                raise GeneratorError(f"{self.name} has a prompt-tuning adapter: its answers "
+                                     "cannot be scored", hint="explain with the base model")
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits[0, :-1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        start = prompt["input_ids"].shape[1] - 1
+        targets = ids[0, start + 1:]
+        return float(logp[start:].gather(1, targets[:, None]).sum())
+
     def stream(self, messages: Sequence[Message], params: DecodingParams) -> Iterator[Delta]:
         if params.n > 1 or params.num_beams > 1:
             raise InputError("streaming returns one sequence, decoded token by token",

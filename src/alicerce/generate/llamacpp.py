@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from alicerce.errors import GeneratorError, InputError
-from alicerce.generate.base import BULLETS_GBNF, parse_chunk, parse_completion, request_body
+from alicerce.generate.base import (
+    BULLETS_GBNF,
+    gbnf_literal,
+    parse_chunk,
+    parse_completion,
+    request_body,
+)
 from alicerce.generate.kv_budget import PER_MESSAGE, PER_PROMPT, KvBudget
 from alicerce.generate.params import DecodingParams, require
 from alicerce.types import Completion, Delta, Message
@@ -174,6 +180,27 @@ class LlamaCppGenerator:
         with self.idle, self.kv.claim(need):
             yield from _stream(lambda cb: self._server.handle_chat_completions(body, cb),
                                self.name)
+
+    def score(self, messages: Sequence[Message], text: str) -> float:
+        """Log-likelihood of `text` as the reply: a grammar forces the reply token by token,
+        and llama.cpp reports each token's log-probability under the model itself (before
+        the grammar; post-sampling ones are not asked for). Its server cannot echo a
+        prompt's log-probabilities, so forcing the reply is the way through it."""
+        params = DecodingParams(max_tokens=self.count_tokens(text) + 8, temperature=0.0,
+                                logprobs=True, top_logprobs=1)
+        body = self._body(messages, params)
+        body["grammar"] = gbnf_literal(text)
+        need = self._claim(messages, body, params)
+        with self.idle, self.kv.claim(need):
+            data = self._server.handle_chat_completions(body)
+        _raise_for(data, self.name)
+        choice = data["choices"][0]
+        if (choice["message"].get("content") or "") != text:
+            raise GeneratorError(f"{self.name} could not be made to repeat the answer to "
+                                 "score it (it was cut off)",
+                                 hint="raise llm_context: the prompt and the answer must fit")
+        return sum(float(t["logprob"]) for t in (choice.get("logprobs") or {}).get(
+            "content") or () if t.get("token"))
 
     def count_tokens(self, text: str) -> int:
         req = urllib.request.Request(

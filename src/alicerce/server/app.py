@@ -20,6 +20,7 @@ from alicerce.server import (
     errors,
     routes_chains,
     routes_evals,
+    routes_explain,
     routes_kb,
     routes_manage,
     routes_native,
@@ -97,6 +98,7 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
     app.include_router(routes_chains.router)
     app.include_router(routes_evals.router)
     app.include_router(routes_kb.router)
+    app.include_router(routes_explain.router)
     app.include_router(routes_manage.router)
     app.include_router(ui.router)
     app.include_router(console.router)
@@ -135,6 +137,7 @@ def route_of(request: Request) -> str:
 
 TEMPLATES = [(r.path_regex, r.path) for router in (routes_openai.router, routes_native.router,
                                                    routes_chains.router, routes_evals.router,
-                                                   routes_kb.router, routes_manage.router,
+                                                   routes_kb.router, routes_explain.router,
+                                                   routes_manage.router,
                                                    ui.router, console.router)
              for r in router.routes if isinstance(r, APIRoute)]

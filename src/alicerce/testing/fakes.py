@@ -10,6 +10,7 @@ import numpy as np
 
 from alicerce.chains.answerable import CHECK
 from alicerce.embed.base import Vectors, approx_tokens, normalise
+from alicerce.errors import GeneratorError
 from alicerce.generate.params import DecodingParams
 from alicerce.types import Choice, Completion, Delta, Message, Usage
 
@@ -55,12 +56,15 @@ class ScriptedGenerator:
     context_size = 8192
 
     def __init__(self, reply: str | list[str] | Callable[[Sequence[Message]], str],
-                 name: str = "scripted", answerable: str = "sim") -> None:
+                 name: str = "scripted", answerable: str = "sim",
+                 scorer: Callable[[Sequence[Message], str], float] | None = None) -> None:
         self.name = name
         self._reply = reply
+        self._scorer = scorer
         self.answerable = answerable
         self.calls: list[list[Message]] = []
         self.checks: list[list[Message]] = []
+        self.scored: list[list[Message]] = []
 
     def _next(self, messages: Sequence[Message]) -> str:
         if messages and messages[-1].content.endswith(tuple(CHECK.values())):
@@ -87,3 +91,10 @@ class ScriptedGenerator:
 
     def count_tokens(self, text: str) -> int:
         return approx_tokens(text)
+
+    def score(self, messages: Sequence[Message], text: str) -> float:
+        """The script's log-likelihood of a reply (answer explanations), if it has one."""
+        if self._scorer is None:
+            raise GeneratorError(f"{self.name} has no scorer", hint="pass scorer=")
+        self.scored.append(list(messages))
+        return self._scorer(messages, text)

@@ -1,0 +1,1 @@
+"""Explanations of answers: context attribution by ablation (docs/responsible-ai.md)."""

@@ -1,0 +1,67 @@
+"""Explanations of answers over HTTP: which sources and sentences a traced answer rests on
+(docs/responsible-ai.md). Whoever may read the trace may explain it; another's trace reads
+as missing. One explanation runs at a time per server: each is many model calls."""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from alicerce.access.keys import ApiKey
+from alicerce.errors import BusyError, NotFoundError
+from alicerce.explain.traced import DEFAULT_BUDGET
+from alicerce.server.deps import Key, Svc
+from alicerce.server.service import Service
+
+router = APIRouter()
+_RUNNING = threading.Lock()
+MAX_BUDGET = 64  # calls one HTTP request may spend; the CLI allows more
+
+
+class ExplainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    budget: Annotated[int, Field(ge=1, le=MAX_BUDGET)] = DEFAULT_BUDGET
+    seed: Annotated[int, Field(ge=0, le=2**31)] = 0
+    refresh: bool = False
+
+
+def _readable(svc: Service, key: ApiKey, trace_id: str) -> str:
+    key.require_any("ask", "read")
+    t = svc.alc.traces.get(trace_id[:64])
+    svc.may_see_trace(key, t.app, t.caller)
+    return str(t.id)
+
+
+@router.post("/v1/traces/{trace_id}/explain", tags=["traces"])
+async def explain(trace_id: str, req: ExplainRequest, svc: Svc, key: Key) -> dict[str, Any]:
+    """Attribute the answer to its sources and their sentences by ablation under the model
+    that answered, within `budget` model calls; kept, so asking again is free."""
+    tid = _readable(svc, key, trace_id)
+    kept = None if req.refresh else svc.alc.explanations.store.get(tid, req.budget, req.seed)
+    if kept is not None:
+        return kept.as_dict()
+    if not _RUNNING.acquire(blocking=False):
+        raise BusyError("another explanation is running", hint="try again in a minute",
+                        retry_after=30)
+    try:
+        e = await anyio.to_thread.run_sync(lambda: svc.alc.explain(
+            tid, budget=req.budget, seed=req.seed, refresh=req.refresh))
+    finally:
+        _RUNNING.release()
+    return e.as_dict()
+
+
+@router.get("/v1/traces/{trace_id}/explain", tags=["traces"])
+async def explained(trace_id: str, svc: Svc, key: Key, budget: int = DEFAULT_BUDGET,
+                    seed: int = 0) -> dict[str, Any]:
+    """The kept explanation of a trace (404 until one was made)."""
+    tid = _readable(svc, key, trace_id)
+    kept = svc.alc.explanations.store.get(tid, budget, seed)
+    if kept is None:
+        raise NotFoundError(f"trace {tid} has not been explained with budget {budget}",
+                            hint=f"POST /v1/traces/{tid}/explain")
+    return kept.as_dict()
