@@ -13,7 +13,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from alicerce.datasets import Row, build
 from alicerce.server import create_app
 from alicerce.server.console.i18n import TEXT
 from alicerce.testing.fakes import ScriptedGenerator
+from alicerce.types import Message
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "console"
@@ -41,9 +42,14 @@ def make(home: Path, docs: Path, **overrides: Any) -> tuple[Settings, Alicerce]:
                              generator="fake", guards={}, **overrides)
     alc = Alicerce(settings)
     alc.use_generator("fake", ScriptedGenerator("Send receipts within 30 days [1].",
-                                                name="fake"))
+                                                name="fake", scorer=loglik))
     alc.ingest([docs], "kb")
     return settings, alc
+
+
+def loglik(messages: Sequence[Message], text: str) -> float:
+    """The answer rests on the refund sentence: 6 nats likelier with it."""
+    return -12.0 + 6.0 * any("Send receipts within 30 days." in m.content for m in messages)
 
 
 def sign_in(client: TestClient, key: str, lang: str = "en") -> str:
@@ -153,6 +159,31 @@ def test_a_traces_page_shows_its_conversation_with_annotations(
     assert 'id="conversation"' in html and "How long to send receipts?" in html
     assert "Which policy &lt;b&gt;exactly&lt;/b&gt;?" in html
     assert f'href="/console/traces/{first.trace_id}"' in html
+
+
+def test_a_trace_view_explains_its_answer_in_place(
+        served: tuple[Alicerce, TestClient]) -> None:
+    alc, client = served
+    _, admin = alc.keys.create("ops", ["admin"])
+    _, reader = alc.keys.create("auditor", ["read"])
+    tid = alc.ask("How long to send receipts?", "kb").trace_id
+    alc.traces.flush()
+    csrf = sign_in(client, admin)
+    page = client.get(f"/console/traces/{tid}").text
+    assert 'id="why-form"' in page and "Why this answer?" in page
+    part = client.post(f"/console/traces/{tid}/explain", data={"csrf": csrf, "budget": "12"},
+                       headers={"HX-Request": "true", "Origin": "http://127.0.0.1:8000"})
+    assert part.status_code == 200, part.text
+    assert "Send receipts within 30 days." in part.text and "relied on" in part.text
+    assert "<html" not in part.text  # the partial, swapped in place
+    page = client.get(f"/console/traces/{tid}").text  # kept: shown, no form again
+    assert 'id="why-form"' not in page and "6.00" in page
+    client.cookies.clear()
+    csrf = sign_in(client, reader)
+    assert "6.00" in client.get(f"/console/traces/{tid}").text  # a read key reads it
+    refused = client.post(f"/console/traces/{tid}/explain", data={"csrf": csrf},
+                          headers={"Origin": "http://127.0.0.1:8000"})
+    assert refused.status_code == 403
 
 
 def test_auth_off_console_and_the_operations_page(tmp_path: Path, docs: Path) -> None:
@@ -354,6 +385,10 @@ def test_browser_sign_in_traces_and_a_trace_view(browser: Any,
     page.click("text=Save annotation")
     page.wait_for_selector("#feedback ~ ul.feedback q")
     assert "Missing the policy name." in page.inner_text("ul.feedback")
+    page.click("#why-form button[type=submit]")  # "why this answer?", swapped in place
+    page.wait_for_selector("#why-result table")
+    assert "relied on" in page.inner_text("#why-result")
+    shot(page, "trace-why")
     assert all(u.startswith(base) for u in asked), asked  # nothing from another origin
     assert not page.errors, page.errors
     page.close()

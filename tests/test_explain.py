@@ -149,7 +149,9 @@ def test_cli_and_http_explain_for_whoever_may_read_the_trace(
         assert client.post(f"/v1/traces/{tid}/explain", headers=_bearer(bia),
                            json={}).status_code == 403  # as GET /v1/traces/{id} answers
         assert client.post(f"/v1/traces/{tid}/explain", headers=_bearer(reader),
-                           json={}).status_code == 200
+                           json={}).status_code == 403  # read keys spend no model call
+        assert client.get(f"/v1/traces/{tid}/explain", headers=_bearer(reader)).json()[
+            "trace_id"] == tid  # ... and read the kept one
         assert client.post(f"/v1/traces/{tid}/explain", headers=_bearer(ana),
                            json={"budget": 100000}).status_code == 400  # before any work
         assert client.get(f"/v1/traces/{tid}/explain", headers=_bearer(ana)).json()[

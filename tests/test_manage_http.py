@@ -323,8 +323,9 @@ def test_read_key_sees_everyones_records_and_no_write_route_accepts_it(
         "/v1/prompts/{name}/label": {"json": {"version": 1}},
         "/v1/keys": {"json": {"name": "x", "scopes": ["admin"]}},
         "/v1/keys/{key_id}/revoke": {},
+        "/v1/traces/{trace_id}/explain": {"json": {}},
     }
-    params = {"app": "kb", "name": "kb", "job_id": job.id, "key_id": ana.id}
+    params = {"app": "kb", "name": "kb", "job_id": job.id, "key_id": ana.id, "trace_id": tid}
     missing = {p for p, _ in writes} - set(bodies)
     assert not missing, f"write routes without a read-key check here: {missing}"
     before = (len(alc.keys.audit_log(1000)), alc.traces.count())
@@ -340,6 +341,7 @@ def test_read_key_sees_everyones_records_and_no_write_route_accepts_it(
     assert (len(alc.keys.audit_log(1000)), alc.traces.count()) == before
     assert not alc.datasets.all() and not alc.traces.feedback_for(tid)
     assert alc.batches.get(job.id).state == "queued" and alc.keys.get(ana.id).revoked_at is None
+    assert alc.explanations.store.latest(tid) is None
     assert client.get(f"/v1/batches/{job.id}", headers=bearer(reader)).status_code == 200
 
 

@@ -196,6 +196,13 @@ def test_chat_page_in_a_real_browser(live: tuple[str, str, str], home: Path) -> 
             page.click(".rate button")
         assert fb.value.status == 200
         trace_id = page.inner_text(".rate .trace").removeprefix("trace ").strip()
+        # "why this answer?": the sources and sentences it rests on, with a working state
+        page.click(".why-button")
+        page.wait_for_selector(".why .working", state="attached", timeout=10_000)
+        page.wait_for_selector(".why-panel", timeout=240_000)
+        shown_sources = page.locator(".why-sources li").all_inner_texts()
+        assert shown_sources and all(s.startswith("[") for s in shown_sources), shown_sources
+        assert "calls" in page.inner_text(".why-cost")
         # the API reference renders offline: every request stays on this server
         docs = browser.new_page()
         asked: list[str] = []
@@ -213,6 +220,8 @@ def test_chat_page_in_a_real_browser(live: tuple[str, str, str], home: Path) -> 
     shown = json.loads(cli(home, "traces", "show", trace_id, "--json").stdout)
     ratings = [(f["score"], f["rating"], f["comment"]) for f in shown["feedback"]]
     assert ratings == [(1, None, ""), (0, 4, "Faltou citar a política.")]
+    why = json.loads(cli(home, "explain", trace_id, "--budget", "16", "--json").stdout)
+    assert len(why["sources"]) == len(shown_sources)  # the kept explanation the page showed
     names = [s["name"] for s in shown["spans"]]  # the default rails ran around the answer
     assert names[0] == "input_guards" and "context_guards" in names
     assert names[-3:] == ["generate", "citations", "output_guards"]

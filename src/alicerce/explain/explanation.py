@@ -90,6 +90,11 @@ class Explanations:
                                "AND seed=?", (trace_id, budget, seed)).fetchone()
         return Explanation.from_dict(json.loads(row[0])) if row else None
 
+    def latest(self, trace_id: str) -> Explanation | None:
+        row = self._db.execute("SELECT body FROM explanations WHERE trace_id=? ORDER BY at "
+                               "DESC LIMIT 1", (trace_id,)).fetchone()
+        return Explanation.from_dict(json.loads(row[0])) if row else None
+
     def put(self, e: Explanation, seed: int) -> None:
         with transaction(self._db) as db:
             db.execute("INSERT INTO explanations VALUES (?, ?, ?, ?, ?) ON CONFLICT "

@@ -1,6 +1,7 @@
 """Explanations of answers over HTTP: which sources and sentences a traced answer rests on
-(docs/responsible-ai.md). Whoever may read the trace may explain it; another's trace reads
-as missing. One explanation runs at a time per server: each is many model calls."""
+(docs/responsible-ai.md). Making one spends model calls, so it takes `ask` (the trace's
+owner) or `admin`; a `read` key reads the kept ones. One explanation runs at a time per
+server."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import threading
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from alicerce.access.keys import ApiKey
+from alicerce.access.keys import ApiKey, Scope
 from alicerce.errors import BusyError, NotFoundError
 from alicerce.explain.traced import DEFAULT_BUDGET
 from alicerce.server.deps import Key, Svc
@@ -29,8 +30,8 @@ class ExplainRequest(BaseModel):
     refresh: bool = False
 
 
-def _readable(svc: Service, key: ApiKey, trace_id: str) -> str:
-    key.require_any("ask", "read")
+def _readable(svc: Service, key: ApiKey, trace_id: str, *scopes: Scope) -> str:
+    key.require_any(*scopes)
     t = svc.alc.traces.get(trace_id[:64])
     svc.may_see_trace(key, t.app, t.caller)
     return str(t.id)
@@ -40,7 +41,7 @@ def _readable(svc: Service, key: ApiKey, trace_id: str) -> str:
 async def explain(trace_id: str, req: ExplainRequest, svc: Svc, key: Key) -> dict[str, Any]:
     """Attribute the answer to its sources and their sentences by ablation under the model
     that answered, within `budget` model calls; kept, so asking again is free."""
-    tid = _readable(svc, key, trace_id)
+    tid = _readable(svc, key, trace_id, "ask", "admin")
     kept = None if req.refresh else svc.alc.explanations.store.get(tid, req.budget, req.seed)
     if kept is not None:
         return kept.as_dict()
@@ -56,12 +57,16 @@ async def explain(trace_id: str, req: ExplainRequest, svc: Svc, key: Key) -> dic
 
 
 @router.get("/v1/traces/{trace_id}/explain", tags=["traces"])
-async def explained(trace_id: str, svc: Svc, key: Key, budget: int = DEFAULT_BUDGET,
-                    seed: int = 0) -> dict[str, Any]:
-    """The kept explanation of a trace (404 until one was made)."""
-    tid = _readable(svc, key, trace_id)
-    kept = svc.alc.explanations.store.get(tid, budget, seed)
+async def explained(trace_id: str, svc: Svc, key: Key,
+                    budget: Annotated[int | None, Query(ge=1, le=512)] = None,
+                    seed: Annotated[int, Query(ge=0, le=2**31)] = 0) -> dict[str, Any]:
+    """The kept explanation of a trace: the newest, or the one made with `budget` (404
+    until one was made)."""
+    tid = _readable(svc, key, trace_id, "ask", "read")
+    store = svc.alc.explanations.store
+    kept = store.latest(tid) if budget is None else store.get(tid, budget, seed)
     if kept is None:
-        raise NotFoundError(f"trace {tid} has not been explained with budget {budget}",
+        raise NotFoundError(f"trace {tid} has not been explained"
+                            + (f" with budget {budget}" if budget else ""),
                             hint=f"POST /v1/traces/{tid}/explain")
     return kept.as_dict()

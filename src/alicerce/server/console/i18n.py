@@ -281,6 +281,24 @@ TEXT: dict[str, tuple[str, str]] = {
     "when": ("When (UTC)", "Quando (UTC)"),
     "with_missing_metric": ("with a metric missing", "com alguma métrica faltando"),
     "working": ("Working…", "Trabalhando…"),
+    "why_answer": ("Why this answer?", "Por que esta resposta?"),
+    "why_help": ("Removes parts of the sources from the prompt the model read and rescores "
+                 "the answer under the same model: what it rests on, in model calls.",
+                 "Remove partes das fontes do prompt que o modelo leu e reavalia a resposta "
+                 "com o mesmo modelo: em que ela se apoia, em chamadas ao modelo."),
+    "explain": ("Explain", "Explicar"),
+    "explaining": ("Measuring… (one model call per ablation)",
+                   "Medindo… (uma chamada ao modelo por ablação)"),
+    "budget": ("Model calls", "Chamadas ao modelo"),
+    "relied": ("relied on", "usada"),
+    "not_relied": ("not relied on", "não usada"),
+    "cited": ("cited", "citada"),
+    "gone": ("no longer in the collection", "não está mais na coleção"),
+    "drop": ("Loss without it (nats)", "Perda sem ela (nats)"),
+    "weighs_most": ("The sentences that weigh most", "As frases que mais pesaram"),
+    "weight": ("Weight (nats)", "Peso (nats)"),
+    "loglik": ("Log-likelihood of the answer: {full} with the sources, {empty} without.",
+               "Log-verossimilhança da resposta: {full} com as fontes, {empty} sem elas."),
 }
 
 

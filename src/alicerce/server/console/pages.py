@@ -15,7 +15,9 @@ from fastapi.responses import RedirectResponse, Response
 
 from alicerce.access.sessions import TTL_S, Lang
 from alicerce.errors import AccessError, AlicerceError
-from alicerce.server import routes_evals, routes_kb, routes_native
+from alicerce.explain.explanation import Explanation
+from alicerce.explain.traced import DEFAULT_BUDGET
+from alicerce.server import routes_evals, routes_explain, routes_kb, routes_native
 from alicerce.server.console.auth import signed_in
 from alicerce.server.console.render import page, render
 from alicerce.server.console.session import (
@@ -27,6 +29,7 @@ from alicerce.server.console.session import (
 )
 from alicerce.server.console.spans import tree
 from alicerce.server.deps import Svc
+from alicerce.server.routes_explain import MAX_BUDGET, ExplainRequest
 from alicerce.server.service import LOCAL
 from alicerce.server.wire import FeedbackRequest
 
@@ -147,9 +150,27 @@ async def trace(request: Request, trace_id: str, svc: Svc) -> Response:
             session = await routes_kb.conversation(cid, svc, s.key)
         except AlicerceError:
             session = None
+    why = svc.alc.explanations.store.latest(t["id"])
+    explainable = any(sp["name"] == "prompt" and "sources" in sp["attrs"]
+                      for sp in t["spans"]) and not t["abstained"]
     return render(request, "trace.html", tr=t, steps=tree(t["spans"]), session_view=session,
+                  why=why, explainable=explainable,
                   total_ms=max([t["latency_ms"] or 0.0] + [sp["start_ms"] + sp["ms"]
                                                           for sp in t["spans"]]))
+
+
+@router.post("/traces/{trace_id}/explain")
+@page
+async def explain(request: Request, trace_id: str, svc: Svc, csrf: Csrf = "",
+                  budget: Annotated[int, Form(ge=1, le=MAX_BUDGET)] = DEFAULT_BUDGET
+                  ) -> Response:
+    """The trace's answer explained (the same route as the API), shown in place."""
+    s = signed_in(request, svc, csrf, change=True)
+    req = ExplainRequest.model_validate({"budget": budget})
+    body = await routes_explain.explain(trace_id[:64], req, svc, s.key)
+    if request.headers.get("hx-request") != "true":
+        return RedirectResponse(f"/console/traces/{trace_id[:64]}#why", 303)
+    return render(request, "why.html", why=Explanation.from_dict(body))
 
 
 @router.post("/traces/{trace_id}/feedback")

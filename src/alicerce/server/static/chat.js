@@ -72,7 +72,65 @@ function showSources(turn, extra) {
     thumbs.append(b);
   }
   turn.append(thumbs);
+  if (extra.trace_id && !extra.blocked && !extra.abstained && !(extra.steps && extra.steps.length)) turn.append(whyButton(extra.trace_id));
   turn.append(ratingForm(extra.trace_id));
+}
+
+// "Why this answer?": the sources and sentences the answer rests on, measured by removing
+// parts of them and rescoring the answer (POST /v1/traces/{id}/explain; many model calls).
+const WHY_BUDGET = 16;
+function whyButton(traceId) {
+  const box = el("div", "why");
+  const b = el("button", "why-button", "Por que esta resposta? / why this answer?");
+  b.type = "button";
+  b.addEventListener("click", async () => {
+    b.disabled = true;
+    const working = el("div", "working", "");
+    working.setAttribute("role", "status");
+    const started = Date.now();
+    const tick = () => { working.textContent = `Medindo em que fontes a resposta se apoia (até ${WHY_BUDGET} chamadas ao modelo)… ${Math.round((Date.now() - started) / 1000)} s`; };
+    tick();
+    const timer = setInterval(tick, 1000);
+    box.append(working);
+    try {
+      const resp = await fetch(`/v1/traces/${encodeURIComponent(traceId)}/explain`, { method: "POST",
+        headers: headers(), body: JSON.stringify({ budget: WHY_BUDGET }) });
+      if (!resp.ok) { box.append(el("p", "why-error", await failure(resp))); b.disabled = false; return; }
+      showWhy(box, await resp.json());
+      b.remove();
+    } catch (e) {
+      box.append(el("p", "why-error", String(e)));
+      b.disabled = false;
+    } finally {
+      clearInterval(timer);
+      working.remove();
+    }
+  });
+  box.append(b);
+  return box;
+}
+
+function showWhy(box, e) {
+  const panel = el("div", "why-panel");
+  panel.append(el("p", "why-lead", "A resposta se apoia em / the answer rests on:"));
+  const sources = el("ul", "why-sources");
+  for (const s of e.sources) {
+    const li = el("li", s.relied ? "relied" : "unrelied",
+      `[${s.n}] ${s.title}: ` + (s.relied ? "usada / relied on" : (s.cited ? "citada, mas não usada / cited but not relied on" : "não usada / not relied on")));
+    sources.append(li);
+  }
+  const top = Math.max(...e.sentences.map((x) => x.score), 1e-9);
+  const sentences = el("ol", "why-sentences");
+  for (const x of e.sentences.slice(0, 3).filter((x) => x.score > 0)) {
+    const li = el("li", "");
+    const bar = el("span", "why-bar");
+    bar.style.width = `${Math.max(4, Math.round(60 * x.score / top))}px`;
+    li.append(bar, el("span", "", ` [${x.source}] ${x.text}`));
+    sentences.append(li);
+  }
+  panel.append(sources, el("p", "why-lead", "As frases que mais pesaram / the sentences that weigh most:"), sentences,
+    el("small", "why-cost", `${e.method}, ${e.calls} chamadas / calls, ${e.seconds.toFixed(1)} s`));
+  box.append(panel);
 }
 
 // A 1-5 rating and a comment (optionally the right answer) on one answer's trace.
