@@ -178,6 +178,16 @@ def test_a_trace_view_explains_its_answer_in_place(
     assert "<html" not in part.text  # the partial, swapped in place
     page = client.get(f"/console/traces/{tid}").text  # kept: shown, no form again
     assert 'id="why-form"' not in page and "6.00" in page
+    # "what if": the request asked again with one change, shown beside the first
+    part = client.post(f"/console/traces/{tid}/counterfactual",
+                       data={"csrf": csrf, "change": "troque 'receipts' por '<b>x</b>'"},
+                       headers={"HX-Request": "true", "Origin": "http://127.0.0.1:8000"})
+    assert part.status_code == 200, part.text
+    assert "How long to send &lt;b&gt;x&lt;/b&gt;?" in part.text and "<b>x" not in part.text
+    new = re.search(r'href="/console/traces/([0-9a-f]+)"', part.text)
+    assert new, part.text
+    assert "A counterfactual of" in client.get(f"/console/traces/{new.group(1)}").text
+    assert 'id="cf-result"' in client.get(f"/console/traces/{tid}").text
     client.cookies.clear()
     csrf = sign_in(client, reader)
     assert "6.00" in client.get(f"/console/traces/{tid}").text  # a read key reads it

@@ -185,3 +185,68 @@ def _app(alc: Alicerce) -> object:
 
 def _bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
+
+
+def by_role(messages: Sequence[Message]) -> str:
+    """Answers an intern otherwise, and without the travel source says so."""
+    prompt = messages[-1].content
+    if "adiantamento de viagem" not in prompt:
+        return "Não sei sobre viagens; o prazo é de 30 dias [1]."
+    question = prompt.rsplit("Pergunta:", 1)[-1].rsplit("Question:", 1)[-1]
+    return "São 10 dias [1]." if "estagiária" in question else "São 30 dias corridos [1]."
+
+
+def test_counterfactual_reruns_are_linked_and_their_differences_marked(
+        alc: Alicerce, monkeypatch: pytest.MonkeyPatch) -> None:
+    alc.use_generator("fake", ScriptedGenerator(by_role, name="fake", scorer=loglik))
+    first = alc.ask("Qual o prazo da gerente para enviar os comprovantes?", "kb")
+    assert first.text.startswith("São 30 dias")
+    cf = alc.counterfactual(first.trace_id, "troque 'gerente' por 'estagiária'")
+    assert cf.new_question == "Qual o prazo da estagiária para enviar os comprovantes?"
+    assert cf.new_answer.startswith("São 10 dias")
+    assert [(s.op, s.text.strip()) for s in cf.diff if s.op != "equal"] == [
+        ("delete", "30"), ("insert", "10"), ("delete", "corridos")]
+    assert alc.traces.get(cf.new_trace_id).question == cf.new_question
+    linked = alc.counterfactuals.of(first.trace_id)
+    assert [c["new_trace_id"] for c in linked] == [cf.new_trace_id]
+    assert alc.counterfactuals.of(cf.new_trace_id)[0]["trace_id"] == first.trace_id
+    # a source removed from the recorded prompt: the same model answers without it
+    gone = alc.counterfactual(first.trace_id, "without source [2]")
+    assert gone.new_answer.startswith("Não sei sobre viagens")
+    t = alc.traces.get(gone.new_trace_id)
+    assert t.origin == "counterfactual" and t.lineage["counterfactual_of"] == first.trace_id
+    assert "adiantamento de viagem" not in t.spans[0]["attrs"]["messages"][-1]["content"]
+    for change, why in (("troque 'diretor' por 'estagiária'", "is not in the question"),
+                        ("sem a fonte 9", "no source \\[9\\]"),
+                        ("faça outra coisa", "cannot read the change")):
+        with pytest.raises(InputError, match=why):
+            alc.counterfactual(first.trace_id, change)
+    from alicerce.cli.explain import render_counterfactual
+
+    shown = render_counterfactual(cf)
+    assert "[-30-] {+10+}" in shown and "New question:" in shown
+
+
+def test_counterfactuals_over_http_check_the_trace_and_the_change(alc: Alicerce) -> None:
+    _, ana = alc.keys.create("ana", ["ask"])
+    _, bia = alc.keys.create("bia", ["ask"])
+    _, reader = alc.keys.create("auditor", ["read"])
+    with TestClient(_app(alc)) as client:
+        tid = client.post("/v1/apps/kb/ask", headers=_bearer(ana), json={
+            "question": "Qual o prazo da gerente para enviar os comprovantes?"}).json()[
+            "trace_id"]
+        alc.traces.flush()
+        url = f"/v1/traces/{tid}/counterfactual"
+        ok = client.post(url, headers=_bearer(ana), json={"change": "sem a fonte 2"})
+        assert ok.status_code == 200, ok.text
+        assert alc.traces.get(ok.json()["new_trace_id"]).caller != "local"
+        assert client.post(url, headers=_bearer(bia), json={"change": "sem a fonte 2"}
+                           ).status_code == 403
+        assert client.post(url, headers=_bearer(reader), json={"change": "sem a fonte 2"}
+                           ).status_code == 403
+        bad = client.post(url, headers=_bearer(ana), json={"change": "hmm"})
+        assert bad.status_code == 400 and "troque" in bad.json()["error"]["message"]
+        path = client.post(url, headers=_bearer(ana), json={"change": "modelo /etc/passwd"})
+        assert path.status_code in (403, 404)  # never a file path
+        listed = client.get(f"/v1/traces/{tid}/counterfactuals", headers=_bearer(reader))
+        assert [c["id"] for c in listed.json()["data"]] == [ok.json()["id"]]

@@ -223,6 +223,9 @@ def test_presidio_finds_brazilian_and_international_personal_data() -> None:
     assert kinds == {"CPF", "CNPJ", "PHONE_NUMBER", "CEP", "CREDIT_CARD", "IBAN_CODE",
                      "IP_ADDRESS", "EMAIL_ADDRESS", "PERSON"}
     assert not find("CPF 123.456.789-00 e cartão 4111 1111 1111 1112")  # bad check digits
+    # the English NER's "Sim" (a Korean surname) at the head of Portuguese answers
+    assert not find("Sim, o colaborador baiano pode trabalhar de casa.")
+    assert [f.value for f in find("Sim. A Maria Souza pode pedir.")] == ["Maria Souza"]
     v = PiiGuard(reversible=True).check("Meu CPF é 111.444.777-35 e o da Ana 111.444.777-35",
                                         Context())
     assert v.text == "Meu CPF é <CPF_1> e o da Ana <CPF_1>"

@@ -324,6 +324,7 @@ def test_read_key_sees_everyones_records_and_no_write_route_accepts_it(
         "/v1/keys": {"json": {"name": "x", "scopes": ["admin"]}},
         "/v1/keys/{key_id}/revoke": {},
         "/v1/traces/{trace_id}/explain": {"json": {}},
+        "/v1/traces/{trace_id}/counterfactual": {"json": {"change": "sem a fonte 1"}},
     }
     params = {"app": "kb", "name": "kb", "job_id": job.id, "key_id": ana.id, "trace_id": tid}
     missing = {p for p, _ in writes} - set(bodies)

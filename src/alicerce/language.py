@@ -20,6 +20,7 @@ did can could should would will shall may might must of to in on for with withou
 your you i it its this that these those there their they we our an any from about after
 also very more or have has had get"""
 _PT, _EN = frozenset(_PT_WORDS.split()), frozenset(_EN_WORDS.split())
+FUNCTION_WORDS = _PT | _EN  # the words that tell the two languages apart
 _DIACRITICS = re.compile(r"[ãõçáéíóúâêôà]", re.IGNORECASE)
 
 

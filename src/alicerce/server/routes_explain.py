@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from alicerce.access.keys import ApiKey, Scope
 from alicerce.errors import BusyError, NotFoundError
+from alicerce.explain.counterfactual import parse_change
 from alicerce.explain.traced import DEFAULT_BUDGET
 from alicerce.server.deps import Key, Svc
 from alicerce.server.service import Service
@@ -21,6 +22,13 @@ from alicerce.server.service import Service
 router = APIRouter()
 _RUNNING = threading.Lock()
 MAX_BUDGET = 64  # calls one HTTP request may spend; the CLI allows more
+
+
+class CounterfactualRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    change: Annotated[str, Field(min_length=1, max_length=2000, description=(
+        "troque 'X' por 'Y' / replace 'X' with 'Y', pergunta: ... / question: ..., sem a "
+        "fonte N / without source N, prompt NAME@V, modelo NAME / model NAME"))]
 
 
 class ExplainRequest(BaseModel):
@@ -70,3 +78,33 @@ async def explained(trace_id: str, svc: Svc, key: Key,
                             + (f" with budget {budget}" if budget else ""),
                             hint=f"POST /v1/traces/{tid}/explain")
     return kept.as_dict()
+
+
+@router.post("/v1/traces/{trace_id}/counterfactual", tags=["traces"])
+async def counterfactual(trace_id: str, req: CounterfactualRequest, svc: Svc,
+                         key: Key) -> dict[str, Any]:
+    """Ask the traced request again with one change; both answers, their differences word
+    by word, and the new trace, linked to this one."""
+    tid = _readable(svc, key, trace_id, "ask", "admin")
+    change = parse_change(req.change)  # a change that cannot be read costs no model call
+    if change.kind == "model":  # an installed model by name, never a file path
+        key.require_models()
+        if change.new not in svc.model_names:
+            raise NotFoundError(f"no model named {change.new[:80]!r}",
+                                hint="GET /v1/models lists them")
+    if not _RUNNING.acquire(blocking=False):
+        raise BusyError("an explanation is running", hint="try again in a minute",
+                        retry_after=30)
+    try:
+        cf = await anyio.to_thread.run_sync(lambda: svc.alc.counterfactual(
+            tid, change, key.id))
+    finally:
+        _RUNNING.release()
+    return cf.as_dict()
+
+
+@router.get("/v1/traces/{trace_id}/counterfactuals", tags=["traces"])
+async def counterfactuals(trace_id: str, svc: Svc, key: Key) -> dict[str, Any]:
+    """The counterfactuals asked of this trace, and the one it answers, newest first."""
+    tid = _readable(svc, key, trace_id, "ask", "read")
+    return {"object": "list", "data": svc.alc.counterfactuals.of(tid)}

@@ -282,6 +282,16 @@ TEXT: dict[str, tuple[str, str]] = {
     "with_missing_metric": ("with a metric missing", "com alguma métrica faltando"),
     "working": ("Working…", "Trabalhando…"),
     "why_answer": ("Why this answer?", "Por que esta resposta?"),
+    "what_if": ("What if…", "E se…"),
+    "change": ("Change", "Mudança"),
+    "ask_again": ("Ask again", "Perguntar de novo"),
+    "change_help": ("One change: troque 'X' por 'Y' (replace 'X' with 'Y'), sem a fonte N "
+                    "(without source N), modelo NAME, prompt NAME@V, pergunta: ...",
+                    "Uma mudança: troque 'X' por 'Y', sem a fonte N, modelo NOME, prompt "
+                    "NOME@V, pergunta: ..."),
+    "as_asked": ("As asked", "Como perguntado"),
+    "with_change": ("With the change", "Com a mudança"),
+    "counterfactual_of": ("A counterfactual of", "Um contrafactual de"),
     "why_help": ("Removes parts of the sources from the prompt the model read and rescores "
                  "the answer under the same model: what it rests on, in model calls.",
                  "Remove partes das fontes do prompt que o modelo leu e reavalia a resposta "

@@ -15,6 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from alicerce.access.sessions import TTL_S, Lang
 from alicerce.errors import AccessError, AlicerceError
+from alicerce.explain.counterfactual import Counterfactual
 from alicerce.explain.explanation import Explanation
 from alicerce.explain.traced import DEFAULT_BUDGET
 from alicerce.server import routes_evals, routes_explain, routes_kb, routes_native
@@ -29,7 +30,7 @@ from alicerce.server.console.session import (
 )
 from alicerce.server.console.spans import tree
 from alicerce.server.deps import Svc
-from alicerce.server.routes_explain import MAX_BUDGET, ExplainRequest
+from alicerce.server.routes_explain import MAX_BUDGET, CounterfactualRequest, ExplainRequest
 from alicerce.server.service import LOCAL
 from alicerce.server.wire import FeedbackRequest
 
@@ -153,8 +154,9 @@ async def trace(request: Request, trace_id: str, svc: Svc) -> Response:
     why = svc.alc.explanations.store.latest(t["id"])
     explainable = any(sp["name"] == "prompt" and "sources" in sp["attrs"]
                       for sp in t["spans"]) and not t["abstained"]
+    counterfactuals = [Counterfactual.from_dict(c) for c in svc.alc.counterfactuals.of(t["id"])]
     return render(request, "trace.html", tr=t, steps=tree(t["spans"]), session_view=session,
-                  why=why, explainable=explainable,
+                  why=why, explainable=explainable, counterfactuals=counterfactuals,
                   total_ms=max([t["latency_ms"] or 0.0] + [sp["start_ms"] + sp["ms"]
                                                           for sp in t["spans"]]))
 
@@ -171,6 +173,19 @@ async def explain(request: Request, trace_id: str, svc: Svc, csrf: Csrf = "",
     if request.headers.get("hx-request") != "true":
         return RedirectResponse(f"/console/traces/{trace_id[:64]}#why", 303)
     return render(request, "why.html", why=Explanation.from_dict(body))
+
+
+@router.post("/traces/{trace_id}/counterfactual")
+@page
+async def counterfactual(request: Request, trace_id: str, svc: Svc, csrf: Csrf = "",
+                         change: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    """The trace's request asked again with one change (the API's route), shown in place."""
+    s = signed_in(request, svc, csrf, change=True)
+    req = CounterfactualRequest.model_validate({"change": change})
+    body = await routes_explain.counterfactual(trace_id[:64], req, svc, s.key)
+    if request.headers.get("hx-request") != "true":
+        return RedirectResponse(f"/console/traces/{trace_id[:64]}#what-if", 303)
+    return render(request, "counterfactual.html", cf=Counterfactual.from_dict(body))
 
 
 @router.post("/traces/{trace_id}/feedback")
