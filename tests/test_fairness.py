@@ -203,6 +203,13 @@ def test_cli_http_and_metrics_show_fairness_runs(alc: Alicerce, tmp_path: Path,
         runs = client.get("/v1/evals", params={"kind": "fairness"},
                           headers={"Authorization": f"Bearer {reader}"}).json()
         assert len(runs["data"]) == 1 and runs["data"][0]["kind"] == "fairness"
+        rid = runs["data"][0]["id"]
+        page = client.get(f"/v1/evals/{rid}/report", headers={"Authorization": f"Bearer {reader}"})
+        assert page.status_code == 200 and f"Fairness run {rid}" in page.text
+        assert "&lt;script&gt;" in page.text and "<script>window" not in page.text
+        md = client.get(f"/v1/evals/{rid}/report", params={"format": "md"},
+                        headers={"Authorization": f"Bearer {reader}"})
+        assert md.text.startswith(f"# Fairness run {rid}")
         metrics = client.get("/metrics", headers={"Authorization": f"Bearer {reader}"}).text
         stored = served.evals.runs.list(kind="fairness")[0].summary["gender.changed_metric"]
         line = 'alicerce_eval_score{app="kb",dataset="people",kind="fairness",' \

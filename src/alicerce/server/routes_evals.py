@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, File, Query, UploadFile
+from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from alicerce import datasets
 from alicerce.access.keys import ApiKey
@@ -158,6 +159,21 @@ async def get_run(run_id: str, svc: Svc, key: Key, offset: Offset = 0,
     return run.as_dict() | {"results": [asdict(r) for r in
                                         run.results[offset:offset + limit]],
                             "offset": offset}
+
+
+@router.get("/v1/evals/{run_id}/report", tags=["evaluation"], response_model=None)
+async def run_report(run_id: str, svc: Svc, key: Key,
+                     format: Literal["html", "md"] = "html") -> HTMLResponse | PlainTextResponse:
+    """A run's report as a page or as Markdown: the red-team and fairness reports for those
+    kinds, the evaluation report (tables, charts) for the others."""
+    from alicerce.evaluate import fairness_report, redteam_report, report
+
+    run = visible_run(svc, key, run_id)
+    own = {"fairness": fairness_report, "redteam": redteam_report}.get(run.kind)
+    if format == "md":
+        return PlainTextResponse(own.markdown(run) if own else report.markdown(run, None),
+                                 media_type="text/markdown; charset=utf-8")
+    return HTMLResponse(own.html(run) if own else report.html_report(run, None))
 
 
 @router.get("/v1/evals/{run_a}/compare/{run_b}", tags=["evaluation"])

@@ -27,6 +27,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "no_drift": ("No drift runs yet.", "Nenhuma análise de drift ainda."),
     "now": ("Now", "Agora"),
     "redteam_runs": ("Red-team runs", "Execuções de red team"),
+    "fairness_runs": ("Fairness runs", "Execuções de equidade"),
+    "report": ("Report", "Relatório"),
     "result": ("Result", "Resultado"),
     "side_input": ("Questions", "Perguntas"),
     "side_output": ("Answers", "Respostas"),

@@ -21,7 +21,7 @@ from alicerce.server.wire_manage import EvalRequest, ReviewItem, ReviewRequest
 router = APIRouter(prefix="/console", include_in_schema=False)
 Csrf = Annotated[str, Form(max_length=200)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
-RunKind = Literal["", "run", "pairwise", "redteam", "online"]
+RunKind = Literal["", "run", "pairwise", "redteam", "online", "fairness"]
 
 
 def _series(runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
@@ -108,6 +108,15 @@ async def run(request: Request, run_id: str, svc: Svc, offset: Offset = 0) -> Re
     hists = {m: _hist([x.scores[m] for x in whole.results if m in x.scores])
              for m in whole.summary}
     return render(request, "run.html", r=r, offset=offset, others=others, hists=hists)
+
+
+@router.get("/evals/{run_id}/report")
+@page
+async def run_report(request: Request, run_id: str, svc: Svc) -> Response:
+    """A run's report (red-team and fairness runs have their own), as the API gives it."""
+    s = signed_in(request, svc)
+    body = await routes_evals.run_report(run_id[:64], svc, s.key, format="md")
+    return render(request, "report.html", run_id=run_id[:64], text=bytes(body.body).decode())
 
 
 @router.get("/datasets")
