@@ -78,6 +78,23 @@ def test_beam_search_returns_transformers_own_best_sequence(alc: Alicerce) -> No
 
 @pytest.mark.real
 @needs_tune
+def test_both_backends_score_an_answer_alike(alc: Alicerce) -> None:
+    """Answer explanations rescore answers: one forward pass on transformers, a reply forced
+    by a grammar of its token ids on llama.cpp; the same model gives the same likelihoods
+    (Q4_1 weights against their dequantised copy: within a nat)."""
+    from alicerce.generate.base import Scorer
+
+    msgs = [Message("user", "What is the capital of France?")]
+    hf, cpp = alc.generator(HF), alc.generator("smollm2-135m")
+    assert isinstance(hf, Scorer) and isinstance(cpp, Scorer)
+    right, wrong = "The capital of France is Paris.", "The capital of France is Berlin."
+    for text in (right, wrong, "Paris est la capitale."):
+        assert abs(hf.score(msgs, text) - cpp.score(msgs, text)) < 1.0, text
+    assert cpp.score(msgs, right) > cpp.score(msgs, wrong) + 5
+
+
+@pytest.mark.real
+@needs_tune
 def test_streaming_and_stop_sequences_on_transformers(alc: Alicerce) -> None:
     gen = alc.generator(HF)
     msgs = [Message("user", "What is the capital of France?")]

@@ -52,11 +52,9 @@ class Scorer(Protocol):
         ...
 
 
-def gbnf_literal(text: str) -> str:
-    """A GBNF grammar that accepts exactly `text`."""
-    escaped = (text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-               .replace("\r", "\\r").replace("\t", "\\t"))
-    return f'root ::= "{escaped}"'
+def gbnf_tokens(ids: Sequence[int]) -> str:
+    """A llama.cpp grammar that accepts exactly these tokens, in order."""
+    return "root ::= " + " ".join(f"<[{int(i)}]>" for i in ids) if ids else 'root ::= ""'
 
 
 def with_format(messages: Sequence[Message], params: DecodingParams) -> list[Message]:

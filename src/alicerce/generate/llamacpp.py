@@ -23,7 +23,7 @@ from typing import Any
 from alicerce.errors import GeneratorError, InputError
 from alicerce.generate.base import (
     BULLETS_GBNF,
-    gbnf_literal,
+    gbnf_tokens,
     parse_chunk,
     parse_completion,
     request_body,
@@ -182,33 +182,38 @@ class LlamaCppGenerator:
                                self.name)
 
     def score(self, messages: Sequence[Message], text: str) -> float:
-        """Log-likelihood of `text` as the reply: a grammar forces the reply token by token,
-        and llama.cpp reports each token's log-probability under the model itself (before
-        the grammar; post-sampling ones are not asked for). Its server cannot echo a
-        prompt's log-probabilities, so forcing the reply is the way through it."""
-        params = DecodingParams(max_tokens=self.count_tokens(text) + 8, temperature=0.0,
-                                logprobs=True, top_logprobs=1)
+        """Log-likelihood of `text` as the reply: a grammar of its token ids (the
+        tokenizer's own split: forcing the characters instead lets an unlikely text take
+        odd, much less likely tokens) forces the reply, and llama.cpp reports each token's
+        log-probability under the model itself, before the grammar. Its server cannot echo
+        a prompt's log-probabilities, so forcing the reply is the way through it."""
+        ids = self._tokenize(text)
+        params = DecodingParams(max_tokens=len(ids) + 8, temperature=0.0, logprobs=True,
+                                top_logprobs=1)
         body = self._body(messages, params)
-        body["grammar"] = gbnf_literal(text)
+        body["grammar"] = gbnf_tokens(ids)
         need = self._claim(messages, body, params)
         with self.idle, self.kv.claim(need):
             data = self._server.handle_chat_completions(body)
         _raise_for(data, self.name)
         choice = data["choices"][0]
-        if (choice["message"].get("content") or "") != text:
+        if (choice["message"].get("content") or "").strip() != text.strip():
             raise GeneratorError(f"{self.name} could not be made to repeat the answer to "
                                  "score it (it was cut off)",
                                  hint="raise llm_context: the prompt and the answer must fit")
         return sum(float(t["logprob"]) for t in (choice.get("logprobs") or {}).get(
             "content") or () if t.get("token"))
 
-    def count_tokens(self, text: str) -> int:
+    def _tokenize(self, text: str) -> list[int]:
         req = urllib.request.Request(
             f"{self._server.listening_address}/tokenize",
             data=json.dumps({"content": text}).encode(),
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._key}"})
         with urllib.request.urlopen(req, timeout=30) as resp:
-            return len(json.loads(resp.read())["tokens"])
+            return [int(t) for t in json.loads(resp.read())["tokens"]]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenize(text))
 
 
 def _stream(call: Callable[[Callable[[dict[str, Any]], bool]], Any],
