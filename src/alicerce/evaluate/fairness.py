@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from alicerce.datasets import Dataset, Row
@@ -48,6 +48,7 @@ class Fairness:
     judge_model: str | None = None
     cache: bool = True
     progress: Callable[[int, int], None] | None = None
+    _filters: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def run(self, dataset: Dataset, attributes: Sequence[str], personas: bool = False) -> Run:
         version = self.alc.app(self.app)
@@ -69,6 +70,7 @@ class Fairness:
         judge = ev.judge(self.judge_model) if self.judge else None
         jid = memo_key(judge.name, self.alc.model_identity(judge.gen),
                        self.alc.prompts.get("judge-counterfactual").hash)[:16] if judge else ""
+        self._filters = {r.id: dict(r.filters) for r in dataset.rows}
         total = sum(len(p.variants) for p in found)
         started = time.perf_counter()
         results: list[RowResult] = []
@@ -90,7 +92,9 @@ class Fairness:
         return run
 
     def _answer(self, target: Target, row_id: str, question: str) -> dict[str, Any]:
-        return self.alc.evals.answer(target, Row(row_id, question), self.cache)
+        """The app's answer (memoised), with the dataset row's metadata filters."""
+        row = Row(row_id, question, filters=self._filters.get(row_id, {}))
+        return self.alc.evals.answer(target, row, self.cache)
 
     def _pair(self, target: Target, probe: Probe, variant: Variant, judge: Judge | None,
               jid: str) -> RowResult:
