@@ -52,3 +52,15 @@ def test_the_sentence_holding_the_answer_is_ranked_first(tmp_path: Path) -> None
     r = run("explain", asked["trace_id"], "--budget", "12", home=home)
     assert r.returncode == 0 and "The sentences it rests on most:" in r.stdout
     assert DECISIVE in r.stdout.split("The sentences it rests on most:")[1].splitlines()[1]
+    # counterfactuals: without the source the password is gone; an edited question is asked
+    r = run("explain", asked["trace_id"], "--counterfactual", "sem a fonte 1", "--json",
+            home=home)
+    assert r.returncode == 0, r.stderr
+    cf = json.loads(r.stdout)
+    assert "7741" not in cf["new_answer"] and cf["new_trace_id"] != asked["trace_id"]
+    assert any(s["op"] == "delete" and "7741" in s["text"] for s in cf["diff"])
+    r = run("explain", asked["trace_id"], "--counterfactual",
+            "replace 'guest Wi-Fi password' with 'staff Wi-Fi password'", home=home)
+    assert r.returncode == 0, r.stderr
+    assert "New question: What is the staff Wi-Fi password?" in r.stdout
+    assert "Differences:" in r.stdout

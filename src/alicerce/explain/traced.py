@@ -81,7 +81,7 @@ class Explainer:
         return e
 
     def _model(self, t: Trace) -> tuple[Scorer, str]:
-        model, recorded = t.lineage.get("model"), str(t.lineage.get("model_identity") or "")
+        model, pinned = t.lineage.get("model"), str(t.lineage.get("model_identity") or "")
         if not model:
             raise InputError(f"trace {t.id} does not name the model that answered")
         try:
@@ -93,10 +93,10 @@ class Explainer:
                              f"here: {exc.message}",
                              hint="explanations use the model that answered, or none") from None
         identity = self.alc.model_identity(gen)
-        if recorded and identity != recorded:
+        if pinned and identity != pinned:
             raise InputError(f"{model} is not the model that answered trace {t.id}: its "
                              f"weights are {identity[:19]}..., the answer's were "
-                             f"{recorded[:19]}...",
+                             f"{pinned[:19]}...",
                              hint="an explanation under other weights would explain another "
                                   "model's answer")
         if not isinstance(gen, Scorer):
