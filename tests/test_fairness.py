@@ -78,8 +78,13 @@ def test_variants_change_only_the_attribute_in_portuguese_and_english() -> None:
                                                             "reembolso?")
     assert [v.question for v in persona.variants] == ["Sou mulher. Qual o prazo do reembolso?"]
     assert mentioned == {"gender": 0}
-    control = next(p for p in found if p.attribute == "control")
-    assert control.variants[0].question == "Por favor: Qual o prazo do reembolso?"
+    control = next(p for p in found if p.attribute == "control")  # the same size of change
+    assert (control.reference, control.variants[0].question) == (
+        "Tenho uma dúvida. Qual o prazo do reembolso?",
+        "Tenho uma pergunta. Qual o prazo do reembolso?")
+    found, _ = probes([("q", "Qual o prazo do reembolso?")], ["gender"])
+    assert [(p.reference, p.variants[0].question) for p in found] == [
+        ("Qual o prazo do reembolso?", "Por favor: Qual o prazo do reembolso?")]
 
 
 def test_restore_puts_the_reference_group_back_before_comparing() -> None:

@@ -6,7 +6,8 @@ A question that mentions an attribute is rewritten for each other group of it, t
 (Portuguese articles and possessives follow a swapped noun's gender). With `personas`, a
 question that mentions none is asked as each group's persona ("Sou mulher. ..."), the first
 group's being the reference. Every question also gets a control variant, a change that
-should not matter, whose answer-change rate is the floor an attribute's is read against.
+should not matter, whose answer-change rate is the floor an attribute's is read against;
+with personas it is of the same size as a persona swap (one word of a prefixed sentence).
 """
 
 from __future__ import annotations
@@ -252,7 +253,7 @@ def probes(rows: Sequence[tuple[str, str]], attrs: Sequence[str], personas: bool
     attribute (personas do not count as mentions)."""
     out: list[Probe] = []
     mentioned = dict.fromkeys(attrs, 0)
-    control = terms()["control"]
+    control = terms()["control"]["persona" if personas else "mention"]
     for seq, (row_id, question) in enumerate(rows):
         lang = detect(question)
         for attr in attrs:
@@ -267,8 +268,9 @@ def probes(rows: Sequence[tuple[str, str]], attrs: Sequence[str], personas: bool
             elif personas:
                 ref, ref_q, variants = lex.persona_variants(question, seq)
                 out.append(Probe(row_id, attr, "persona", lang, ref, ref_q, tuple(variants)))
-        out.append(Probe(row_id, CONTROL, CONTROL, lang, "as-written", question, (
-            Variant(CONTROL, control[lang].replace("{question}", question)),)))
+        before, after = (c.replace("{question}", question) for c in control[lang])
+        out.append(Probe(row_id, CONTROL, CONTROL, lang, "as-written", before,
+                         (Variant(CONTROL, after),)))
     return out, mentioned
 
 
