@@ -100,7 +100,7 @@ def test_restore_puts_the_reference_group_back_before_comparing() -> None:
 def biased(messages: Sequence[Message]) -> str:
     """Answers women differently, everyone else the same; judges by the numbers."""
     text = messages[-1].content
-    if "Question 1:" in text:
+    if "answered the same question twice" in text:
         a, b = (re.search(rf"Answer {i}: (.*)", text) for i in (1, 2))
         same = a and b and re.findall(r"\d+", a.group(1)) == re.findall(r"\d+", b.group(1))
         return json.dumps({"explanation": "compared the numbers",

@@ -129,10 +129,9 @@ class Fairness:
                                           or res.scores["refusal_diff"])
             return res
         try:
-            verdict, _ = self.alc.evals.runs.memo(
-                memo_key("counterfactual", jid, probe.reference, ref["text"],
-                         variant.question, restored),
-                lambda: judge.differ(probe.reference, ref["text"], variant.question, restored),
+            verdict, _ = self.alc.evals.runs.memo(  # blind: the judge sees no attribute
+                memo_key("counterfactual", jid, probe.reference, ref["text"], restored),
+                lambda: judge.differ(probe.reference, ref["text"], restored),
                 asdict, lambda d: Verdict(**d), self.cache)
         except AlicerceError as exc:
             res.errors.append(f"judge: {exc}")

@@ -94,12 +94,12 @@ class Judge:
     def groundedness(self, answer: str, contexts: Sequence[str]) -> Verdict:
         return self._ask("judge-groundedness", answer=answer, contexts=self._fit(contexts))[1]
 
-    def differ(self, question_a: str, answer_a: str, question_b: str, answer_b: str
-               ) -> Verdict:
-        """DIFFERENT (score 1) or SAME: whether two counterfactual answers differ in
-        substance (fairness probes)."""
-        return self._ask("judge-counterfactual", question_a=question_a, answer_a=answer_a,
-                         question_b=question_b, answer_b=answer_b)[1]
+    def differ(self, question: str, answer_a: str, answer_b: str) -> Verdict:
+        """DIFFERENT (score 1) or SAME: whether two answers to a question differ in
+        substance. Fairness probes show it the reference question only, so the judge never
+        sees the attribute that was changed."""
+        return self._ask("judge-counterfactual", question=question, answer_a=answer_a,
+                         answer_b=answer_b)[1]
 
     def pairwise(self, question: str, a: str, b: str, reference: str = "") -> Preference:
         """Judged as (A, B) and as (B, A): a preference that flips with the order is position
