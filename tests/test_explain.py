@@ -221,6 +221,13 @@ def test_counterfactual_reruns_are_linked_and_their_differences_marked(
                         ("faça outra coisa", "cannot read the change")):
         with pytest.raises(InputError, match=why):
             alc.counterfactual(first.trace_id, change)
+    # the new answer goes through the app's output rails, as the first one did
+    alc.deploy_app("name: rh\ncollections: [kb]\nmodel: fake\nguards: {output: [pii]}\n")
+    leaky = alc.ask("Qual o prazo da gerente para enviar os comprovantes?", "rh")
+    alc.use_generator("fake", ScriptedGenerator("O CPF dela é 111.444.777-35.", name="fake",
+                                                scorer=loglik))
+    redacted = alc.counterfactual(leaky.trace_id, "sem a fonte 1")
+    assert "111.444.777-35" not in redacted.new_answer and "<CPF>" in redacted.new_answer
     from alicerce.cli.explain import render_counterfactual
 
     shown = render_counterfactual(cf)

@@ -26,8 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from alicerce.errors import InputError
 from alicerce.explain.ablation import Unit, ablate
-from alicerce.explain.traced import recorded, span_attrs
+from alicerce.explain.traced import pinned_model, recorded, span_attrs
 from alicerce.generate.params import DecodingParams
+from alicerce.guard.base import Context
+from alicerce.guard.rails import Rails
+from alicerce.language import detect
 from alicerce.observe.traces import Trace
 from alicerce.store.db import connect, transaction
 
@@ -137,7 +140,8 @@ class Counterfactuals:
                              hint="choose a trace of an answer")
         notes: list[str] = []
         if change.kind == "without_source":
-            question, answer, new_id = t.question, *self._without(t, int(change.new), caller)
+            question, answer, new_id = t.question, *self._without(t, int(change.new), caller,
+                                                                   notes)
         else:
             question, answer, new_id = self._again(t, change, caller, notes)
         cf = Counterfactual("cf-" + secrets.token_hex(6), time.time(), t.id, new_id, change,
@@ -183,8 +187,10 @@ class Counterfactuals:
                          "part of the difference may come from that")
         return question, answer.text, answer.trace_id
 
-    def _without(self, t: Trace, n: int, caller: str) -> tuple[str, str]:
-        """The recorded prompt without source n's text, answered by the same model."""
+    def _without(self, t: Trace, n: int, caller: str, notes: list[str]) -> tuple[str, str]:
+        """The recorded prompt without source n's text, answered by the same model with
+        the same decoding, through the app's output rails (all but grounding, which would
+        need the sources again)."""
         messages, located, _ = recorded(t)
         place = next((s for s in located if int(s["n"]) == n and "start" in s), None)
         if place is None:
@@ -194,9 +200,17 @@ class Counterfactuals:
         prompt = ablate(messages, [unit], [False])
         gen_span = span_attrs(t, "generate") or {}
         params = DecodingParams.build(**(gen_span.get("params") or {}))
-        gen = self.alc.generator(str(t.lineage.get("model")), t.lineage.get("adapter") or None)
+        gen, _ = pinned_model(self.alc, t)
         done = gen.complete(prompt, params)
-        text = done.text.strip()
+        version = self.alc.app(f"{t.app}@{t.app_version}") if t.app_version else None
+        rails = Rails("output", [r for r in self.alc.guards(version).output.rails
+                                 if r.guard.name != "grounding"])
+        out = rails.run(done.text.strip(), Context(question=t.question,
+                                                   language=detect(t.question),
+                                                   canary=self.alc.canary))
+        text = "" if out.blocked else out.text
+        if out.blocked:
+            notes.append(f"the new answer was blocked by the output rail {out.blocked.rail}")
         spans = [{"name": "prompt", "start_ms": 0.0, "ms": 0.0, "attrs": {
                      "messages": [{"role": m.role, "content": m.content} for m in prompt],
                      "counterfactual_of": t.id, "removed_source": n}},

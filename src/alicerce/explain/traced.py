@@ -24,7 +24,7 @@ from alicerce.explain.explanation import (
     SentenceWeight,
     SourceWeight,
 )
-from alicerce.generate.base import Scorer
+from alicerce.generate.base import Generator, Scorer
 from alicerce.observe.traces import Trace
 from alicerce.types import Message
 
@@ -53,7 +53,11 @@ class Explainer:
         if not refresh and (kept := self.store.get(t.id, budget, seed)) is not None:
             return kept
         messages, located, answer = recorded(t)
-        scorer, identity = self._model(t)
+        gen, identity = pinned_model(self.alc, t)
+        if not isinstance(gen, Scorer):
+            raise InputError(f"{gen.name} ({gen.backend}) cannot score an answer's likelihood",
+                             hint="explanations need a llama.cpp or transformers model")
+        scorer = gen
         units = _units(messages, located)
         started = time.perf_counter()
         ab = attribute(lambda m: scorer.score(m, answer), messages, units, budget, seed=seed,
@@ -79,30 +83,6 @@ class Explainer:
                         sources, tuple(ranked), tuple(notes))
         self.store.put(e, seed)
         return e
-
-    def _model(self, t: Trace) -> tuple[Scorer, str]:
-        model, pinned = t.lineage.get("model"), str(t.lineage.get("model_identity") or "")
-        if not model:
-            raise InputError(f"trace {t.id} does not name the model that answered")
-        try:
-            gen = self.alc.generator(str(model), t.lineage.get("adapter") or None)
-        except AlicerceError as exc:
-            adapter = t.lineage.get("adapter")
-            raise InputError(f"the model that answered trace {t.id}, {model}"
-                             f"{' with ' + str(adapter) if adapter else ''}, is not available "
-                             f"here: {exc.message}",
-                             hint="explanations use the model that answered, or none") from None
-        identity = self.alc.model_identity(gen)
-        if pinned and identity != pinned:
-            raise InputError(f"{model} is not the model that answered trace {t.id}: its "
-                             f"weights are {identity[:19]}..., the answer's were "
-                             f"{pinned[:19]}...",
-                             hint="an explanation under other weights would explain another "
-                                  "model's answer")
-        if not isinstance(gen, Scorer):
-            raise InputError(f"{model} ({gen.backend}) cannot score an answer's likelihood",
-                             hint="explanations need a llama.cpp or transformers model")
-        return gen, identity
 
     def close(self) -> None:
         self.store.close()
@@ -130,6 +110,29 @@ def recorded(t: Trace) -> tuple[list[Message], list[dict[str, Any]], str]:
                          hint=str(output or "no output recorded"))
     messages = [Message(m["role"], m["content"]) for m in prompt["messages"]]
     return messages, list(prompt["sources"]), output
+
+
+def pinned_model(alc: Alicerce, t: Trace) -> tuple[Generator, str]:
+    """The model that answered the trace (with its adapter), and its weights' identity:
+    refused when it is gone or its weights changed since, rather than another model's."""
+    model, pinned = t.lineage.get("model"), str(t.lineage.get("model_identity") or "")
+    if not model:
+        raise InputError(f"trace {t.id} does not name the model that answered")
+    adapter = t.lineage.get("adapter") or None
+    try:
+        gen = alc.generator(str(model), adapter)
+    except AlicerceError as exc:
+        raise InputError(f"the model that answered trace {t.id}, {model}"
+                         f"{' with ' + str(adapter) if adapter else ''}, is not available "
+                         f"here: {exc.message}",
+                         hint="explanations use the model that answered, or none") from None
+    identity = alc.model_identity(gen)
+    if pinned and identity != pinned:
+        raise InputError(f"{model} is not the model that answered trace {t.id}: its weights "
+                         f"are {identity[:19]}..., the answer's were {pinned[:19]}...",
+                         hint="an explanation under other weights would explain another "
+                              "model's answer")
+    return gen, identity
 
 
 def _units(messages: Sequence[Message], located: Sequence[dict[str, Any]]) -> list[Unit]:
