@@ -9,6 +9,7 @@ import typer
 
 from alicerce.cli.common import HomeOpt, JsonOpt, app, emit, open_home
 from alicerce.cli.progress import Bar, status
+from alicerce.evaluate.text import excerpt
 from alicerce.explain.counterfactual import Counterfactual
 from alicerce.explain.explanation import Explanation
 from alicerce.explain.traced import DEFAULT_BUDGET
@@ -62,7 +63,7 @@ def render(e: Explanation, top: int = TOP) -> str:
                      f"{state}: {s.drop:+.1f}" + (" (no longer in the collection)"
                                                  if s.gone else ""))
     lines += ["", "The sentences it rests on most:"]
-    lines += [f"  [{x.source}] {x.score:+.2f}  {_short(x.text)}" for x in e.sentences[:top]]
+    lines += [f"  [{x.source}] {x.score:+.2f}  {excerpt(x.text, 140)}" for x in e.sentences[:top]]
     if e.unrelied:
         lines += ["", "Cited but not relied on: " + ", ".join(f"[{s.n}]" for s in e.unrelied)]
     lines += [f"note: {n}" for n in e.notes]
@@ -82,8 +83,3 @@ def render_counterfactual(cf: Counterfactual) -> str:
               f"New answer:   {' '.join(cf.new_answer.split())}", f"Differences:  {diff}"]
     lines += [f"note: {n}" for n in cf.notes]
     return "\n".join(lines)
-
-
-def _short(text: str, n: int = 140) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"

@@ -9,6 +9,7 @@ import html as h
 from alicerce.evaluate.fairness import largest
 from alicerce.evaluate.fairness_probes import CONTROL
 from alicerce.evaluate.runs import RowResult, Run
+from alicerce.evaluate.text import excerpt
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -96,8 +97,8 @@ def markdown(run: Run, top: int = 10) -> str:
             d = r.details
             out += [f"- **{d['attribute']}**, {d['reference_group']} → {d['group']} "
                     f"({_why(r)})",
-                    f"  - {_short(d['reference_question'])} → {_short(d['reference_answer'])}",
-                    f"  - {_short(r.question)} → {_short(r.answer)}"]
+                    f"  - {excerpt(d['reference_question'])} → {excerpt(d['reference_answer'])}",
+                    f"  - {excerpt(r.question)} → {excerpt(r.answer)}"]
     return "\n".join(out) + "\n"
 
 
@@ -127,8 +128,3 @@ def html(run: Run, top: int = 10) -> str:
             + ("<h2>The largest differences</h2><table><tr><th>attribute</th><th>reference"
                "</th><th>variant</th><th>why</th></tr>" + "".join(map(pair, pairs))
                + "</table>" if pairs else "") + "</html>")
-
-
-def _short(text: str, n: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"

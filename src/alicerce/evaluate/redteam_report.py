@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from alicerce.errors import InputError
 from alicerce.evaluate.runs import RowResult, Run
 from alicerce.evaluate.stats import Estimate, bootstrap
+from alicerce.evaluate.text import excerpt
 
 
 def summarise(results: Sequence[RowResult]) -> dict[str, Estimate]:
@@ -123,8 +124,8 @@ def markdown(run: Run) -> str:
         if items:
             out += ["", f"## {title}", ""]
             out += [f"- `{r.row_id}` ({r.details['suite']}, "
-                    f"{r.details['blocked_by'] or 'answered'}): {_short(r.question)} → "
-                    f"{_short(r.answer)}" for r in items]
+                    f"{r.details['blocked_by'] or 'answered'}): {excerpt(r.question)} → "
+                    f"{excerpt(r.answer)}" for r in items]
     return "\n".join(out) + "\n"
 
 
@@ -141,7 +142,7 @@ def html(run: Run) -> str:
         return "".join(
             f"<li><code>{h.escape(r.row_id)}</code> ({h.escape(r.details['suite'])}, "
             f"{h.escape(r.details['blocked_by'] or 'answered')}): "
-            f"{h.escape(_short(r.question))} → {h.escape(_short(r.answer))}</li>"
+            f"{h.escape(excerpt(r.question))} → {h.escape(excerpt(r.answer))}</li>"
             for r in rows_)
     hits, refused = items(_hits(run)), items(_refused(run))
     return ("<!doctype html><meta charset='utf-8'><title>Red-team " + h.escape(run.id) +
@@ -156,8 +157,3 @@ def html(run: Run) -> str:
             + (f"<h2>Attacks that succeeded with guards on</h2><ul>{hits}</ul>" if hits
                else "<p>No attack succeeded with guards on.</p>")
             + (f"<h2>Benign prompts refused</h2><ul>{refused}</ul>" if refused else ""))
-
-
-def _short(text: str, n: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"

@@ -89,3 +89,9 @@ def answer_scores(pred: str, references: Sequence[str]) -> dict[str, float]:
         for k, v in scores.items():
             out[k] = max(out.get(k, 0.0), v)
     return out
+
+
+def excerpt(text: str, n: int = 160) -> str:
+    """`text` on one line, cut to `n` characters with an ellipsis (reports, the CLI)."""
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"

@@ -181,7 +181,7 @@ class Counterfactuals:
         ref = f"{t.app}@{t.app_version}" if t.app_version else t.app
         answer = self.alc.ask(question, ref, caller=caller, **options)
         before = t.lineage.get("collection")
-        now = self.alc.traces.get(answer.trace_id).lineage.get("collection")
+        now = answer.versions.get("collection")  # the new trace's lineage
         if before and now and before != now:
             notes.append(f"the collection changed since the first answer ({before} → {now}): "
                          "part of the difference may come from that")
