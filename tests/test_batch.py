@@ -182,3 +182,27 @@ def test_a_revoked_keys_batch_is_cancelled_at_its_next_row(alc: Alicerce) -> Non
         assert got.state == "cancelled" and got.succeeded <= 1
         out = [json.loads(x) for x in Path(got.output).read_text().splitlines()]
         assert any("revoked" in (r["error"] or {}).get("message", "") for r in out)
+
+
+def test_a_server_stopping_under_a_batch_lets_its_row_finish_and_leaves_the_rest(
+        alc: Alicerce) -> None:
+    """Closing the home under a running row crashed the process (SQLite closed under it):
+    the server's shutdown now starts no new row and waits for the one in flight."""
+    started, gate = threading.Event(), threading.Event()
+
+    def slow(messages: Any) -> str:
+        started.set()
+        gate.wait(10)
+        return "resumo"
+    alc.use_generator("fake", ScriptedGenerator(slow, name="fake"))
+    rows = [{"inputs": {"text": f"linha {i}"}} for i in range(3)]
+    with TestClient(create_app(alc.settings, alc)) as client:
+        job = client.post("/v1/batches", json={"app": "tag", "rows": rows,
+                                               "concurrency": 1}).json()["id"]
+        assert started.wait(10)
+        threading.Timer(0.5, gate.set).start()  # the row ends while the server stops
+    assert not [t for t in threading.enumerate() if t.name == f"alicerce-{job}"]
+    got = alc.batches.get(job)
+    assert got.state == "running"  # left to resume on the next start
+    done = Path(got.output).read_text().splitlines() if Path(got.output).exists() else []
+    assert len(done) == 1 and json.loads(done[0])["error"] is None

@@ -43,6 +43,19 @@ class Batches:
                  charge: Charge) -> None:
         self.alc, self.work, self.limiter, self.charge = alc, work, limiter, charge
         self.root = alc.settings.home / "batches"
+        self._stopping = threading.Event()
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+
+    async def stop(self, timeout_s: float = 120.0) -> None:
+        """No new row starts; the rows in flight finish (the event loop keeps serving them
+        while this waits), so nothing uses the home once the server is gone: closing the
+        stores under a running row crashed the process."""
+        self._stopping.set()
+        with self._lock:
+            running = list(self._threads)
+        for thread in running:
+            await asyncio.to_thread(thread.join, timeout_s)
 
     def start(self, key: ApiKey, app: str, rows: list[dict[str, Any]],
               concurrency: int) -> BatchJob:
@@ -95,6 +108,8 @@ class Batches:
 
     def _run(self, job: BatchJob, loop: asyncio.AbstractEventLoop) -> None:
         def submit(fn: Callable[[], T]) -> T:
+            if self._stopping.is_set():
+                raise _Stopping
             key = self._key(job)
             while key is not None and (delay := self.limiter.wait_s(key)) > 0:
                 time.sleep(min(delay, 5.0))
@@ -113,8 +128,11 @@ class Batches:
                 self.charge(key, job.app, result.prompt_tokens, result.completion_tokens)
             return result
 
-        threading.Thread(target=self._guarded, args=(submit, job), daemon=True,
-                         name=f"alicerce-{job.id}").start()
+        thread = threading.Thread(target=self._guarded, args=(submit, job), daemon=True,
+                                  name=f"alicerce-{job.id}")
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
 
     def _key(self, job: BatchJob) -> ApiKey | None:
         """The key that started `job`, read again for each row (None: the local caller,
@@ -130,6 +148,13 @@ class Batches:
         return key
 
     def _guarded(self, submit: Callable[[Callable[[], Any]], Any], job: BatchJob) -> None:
+        try:
+            self._job(submit, job)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def _job(self, submit: Callable[[Callable[[], Any]], Any], job: BatchJob) -> None:
         try:
             runner(self.alc, submit).run(job)  # on a cluster, its workers start here
         except _Stopping:  # rows not written are run again when the server starts
