@@ -2,7 +2,7 @@
 
     python bench/answers.py [--data ../shared/data] [--models qwen-1.5b,qwen-0.5b]
                             [--n 30] [--datasets faquad,pira,zoomcamp]
-                            [--fusion prompt,sequence,token] [--documents 3]
+                            [--fusion prompt,sequence,token] [--documents 3] [--removed]
 
 `--fusion` compares how the answer uses the passages, side by side on the same questions:
 all in one prompt (the default), RAG-Sequence or RAG-Token over the best `--documents`
@@ -19,6 +19,9 @@ all in one prompt (the default), RAG-Sequence or RAG-Token over the best `--docu
   answer to `answer_orig` with all-MiniLM-L6-v2, and of gpt-4o-mini's stored answer to the same
   references with the same model: the published 0.680 used multi-qa-MiniLM-L6-cos-v1, which
   cannot be had offline, so the like-for-like comparison is the stored answers re-scored.
+- `--removed`: the answerable questions again, over a copy of the collection without their
+  own passages/documents (the topic stays, the answer is gone): the share abstained on is
+  "abstained, source removed".
 - Citation precision everywhere: the share of cited sources that are the question's own
   passage/document or contain a gold answer.
 """
@@ -162,6 +165,19 @@ def report(name: str, model: str, rows: list[Row], cosine: list[float] | None = 
     print(line, flush=True)
 
 
+def without_sources(corpus: Path, items: list[Item], work: Path) -> Path:
+    """A copy of `corpus` (JSONL or a JSON list, `id` fields) without the items' own
+    documents."""
+    gone = {it.doc for it in items if it.answerable}
+    text = corpus.read_text(encoding="utf-8")
+    records = (json.loads(text) if corpus.suffix == ".json"
+               else [json.loads(line) for line in text.splitlines() if line.strip()])
+    out = work / f"{corpus.stem}-removed.jsonl"
+    out.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records
+                             if r["id"] not in gone))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data")
@@ -172,6 +188,8 @@ def main() -> None:
     ap.add_argument("--documents", type=int, default=3)
     ap.add_argument("--home", default="/tmp/alicerce-bench-answers")
     ap.add_argument("--zoomcamp-home", default="/tmp/alicerce-bench-zoomcamp")
+    ap.add_argument("--removed", action="store_true",
+                    help="also ask the answerable questions with their own sources removed")
     args = ap.parse_args()
     print(f"machine: {machine()}; n={args.n} per dataset, temperature 0, max_tokens 200")
     work = Path(tempfile.mkdtemp())
@@ -214,6 +232,16 @@ def main() -> None:
                                                  "cites": [c.doc_key for c in r.answer.citations],
                                                  "doc": r.item.doc}, ensure_ascii=False)
                                      for r in rows))
+            if args.removed:
+                gone = f"{name}-removed"
+                alc.ingest([without_sources(Path(corpus), items, work)], gone,
+                           **mapping)  # type: ignore[arg-type]
+                asked = [it for it in items if it.answerable]
+                held = run(alc, gone, asked, model, fusion, args.documents)
+                print(f"{name:<9}{model:<14}abstained, source removed "
+                      f"{sum(r.answer.abstained for r in held) / len(held):.3f} "
+                      f"(n={len(held)}; median {statistics.median(r.seconds for r in held):.1f}"
+                      "s/answer)", flush=True)
         alc.close()
     print(f"answers kept in {work}")
 

@@ -15,6 +15,10 @@ can approach it only by passing the model as little as the gold passage.
 
 Quality on the same run: token F1 against the reference, "facts" (the share of the
 reference's numbers and names found in the answer) and whether the gold document is cited.
+
+Then the 18 on-topic questions the handbook does not answer (bench/data/
+handbook-unanswerable.jsonl; `--no-unanswerable` skips them): how many are abstained on, and
+how long each kind of reply took.
 """
 
 from __future__ import annotations
@@ -112,12 +116,28 @@ def stages(alc: Alicerce, trace_id: str) -> dict[str, float]:
     return out
 
 
+def unanswerable(alc: Alicerce) -> None:
+    """The on-topic questions the handbook does not answer: abstained on, and how fast."""
+    path = ROOT / "bench/data/handbook-unanswerable.jsonl"
+    asked = [json.loads(line)["question"] for line in path.read_text(encoding="utf-8").splitlines()]
+    done = [(q, *timed_ask(alc, q)) for q in asked]
+    for q, ans, _, total in done:
+        print(f"  {'abstained' if ans.abstained else 'answered '} {total:5.1f}s  {q}")
+    held = [total for _, ans, _, total in done if ans.abstained]
+    given = [total for _, ans, _, total in done if not ans.abstained]
+    print(f"unanswerable: abstained {len(held)}/{len(done)}"
+          + (f", p50 {statistics.median(held):.2f} s" if held else "")
+          + (f"; answered anyway {len(given)}, p50 {statistics.median(given):.1f} s"
+             if given else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--home", default="")
     ap.add_argument("--limit", type=int, default=21)
     ap.add_argument("--set", action="append", default=[], help="a setting, key=value")
     ap.add_argument("--no-floor", action="store_true")
+    ap.add_argument("--no-unanswerable", action="store_true")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
     home = a.home or tempfile.mkdtemp(prefix="alicerce-latency-")
@@ -170,6 +190,8 @@ def main() -> None:
               f"facts {mean('floor_facts'):.3f}; ours / floor: p50 of per-question ratios "
               f"{statistics.median(ratios):.2f}x, of p50s "
               f"{med('total_s') / med('floor_total_s'):.2f}x (target <= 1.3)")
+    if not a.no_unanswerable:
+        unanswerable(alc)
     if a.out:
         Path(a.out).write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
     alc.close()

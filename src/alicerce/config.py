@@ -204,6 +204,11 @@ class Settings(BaseSettings):
         0.0, ge=0.0, le=1.0,
         description="Abstain when the answering model's P(the sources answer the question) "
                     "is below this; 0 = no check (docs/generation.md).")
+    answerable_head_min: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Abstain without asking the model when the answerability head's "
+                    "P(the retrieved passages hold the answer) is below this; unset = the "
+                    "head's calibrated threshold, 0 = no check (docs/generation.md).")
     extractiveness: Extractiveness = "balanced"
     max_question_chars: int = Field(2000, ge=10, le=100000)
     max_chain_input_chars: int = Field(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from alicerce.apps.spec import AppSpec
+from alicerce.chains.answerability import head_min
 from alicerce.chains.resolve import ChainResolver, PinAdapter, folder_hash, stored
 from alicerce.chains.transforms import Transform
 from alicerce.config import Settings
@@ -97,6 +98,8 @@ def resolve(spec: AppSpec, store: Store, prompts: PromptRegistry,
             else r.window_drop,
             "answerable_min": settings.answerable_min if r.answerable_min is None
             else r.answerable_min,
+            "answerable_head_min": head_min(settings) if r.answerable_head_min is None
+            else r.answerable_head_min,
             "abstain_below": settings.abstain_below if r.abstain_below is None
             else r.abstain_below,
             **rerank,

@@ -66,6 +66,9 @@ class Retrieval(_Strict):
     answerable_min: float | None = Field(default=None, ge=0.0, le=1.0, description=(
         "Abstain when the model's P(the sources answer) is below this; 0: no check "
         "[settings]"))
+    answerable_head_min: float | None = Field(default=None, ge=0.0, le=1.0, description=(
+        "Abstain, without asking the model, when the answerability head's P(the passages "
+        "hold the answer) is below this; 0: no check [settings: the head's threshold]"))
     abstain_below: float | None = Field(default=None, ge=0.0, le=1.0)
 
 

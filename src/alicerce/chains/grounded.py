@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from alicerce.chains import fusion
+from alicerce.chains.answerability import judged
 from alicerce.chains.answerable import answerable
 from alicerce.chains.chat import condense, recent
 from alicerce.chains.citations import (
@@ -28,7 +29,7 @@ from alicerce.chains.citations import (
     reattribute,
     renumber,
 )
-from alicerce.chains.select import windows
+from alicerce.chains.select import score, windows
 from alicerce.chains.spec import CondenseStep, GenerateStep, GuardStep
 from alicerce.chains.state import RunState, Stop, Turn
 from alicerce.generate.params import DecodingParams
@@ -192,12 +193,20 @@ class GroundedSteps:
             weak = not found or best < g.abstain_below
             if weak:
                 turn.sources = ()
-            elif g.select == "windows":
-                turn.sources = windows(turn.query, found, self.host.sentence_embedder(),
-                                       g.context_tokens, gen.count_tokens,
-                                       least=g.context_min, drop=g.window_drop)
             else:
-                turn.sources = fit(found, g.context_tokens, gen.count_tokens)
+                embedder = self.host.sentence_embedder()
+                scored = (score(turn.query, found, embedder)
+                          if g.select == "windows" or g.answerable_head_min > 0 else None)
+                if g.select == "windows":
+                    turn.sources = windows(turn.query, found, embedder, g.context_tokens,
+                                           gen.count_tokens, least=g.context_min,
+                                           drop=g.window_drop, scored=scored)
+                else:
+                    turn.sources = fit(found, g.context_tokens, gen.count_tokens)
+                if scored is not None and g.answerable_head_min > 0:
+                    weak = not judged(turn.query, found, scored, turn.sources, embedder.name,
+                                      g.answerable_head_min, out)
+                    turn.sources = () if weak else turn.sources
             kept = {h.chunk_id for h in turn.sources}
             out.update(best_dense=round(best, 4), weak=weak, select=g.select,
                        kept=[h.chunk_id for h in turn.sources],

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from alicerce.chains.answerability import head_min
 from alicerce.chains.spec import ChainSpec
 from alicerce.config import Settings
 
@@ -57,6 +58,7 @@ class RagConfig:
             "context_min": settings.answer_context_min,
             "window_drop": settings.answer_window_drop,
             "answerable_min": settings.answerable_min,
+            "answerable_head_min": head_min(settings),
             "abstain_below": settings.abstain_below},
             "rag-answer", settings.generator,
             {"max_tokens": settings.max_tokens, "temperature": settings.temperature},
@@ -142,6 +144,8 @@ def rag_chain(c: RagConfig) -> ChainSpec:
                                "context_min": r.get("context_min"),
                                "window_drop": r.get("window_drop", 0.02),
                                "answerable_min": r.get("answerable_min", 0.0),
+                               # versions deployed before the head do not use it
+                               "answerable_head_min": r.get("answerable_head_min", 0.0),
                                "abstain_below": r["abstain_below"],
                                "extractiveness": c.extractiveness,
                                **({"fusion": c.fusion["mode"],

@@ -148,24 +148,43 @@ class SentenceCache:
 _CACHE = SentenceCache()
 
 
-def windows(question: str, hits: Sequence[Hit], embedder: Embedder, budget: int,
-            count: Callable[[str], int], neighbours: int = 1, least: int | None = None,
-            drop: float = 0.02) -> tuple[Hit, ...]:
-    """The passages as the model should read them: each one's best sentence windows, the
-    whole set within `budget` tokens (past `least` tokens, only windows within `drop` of the
-    best score), passages in their retrieval order (fusion ranks passages better than one
-    sentence's cosine does)."""
-    split = [sentences(h.text) for h in hits]
+@dataclass(frozen=True)
+class Scored:
+    """Every sentence of the retrieved passages, scored against the question, best first:
+    what the windows are chosen from, and what the answerability head reads."""
+
+    split: tuple[tuple[str, ...], ...]
+    ranked: tuple[Window, ...]
+    language: str
+
+
+def score(question: str, hits: Sequence[Hit], embedder: Embedder) -> Scored:
+    """The passages' sentences ranked by cosine to the question (each read under its title)."""
+    split = tuple(tuple(sentences(h.text)) for h in hits)
     flat = [(i, j, s) for i, ss in enumerate(split) for j, s in enumerate(ss)]
+    lang = detect(question)
     if not flat:
-        return ()
-    count = functools.cache(count)  # a sentence is priced once (llama.cpp: an HTTP call)
+        return Scored(split, (), lang)
     q = np.asarray(embedder.embed_queries([question])[0], dtype=np.float32)
     scores = _CACHE.vectors(embedder, [_titled(hits[i], s) for i, _, s in flat]) @ q
-    lang = detect(question)
     ranked = sorted((Window(i, j, float(sc), detect(s, lang) == lang)
                      for (i, j, s), sc in zip(flat, scores, strict=True)),
                     key=lambda w: (-w.score, w.hit, w.index))
+    return Scored(split, tuple(ranked), lang)
+
+
+def windows(question: str, hits: Sequence[Hit], embedder: Embedder, budget: int,
+            count: Callable[[str], int], neighbours: int = 1, least: int | None = None,
+            drop: float = 0.02, scored: Scored | None = None) -> tuple[Hit, ...]:
+    """The passages as the model should read them: each one's best sentence windows, the
+    whole set within `budget` tokens (past `least` tokens, only windows within `drop` of the
+    best score), passages in their retrieval order (fusion ranks passages better than one
+    sentence's cosine does). `scored`: the sentences already scored for this question."""
+    scored = scored or score(question, hits, embedder)
+    split, ranked = scored.split, scored.ranked
+    if not ranked:
+        return ()
+    count = functools.cache(count)  # a sentence is priced once (llama.cpp: an HTTP call)
     foreign = max((w.score for w in ranked if not w.native and w.hit < FOREIGN_TOP),
                   default=1.0)
     chosen: dict[int, set[int]] = {}

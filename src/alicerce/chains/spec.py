@@ -82,6 +82,9 @@ class Grounding(_Strict):
     window_drop: float = Field(0.02, ge=0.0, le=1.0)
     # abstain when P(the sources answer the question) is below this (chains/answerable.py)
     answerable_min: float = Field(0.0, ge=0.0, le=1.0)
+    # abstain, without the model, when the answerability head's P(the passages hold the
+    # answer) is below this (chains/answerability.py)
+    answerable_head_min: float = Field(0.0, ge=0.0, le=1.0)
     abstain_below: float = Field(0.0, ge=0.0, le=1.0)
     extractiveness: Extractiveness = "balanced"
     # prompt: every passage in one prompt; sequence / token: RAG-Sequence / RAG-Token over
