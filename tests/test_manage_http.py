@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -432,3 +433,38 @@ def test_a_conversation_is_a_session_view_with_each_turns_feedback(
     assert client.get(f"/v1/conversations/{cid}",
                       headers=bearer(other_only)).status_code == 403
     assert client.get("/v1/conversations/nope", headers=bearer(user)).status_code == 404
+
+
+def test_a_stopping_server_ends_an_evaluation_between_questions_and_resumes_it(
+        tmp_path: Path, docs: Path) -> None:
+    """The server's shutdown waits for the question in flight and starts no other (the
+    home is closed after it); the next start runs the job again to its end."""
+    started, gate = threading.Event(), threading.Event()
+
+    def slow(messages: Any) -> str:
+        started.set()
+        gate.wait(10)
+        return REPLY
+    settings = Settings.load(home=tmp_path / "h", embedder="hashing", abstain_below=0.0,
+                             generator="fake", guards={})
+    with Alicerce(settings) as alc:
+        alc.use_generator("fake", ScriptedGenerator(slow, name="fake"))
+        alc.ingest([docs], "kb")
+        _, admin = alc.keys.create("ops", ["admin"])
+        body = {"app": "kb", "dataset": "golden@1", "metrics": ["answer"]}
+        with TestClient(create_app(settings, alc)) as client:
+            assert upload(client, admin, "golden", GOLDEN).status_code == 201
+            job = client.post("/v1/evals", headers=bearer(admin), json=body).json()
+            assert started.wait(10)
+            threading.Timer(0.5, gate.set).start()  # the question ends while it stops
+        assert not [t for t in threading.enumerate() if t.name == f"alicerce-{job['id']}"]
+        left = alc.eval_jobs.get(job["id"])
+        assert left.state == "running" and left.done == 1 and not left.run_id
+        with TestClient(create_app(settings, alc)) as client:
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                got = alc.eval_jobs.get(job["id"])
+                if got.state not in ("queued", "running"):
+                    break
+                time.sleep(0.1)
+        assert got.state == "done" and got.done == 3 and got.run_id, got

@@ -76,7 +76,7 @@ def create_app(settings: Settings, alicerce: Alicerce | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await svc.batches.stop()
+            await svc.background.stop()
             # A model still loading when the process exits can crash it (native code
             # torn down under a running thread): let the load finish first.
             warm.join(timeout=120)

@@ -11,7 +11,6 @@ import asyncio
 import concurrent.futures
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from alicerce.batch.ray_rows import ChainRow
 from alicerce.batch.runner import MAX_ROWS, runner
 from alicerce.errors import AccessError, AlicerceError, InputError, NotFoundError
 from alicerce.platform import Alicerce
+from alicerce.server.background import Background, Stopping
 from alicerce.server.limits import Limiter
 from alicerce.server.work import WorkQueue
 from alicerce.store.db import private_dir
@@ -31,31 +31,15 @@ log = logging.getLogger("alicerce.server")
 T = TypeVar("T")
 
 
-class _Stopping(Exception):
-    """The server is shutting down under a running job: leave it to be resumed."""
-
-
 Charge = Callable[[ApiKey, str, int, int], None]  # key, app, prompt and completion tokens
 
 
 class Batches:
-    def __init__(self, alc: Alicerce, work: WorkQueue, limiter: Limiter,
-                 charge: Charge) -> None:
+    def __init__(self, alc: Alicerce, work: WorkQueue, limiter: Limiter, charge: Charge,
+                 background: Background) -> None:
         self.alc, self.work, self.limiter, self.charge = alc, work, limiter, charge
+        self.background = background
         self.root = alc.settings.home / "batches"
-        self._stopping = threading.Event()
-        self._threads: set[threading.Thread] = set()
-        self._lock = threading.Lock()
-
-    async def stop(self, timeout_s: float = 120.0) -> None:
-        """No new row starts; the rows in flight finish (the event loop keeps serving them
-        while this waits), so nothing uses the home once the server is gone: closing the
-        stores under a running row crashed the process."""
-        self._stopping.set()
-        with self._lock:
-            running = list(self._threads)
-        for thread in running:
-            await asyncio.to_thread(thread.join, timeout_s)
 
     def start(self, key: ApiKey, app: str, rows: list[dict[str, Any]],
               concurrency: int) -> BatchJob:
@@ -108,8 +92,7 @@ class Batches:
 
     def _run(self, job: BatchJob, loop: asyncio.AbstractEventLoop) -> None:
         def submit(fn: Callable[[], T]) -> T:
-            if self._stopping.is_set():
-                raise _Stopping
+            self.background.check()  # a stopping server starts no new row
             key = self._key(job)
             while key is not None and (delay := self.limiter.wait_s(key)) > 0:
                 time.sleep(min(delay, 5.0))
@@ -119,20 +102,16 @@ class Batches:
                 try:
                     future = asyncio.run_coroutine_threadsafe(self.work.call(fn), loop)
                 except RuntimeError:  # the event loop is closed
-                    raise _Stopping from None
+                    raise Stopping from None
                 try:
                     result = future.result()
                 except concurrent.futures.CancelledError:
-                    raise _Stopping from None
+                    raise Stopping from None
             if key is not None and isinstance(result, ChainRow):
                 self.charge(key, job.app, result.prompt_tokens, result.completion_tokens)
             return result
 
-        thread = threading.Thread(target=self._guarded, args=(submit, job), daemon=True,
-                                  name=f"alicerce-{job.id}")
-        with self._lock:
-            self._threads.add(thread)
-        thread.start()
+        self.background.start(f"alicerce-{job.id}", self._guarded, submit, job)
 
     def _key(self, job: BatchJob) -> ApiKey | None:
         """The key that started `job`, read again for each row (None: the local caller,
@@ -149,15 +128,8 @@ class Batches:
 
     def _guarded(self, submit: Callable[[Callable[[], Any]], Any], job: BatchJob) -> None:
         try:
-            self._job(submit, job)
-        finally:
-            with self._lock:
-                self._threads.discard(threading.current_thread())
-
-    def _job(self, submit: Callable[[Callable[[], Any]], Any], job: BatchJob) -> None:
-        try:
             runner(self.alc, submit).run(job)  # on a cluster, its workers start here
-        except _Stopping:  # rows not written are run again when the server starts
+        except Stopping:  # rows not written are run again when the server starts
             log.info("batch job %s stopped with the server; it resumes on the next start",
                      job.id)
         except AlicerceError as exc:  # e.g. the Ray cluster cannot be reached

@@ -17,13 +17,14 @@ from alicerce.errors import AlicerceError
 from alicerce.evaluate.eval_jobs import EvalJob
 from alicerce.evaluate.runner import parse_metrics
 from alicerce.platform import Alicerce
+from alicerce.server.background import Background, Stopping
 
 log = logging.getLogger("alicerce.server")
 
 
 class EvalRunner:
-    def __init__(self, alc: Alicerce) -> None:
-        self.alc = alc
+    def __init__(self, alc: Alicerce, background: Background) -> None:
+        self.alc, self.background = alc, background
         self._lock = threading.Lock()
 
     def start(self, key: ApiKey, app: str, dataset: str, metrics: list[str],
@@ -43,23 +44,30 @@ class EvalRunner:
             self._run(job)
 
     def _run(self, job: EvalJob) -> None:
-        threading.Thread(target=self._work, args=(job,), daemon=True,
-                         name=f"alicerce-{job.id}").start()
+        self.background.start(f"alicerce-{job.id}", self._work, job)
 
     def _work(self, job: EvalJob) -> None:
         jobs = self.alc.eval_jobs
         with self._lock:
+            if self.background.stopping.is_set():  # queued behind the last one: next start
+                return
             jobs.update(job.id, state="running", done=0)
             try:
                 ds = sample(self.alc.datasets.get(job.dataset), job.options.get("limit"),
                             job.options.get("seed"))
                 run = self.alc.evals.run(job.app, ds, job.metrics,
                                          judge_model=job.options.get("judge_model"),
-                                         progress=lambda done, _: jobs.update(job.id,
-                                                                              done=done))
+                                         progress=lambda done, _: self._progress(job, done))
                 jobs.update(job.id, state="done", run_id=run.id, done=len(ds.rows))
+            except Stopping:  # its answers are memoised: the rerun asks no model again
+                log.info("evaluation job %s stopped with the server; it runs again on the "
+                         "next start", job.id)
             except AlicerceError as exc:
                 jobs.update(job.id, state="failed", error=str(exc))
             except Exception as exc:  # reported on the job; the server goes on
                 log.exception("evaluation job %s failed", job.id)
                 jobs.update(job.id, state="failed", error=f"unexpected error: {exc}")
+
+    def _progress(self, job: EvalJob, done: int) -> None:
+        self.alc.eval_jobs.update(job.id, done=done)
+        self.background.check()  # a stopping server ends the job between questions

@@ -31,6 +31,7 @@ from alicerce.guard.config import build as build_guards
 from alicerce.guard.raw import raw_guards
 from alicerce.platform import Alicerce
 from alicerce.refs import split_ref
+from alicerce.server.background import Background
 from alicerce.server.batches import Batches
 from alicerce.server.cache import AnswerCache, Vector
 from alicerce.server.embed_batch import EmbedBatcher
@@ -68,12 +69,13 @@ class Service:
         self.embeddings = EmbedBatcher(alc, s.embed_batch_ms / 1000)
         self.ready = threading.Event()
         self.load_error = ""
-        self.uploads = Uploads(alc, self.cache.drop)
-        self.batches = Batches(alc, self.work, self.limiter, self.spend)
+        self.background = Background()
+        self.uploads = Uploads(alc, self.cache.drop, self.background)
+        self.batches = Batches(alc, self.work, self.limiter, self.spend, self.background)
         self.model_names = {m.name for m in alc.models() if m.installed}
         self.leases = Leases(alc.db_path)
         self.sessions = Sessions(alc.db_path)  # the console's sign-ins
-        self.evaluations = EvalRunner(alc)
+        self.evaluations = EvalRunner(alc, self.background)
         self._raw_guards: Guards | None = None
 
     # -- start-up ----------------------------------------------------------------------------

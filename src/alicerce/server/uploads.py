@@ -12,13 +12,16 @@ from alicerce.access.keys import ApiKey
 from alicerce.errors import AlicerceError, NotFoundError
 from alicerce.ingest.jobs import IngestJob
 from alicerce.platform import Alicerce, check_collection_name
+from alicerce.server.background import Background
 
 log = logging.getLogger("alicerce.server")
 
 
 class Uploads:
-    def __init__(self, alc: Alicerce, on_done: Callable[[str], object]) -> None:
+    def __init__(self, alc: Alicerce, on_done: Callable[[str], object],
+                 background: Background) -> None:
         self.alc, self._on_done = alc, on_done  # on_done(collection): drop cached answers
+        self.background = background  # a stopping server waits for the upload to finish
         self._lock = threading.Lock()
 
     def start(self, key: ApiKey, collection: str,
@@ -48,11 +51,12 @@ class Uploads:
         return job
 
     def _run(self, job: IngestJob) -> None:
-        threading.Thread(target=self._ingest, args=(job,), daemon=True,
-                         name=f"alicerce-{job.id}").start()
+        self.background.start(f"alicerce-{job.id}", self._ingest, job)
 
     def _ingest(self, job: IngestJob) -> None:
         with self._lock:
+            if self.background.stopping.is_set():  # queued behind the last one: next start
+                return
             jobs = self.alc.jobs
             jobs.start(job.id)
             try:
