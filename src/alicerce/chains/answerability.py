@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 from functools import cache
@@ -31,6 +30,7 @@ from alicerce.chains.select import FOREIGN_TOP, Scored
 from alicerce.config import Settings
 from alicerce.errors import ConfigError
 from alicerce.language import FUNCTION_WORDS, detect
+from alicerce.metrics.grounding import fold
 from alicerce.types import Hit
 
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
@@ -39,18 +39,14 @@ foi foram tem têm pode podem deve devem what which how many much when where who
 do did is are can"""
 
 
-def _fold(word: str) -> str:
-    return unicodedata.normalize("NFKD", word.lower()).encode("ascii", "ignore").decode()
-
-
-_STOP = frozenset(_fold(w) for w in (*FUNCTION_WORDS, *_QUESTION_WORDS.split()))
+_STOP = frozenset(fold(w) for w in (*FUNCTION_WORDS, *_QUESTION_WORDS.split()))
 
 
 def stems(text: str) -> frozenset[str]:
     """Content words cut to five letters, accents folded: a light stemmer that treats
     'reembolso' and 'reembolsáveis' alike in Portuguese and English."""
-    return frozenset(_fold(w)[:5] for w in _WORD.findall(text)
-                     if len(w) > 2 and _fold(w) not in _STOP)
+    return frozenset(fold(w)[:5] for w in _WORD.findall(text)
+                     if len(w) > 2 and fold(w) not in _STOP)
 
 
 @dataclass(frozen=True)
