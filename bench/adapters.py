@@ -12,7 +12,9 @@ converted like trained ones; their values do not change their cost.
   at most 5% of the base's memory.
 - throughput: 4 clients at once (llm_parallel 4), 3 requests each, 48 tokens greedy: all on
   the base, then each on its own adapter, then all on one adapter. Target: adapters >= 0.8x
-  the base.
+  the base. `--backend transformers` measures it on the transformers backend (the same GGUF
+  dequantised), where requests for different adapters share a batch; only this part runs
+  there.
 - switch: time to first token of a request for the same adapter as the one before, and of
   one that switches adapter (same prompt, streamed), with the prompt tokens llama.cpp reused.
 - swap: 2 clients stream without pause while an adapter is registered 3 times by another
@@ -200,6 +202,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="qwen-0.5b", choices=sorted(BUNDLED))
     ap.add_argument("--parts", default="memory,throughput,switch,swap")
+    ap.add_argument("--backend", default="llama.cpp", choices=["llama.cpp", "transformers"])
     ap.add_argument("--child-memory", type=int, default=-1, help=argparse.SUPPRESS)
     ap.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -207,7 +210,13 @@ def main() -> None:
         child_memory(args.home, args.model, args.child_memory)
         return
     parts = args.parts.split(",")
-    print(f"# bench/adapters.py --model {args.model}: {machine()}")
+    served, extra = args.model, {}
+    if args.backend == "transformers":
+        if parts != ["throughput"]:
+            ap.error("--backend transformers runs only --parts throughput")
+        served = f"{args.model}-hf"
+        extra = {"models": {served: {"path": args.model, "backend": "transformers"}}}
+    print(f"# bench/adapters.py --model {args.model} --backend {args.backend}: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         folders = [root / f"lora{i}" for i in range(11)]
@@ -218,10 +227,10 @@ def main() -> None:
               f"({size:.1f} MB each as GGUF)", flush=True)
         if "memory" in parts:
             memory(root, args.model, folders)
-        alc = open_home(root / "home", args.model, llm_parallel=4)
+        alc = open_home(root / "home", served, llm_parallel=4, **extra)
         refs = [register(alc, f"a{i}", f, args.model) for i, f in enumerate(folders[:4])]
         if "throughput" in parts:
-            throughput(alc, args.model, refs)
+            throughput(alc, served, refs)
         if "switch" in parts:
             switch(alc, args.model, refs)
         if "swap" in parts:

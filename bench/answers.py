@@ -24,6 +24,11 @@ all in one prompt (the default), RAG-Sequence or RAG-Token over the best `--docu
   "abstained, source removed".
 - Citation precision everywhere: the share of cited sources that are the question's own
   passage/document or contain a gold answer.
+- `--route`: with two models (the first the default, the second the faster one), routing per
+  question by the answerability head's probability, which every answer computes before the
+  model runs: questions at or above a threshold go to the faster model. For each threshold,
+  the share routed, the quality (F1 and contains; cosine for Zoomcamp) and the mean seconds per
+  answer, read from the two models' answers to the same questions.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class Row:
     item: Item
     answer: Answer
     seconds: float
+    head: float | None = None  # the answerability head's probability, when it judged
 
 
 def faquad(base: Path, n: int, work: Path) -> tuple[Path, dict[str, str], list[Item]]:
@@ -136,7 +142,38 @@ def run(alc: Alicerce, coll: str, items: list[Item], model: str, fusion: str = "
                     fusion=None if fusion == "prompt" else {"mode": fusion,
                                                             "documents": documents})
         rows.append(Row(it, a, time.perf_counter() - t))
+    alc.traces.flush()
+    for r in rows:
+        ctx = [s for s in alc.traces.get(r.answer.trace_id).spans if s["name"] == "context"]
+        p = ctx[0]["attrs"].get("answerable_head") if ctx else None
+        r.head = p if isinstance(p, float) else None
     return rows
+
+
+def quality(rows: list[Row], cosine: list[float] | None) -> list[float]:
+    """Per answerable question: token F1, or the cosine to the reference where given."""
+    if cosine is not None:
+        return [c for r, c in zip(rows, cosine, strict=True) if r.item.answerable]
+    return [max(f1(r.answer.text, g) for g in r.item.golds) for r in rows if r.item.answerable]
+
+
+def route(name: str, models: list[str], runs: dict[str, list[Row]],
+          scores: dict[str, list[float]]) -> None:
+    """Quality and time if questions whose head probability reaches a threshold went to the
+    faster model (`models[1]`) and the rest to the default (`models[0]`)."""
+    big, small = runs[models[0]], runs[models[1]]
+    ans = [i for i, r in enumerate(big) if r.item.answerable]
+    for cut in (None, 0.95, 0.9, 0.8, 0.7, 0.5, 0.0):
+        pick = [cut is not None and big[i].head is not None and big[i].head >= cut for i in ans]
+        q = [scores[models[1] if s else models[0]][k] for k, s in enumerate(pick)]
+        cont = [any(contains((small if s else big)[i].answer.text, g) for g in big[i].item.golds)
+                for i, s in zip(ans, pick, strict=True)]
+        secs = [(small if s else big)[i].seconds for i, s in zip(ans, pick, strict=True)]
+        label = "never" if cut is None else ("always" if cut == 0 else f"head >= {cut}")
+        print(f"{name:<9}route {label:<12} to {models[1]}: {sum(pick)}/{len(ans)}  "
+              f"{'cosine' if name == 'zoomcamp' else 'F1'} {statistics.mean(q):.3f}  "
+              + ("" if name == "zoomcamp" else f"contains {statistics.mean(cont):.3f}  ")
+              + f"mean {statistics.mean(secs):.1f}s/answer", flush=True)
 
 
 def report(name: str, model: str, rows: list[Row], cosine: list[float] | None = None,
@@ -190,6 +227,8 @@ def main() -> None:
     ap.add_argument("--zoomcamp-home", default="/tmp/alicerce-bench-zoomcamp")
     ap.add_argument("--removed", action="store_true",
                     help="also ask the answerable questions with their own sources removed")
+    ap.add_argument("--route", action="store_true",
+                    help="route by the answerability head from the first model to the second")
     args = ap.parse_args()
     print(f"machine: {machine()}; n={args.n} per dataset, temperature 0, max_tokens 200")
     work = Path(tempfile.mkdtemp())
@@ -210,9 +249,11 @@ def main() -> None:
         alc.ingest([corpus], name, **mapping)  # type: ignore[arg-type]
         print(f"{name}: collection ready in {time.perf_counter() - t:.0f}s; {len(items)} "
               "questions", flush=True)
+        runs: dict[str, list[Row]] = {}
+        scores: dict[str, list[float]] = {}
         for model, fusion in [(m, f) for m in args.models.split(",")
                               for f in args.fusion.split(",")]:
-            rows = run(alc, name, items, model, fusion, args.documents)
+            rows = runs[model] = run(alc, name, items, model, fusion, args.documents)
             cos = ref = None
             if name == "zoomcamp":
                 from alicerce.embed.minilm import MiniLMEmbedder
@@ -225,12 +266,14 @@ def main() -> None:
                 ref = [float(x @ y) for x, y in zip(g, o, strict=True)]
             print(f"prompt {shipped_prompt(alc)} fusion {fusion}", end="  ")
             report(name, model, rows, cos, ref)
+            scores[model] = quality(rows, cos)
             out = work / f"{name}-{model}-{fusion}.jsonl"
             out.write_text("\n".join(json.dumps({"q": r.item.question, "gold": r.item.golds,
                                                  "answer": r.answer.text,
                                                  "abstained": r.answer.abstained,
                                                  "cites": [c.doc_key for c in r.answer.citations],
-                                                 "doc": r.item.doc}, ensure_ascii=False)
+                                                 "doc": r.item.doc, "head": r.head},
+                                                ensure_ascii=False)
                                      for r in rows))
             if args.removed:
                 gone = f"{name}-removed"
@@ -242,6 +285,8 @@ def main() -> None:
                       f"{sum(r.answer.abstained for r in held) / len(held):.3f} "
                       f"(n={len(held)}; median {statistics.median(r.seconds for r in held):.1f}"
                       "s/answer)", flush=True)
+        if args.route and len(runs) == 2:
+            route(name, args.models.split(","), runs, scores)
         alc.close()
     print(f"answers kept in {work}")
 

@@ -85,6 +85,61 @@ def test_adapters_and_the_base_interleaved_and_concurrent_get_their_own_outputs(
 
 @pytest.mark.real
 @needs_tune
+def test_transformers_decodes_requests_for_different_adapters_in_one_batch(
+        loras: dict[str, Path], tmp_path: Path) -> None:
+    """On the transformers backend requests for different LoRAs and the base share one
+    generate() call (PEFT's adapter_names): each row still gets its own adapter's answer, a
+    stream stopped early ends its row only, and a stop string cuts a batched stream."""
+    hf = "smol-hf"
+    alc = served(tmp_path, llm_parallel=4,
+                 models={hf: {"path": BASE, "backend": "transformers"}})
+    for name in ("a", "b"):
+        alc.adapters.register(name, loras[name], lineage(alc.settings))
+    variants: list[str | None] = [None, "a@1", "b@1"]
+    ask = lambda v, q: alc.generator(hf, v).complete(  # noqa: E731
+        [Message("user", q)], GREEDY).text
+    alone = {(v, q): ask(v, q) for v in variants for q in QUESTIONS}
+    for q in QUESTIONS:
+        assert alone[("a@1", q)] == REPLIES["a"] and alone[("b@1", q)] == REPLIES["b"]
+    batcher = alc.generator(hf)._batcher  # type: ignore[attr-defined]
+    run, seen = batcher._run, []
+
+    def spy(jobs: list[Any], rows: Any) -> None:
+        seen.append({j.adapter for j in jobs})
+        run(jobs, rows)
+    batcher._run = spy
+    jobs = [(v, q) for v in variants for q in QUESTIONS] * 2
+    random.Random(3).shuffle(jobs)
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda j: ask(*j), jobs))
+    assert max(len(adapters) for adapters in seen) >= 2, seen  # adapters mixed in a batch
+    for (v, q), text in zip(jobs, together, strict=True):
+        if v is not None:
+            assert text == alone[(v, q)], (v, q, text)
+        else:  # float sums in another order may flip a near-tie after the first word
+            assert text.split()[:1] == alone[(v, q)].split()[:1], (q, text, alone[(v, q)])
+            assert not {"Alpha", "Bravo"} & set(text.split()), text
+    # a stream dropped after its first piece ends its row; the other row runs to its end
+    long = DecodingParams.build(max_tokens=40, temperature=0.0)
+    question = [Message("user", "Tell me about the sea.")]
+    whole = alc.generator(hf).complete(question, long)
+    seen.clear()
+    with ThreadPoolExecutor(2) as pool:
+        dropped = pool.submit(lambda: next(iter(alc.generator(hf, "a@1").stream(question,
+                                                                                 long))).text)
+        kept = pool.submit(lambda: list(alc.generator(hf).stream(question, long)))
+        assert dropped.result() == "Alpha"[:len(dropped.result())]
+        pieces = kept.result()
+    assert "".join(p.text for p in pieces).split()[:1] == whole.text.split()[:1]
+    assert pieces[-1].usage is not None and pieces[-1].finish_reason == whole.finish_reason
+    cut = list(alc.generator(hf, "b@1").stream(question, DecodingParams.build(
+        max_tokens=12, temperature=0.0, stop=[" bravo"])))
+    assert "".join(p.text for p in cut) == "Bravo" and cut[-1].finish_reason == "stop"
+    alc.close()
+
+
+@pytest.mark.real
+@needs_tune
 def test_a_new_adapter_is_served_without_restart_and_a_stream_in_flight_is_not_cut(
         loras: dict[str, Path], tmp_path: Path) -> None:
     alc = served(tmp_path)

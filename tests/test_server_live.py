@@ -379,8 +379,8 @@ def test_the_console_path_on_the_real_model(live: tuple[str, str, str], home: Pa
         assert "generate" in page.inner_text("ul.steps")  # the real model's step
         page.goto(base + "/console/apps/console-flow")
         page.select_option("form[action$='/label'] select[name=version]", "2")
-        page.click("text=Move label")
-        page.wait_for_load_state()
+        with page.expect_navigation():  # the loaded page would not wait for the POST
+            page.click("text=Move label")
         browser.close()
     shown = json.loads(cli(home, "apps", "show", "console-flow@production", "--json").stdout)
     assert shown["version"] == 2 and shown["spec"]["prompt"] == f"rag-answer@{new}"

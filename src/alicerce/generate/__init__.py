@@ -39,11 +39,12 @@ def get_generator(name: str | None, settings: Settings,
     if ref.backend == "transformers":
         from alicerce.generate.hf import TransformersGenerator
 
-        at = (ref.name, str(path.resolve()), str(settings.llm_context))
+        at = (ref.name, str(path.resolve()), str(settings.llm_context),
+              str(settings.llm_parallel))
         with _LOCK:
             if at not in _TORCH:
                 _TORCH[at] = TransformersGenerator(ref.name, path, settings.llm_context,
-                                                   settings.llm_threads)
+                                                   settings.llm_threads, settings.llm_parallel)
             return _TORCH[at]
     return load(ref.name, path, settings.llm_context, settings.llm_threads,
                 settings.llm_parallel, settings.llm_cache_ram_mb, adapters)

@@ -1,9 +1,9 @@
 """Hugging Face transformers as a backend (the `tune` extra: CPU torch, PEFT).
 
-It serves what llama.cpp cannot: beam search, and PEFT adapters of every method ((IA)³ and
-prompt tuning have no GGUF form). It loads a bundled GGUF (dequantised to float32, about 4x
-its file size in memory) or a local model folder, and decodes one request at a time: on a
-CPU, requests decoded side by side run no faster than one after the other.
+It serves what llama.cpp cannot: beam search, PEFT adapters of every method ((IA)³ and
+prompt tuning have no GGUF form), and requests for different LoRA adapters decoded in one
+batch (hf_batch.py). It loads a bundled GGUF (dequantised to float32, about 4x its file size
+in memory) or a local model folder.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 
 from alicerce.errors import GeneratorError, InputError
 from alicerce.generate.base import with_format
+from alicerce.generate.hf_batch import Batcher, Done, Job, Rows
 from alicerce.generate.params import DecodingParams, require
 from alicerce.types import Choice, Completion, Delta, Message, Usage
 
@@ -64,17 +64,37 @@ class _Adapters:
                 with self.peft.disable_adapter():
                     yield self.peft, None
             return
+        kind = self._ready(folder, method)
+        self.peft.set_adapter(self.names[folder])
+        if kind == "prompt":
+            yield self.base, self.peft.get_prompt(batch_size=1)
+        else:
+            yield self.peft, None
+
+    @contextlib.contextmanager
+    def mixed(self, folders: Sequence[Path | None],
+              method: str) -> Iterator[tuple[Any, list[str] | None]]:
+        """(model, per-row adapter names or None) for a batch: rows with different LoRA
+        adapters or none go through PEFT's `adapter_names`; otherwise every row shares one."""
+        wanted = set(folders)
+        if len(wanted) == 1:
+            with self.use(folders[0], method) as (model, _):
+                yield model, None
+            return
+        for folder in wanted:
+            if folder is not None:
+                self._ready(folder, method)
+        yield self.peft, [self.names[f] if f is not None else "__base__" for f in folders]
+
+    def _ready(self, folder: Path, method: str) -> str:
+        """Load `folder` as an adapter of its kind (unloading other kinds); the kind."""
         kind = {"pretrain": "lora"}.get(method, method)
         if self.peft is not None and kind != self.kind:
             self.base = self.peft.get_base_model() if self.kind == "prompt" else self.peft.unload()
             self.peft, self.names = None, {}
         if folder not in self.names:
             self._load(folder, kind)
-        self.peft.set_adapter(self.names[folder])
-        if kind == "prompt":
-            yield self.base, self.peft.get_prompt(batch_size=1)
-        else:
-            yield self.peft, None
+        return kind
 
     def _load(self, folder: Path, kind: str) -> None:
         from peft import PeftModel
@@ -98,7 +118,8 @@ class TransformersGenerator:
 
     backend = "transformers"
 
-    def __init__(self, name: str, path: Path, context: int = 4096, threads: int = 0) -> None:
+    def __init__(self, name: str, path: Path, context: int = 4096, threads: int = 0,
+                 batch: int = 1) -> None:
         try:
             import torch
         except ImportError as exc:
@@ -117,6 +138,7 @@ class TransformersGenerator:
         self.context_size = min(context, int(limit))
         self._adapters = _Adapters(model)
         self._lock = threading.Lock()  # one generate() at a time: CPU cores are the limit
+        self._batcher = Batcher(self._tok, self._lock, batch, self._run_batch)
         self.adapter: Path | None = None
         self.method = ""
 
@@ -158,11 +180,12 @@ class TransformersGenerator:
             kw.update(stop_strings=list(params.stop), tokenizer=self._tok)
         return ids, kw
 
-    def _run(self, ids: Any, kw: dict[str, Any], seed: int | None) -> tuple[Any, int]:
+    def _run(self, ids: Any, kw: dict[str, Any], seed: int | None, adapter: Path | None,
+             method: str) -> tuple[Any, int]:
         """Generated token ids [n, new] (under the lock) and the prompt's length."""
         import torch
 
-        with self._adapters.use(self.adapter, self.method) as (model, soft):
+        with self._adapters.use(adapter, method) as (model, soft):
             if seed is not None:
                 torch.manual_seed(seed)
             with torch.no_grad():
@@ -179,11 +202,47 @@ class TransformersGenerator:
                                                                dtype=torch.long), **kw)
                 return out, embeds.shape[1]
 
+    def _run_batch(self, jobs: list[Job], rows: Rows) -> None:
+        """generate() over the jobs' prompts, left-padded, each row with its own adapter; a
+        job that runs alone (a seed, a soft prompt) goes through `_run`."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        if len(jobs) == 1:
+            one = jobs[0]
+            self._run(one.ids, {**one.kw, "streamer": rows, "stopping_criteria":
+                                StoppingCriteriaList([rows.criteria()])},
+                      one.seed, one.adapter, one.method)
+            return
+        width = max(int(j.ids.shape[1]) for j in jobs)
+        ids = torch.full((len(jobs), width), self._tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, j in enumerate(jobs):
+            n = int(j.ids.shape[1])
+            ids[i, width - n:], mask[i, width - n:] = j.ids[0], 1
+        kw = {**jobs[0].kw, "max_new_tokens": max(j.kw["max_new_tokens"] for j in jobs),
+              "streamer": rows, "stopping_criteria": StoppingCriteriaList([rows.criteria()])}
+        method = next((j.method for j in jobs if j.method), "")
+        with self._adapters.mixed([j.adapter for j in jobs], method) as (model, names):
+            extra = {"adapter_names": names} if names else {}
+            with torch.no_grad():
+                model.generate(input_ids=ids, attention_mask=mask, **kw, **extra)
+
     def complete(self, messages: Sequence[Message], params: DecodingParams) -> Completion:
         ids, kw = self._prepare(messages, params)
         started = time.perf_counter()
+        if params.n == 1 and params.num_beams == 1:  # one sequence: decoded in a batch
+            job = self._batcher.submit(self._job(ids, kw, params))
+            done = next(r for r in job.results() if isinstance(r, Done))
+            text = self._tok.decode(done.tokens, skip_special_tokens=True)
+            cut = _cut(text, params.stop)
+            ms = (time.perf_counter() - started) * 1000
+            n = len(done.tokens)
+            return Completion(self.name, (Choice(cut, "stop" if cut != text else done.finish),),
+                              Usage(int(ids.shape[1]), n),
+                              {"total_ms": ms, "decode_tok_s": n / max(ms / 1000, 1e-9)})
         with self._lock:
-            new, prompt = self._run(ids, kw, params.seed)
+            new, prompt = self._run(ids, kw, params.seed, self.adapter, self.method)
         choices, completion = [], 0
         for row in new.tolist():
             tokens = _until_eos(row, self._tok.eos_token_id, self._tok.pad_token_id)
@@ -225,57 +284,35 @@ class TransformersGenerator:
             raise InputError("streaming returns one sequence, decoded token by token",
                              hint="use n=1 and num_beams=1 to stream, or ask without stream")
         ids, kw = self._prepare(messages, params)
-        return self._streamed(ids, kw, params)
+        return self._batched(self._job(ids, kw, params), params)
 
-    def _streamed(self, ids: Any, kw: dict[str, Any], params: DecodingParams) -> Iterator[Delta]:
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+    def _job(self, ids: Any, kw: dict[str, Any], params: DecodingParams) -> Job:
+        return Job(ids, kw, self.adapter, self.method, params.seed)
 
-        cancelled = threading.Event()
-
-        class Cancel(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **_: Any) -> bool:
-                return cancelled.is_set()
-
-        streamer = TextIteratorStreamer(self._tok, skip_prompt=True, skip_special_tokens=True)
-        done: queue.Queue[tuple[Any, int] | BaseException] = queue.Queue()
-
-        def run() -> None:
-            try:
-                with self._lock:
-                    done.put(self._run(ids, {**kw, "streamer": streamer, "stopping_criteria":
-                                             StoppingCriteriaList([Cancel()])}, params.seed))
-            except BaseException as exc:  # handed to the consumer's thread
-                streamer.on_finalized_text("", stream_end=True)
-                done.put(exc)
-
-        worker = threading.Thread(target=run, daemon=True, name="transformers-stream")
-        worker.start()
+    def _batched(self, job: Job, params: DecodingParams) -> Iterator[Delta]:
+        """A streamed request decoded in a batch: its pieces as its row yields them."""
+        self._batcher.submit(job)
         held = max((len(s) for s in params.stop), default=1) - 1  # a stop string may span pieces
-        text, sent = "", 0
+        text, sent, count, finish = "", 0, 0, "stop"
         try:
-            for piece in streamer:
-                text += piece
+            for item in job.results():
+                if isinstance(item, Done):
+                    count, finish = len(item.tokens), item.finish
+                    break
+                text, count = text + item.text, item.tokens
                 cut = _cut(text, params.stop)
                 if cut != text:
-                    cancelled.set()
                     text = cut
                     break
                 upto = max(sent, len(text) - held)
                 if upto > sent:
                     yield Delta(text[sent:upto])
                     sent = upto
-            result = done.get()
-            if isinstance(result, BaseException):
-                raise GeneratorError(f"{self.name} failed while streaming: {result}") from result
             if text[sent:]:
                 yield Delta(text[sent:])
-            new, prompt = result
-            tokens = _until_eos(new[0].tolist(), self._tok.eos_token_id, self._tok.pad_token_id)
-            ended = cancelled.is_set() or len(tokens) < kw["max_new_tokens"]
-            yield Delta("", "stop" if ended else "length", Usage(prompt, len(tokens)))
+            yield Delta("", finish, Usage(int(job.ids.shape[1]), count))
         finally:
-            cancelled.set()
-            worker.join(timeout=120)
+            job.cancelled.set()  # a consumer gone, or a stop string: the row ends
 
 
 def _until_eos(row: list[int], eos: int | None, pad: int | None) -> list[int]:
