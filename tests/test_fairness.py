@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from test_console import sign_in
 from typer.testing import CliRunner
 
 from alicerce import Alicerce, Settings
@@ -221,3 +222,60 @@ def test_cli_http_and_metrics_show_fairness_runs(alc: Alicerce, tmp_path: Path,
                f'metric="gender.changed_metric",version=""}} {stored.mean}'
         assert stored.mean > 0.5 and line in metrics
     served.close()
+
+
+def test_a_fairness_probe_runs_as_a_server_job(alc: Alicerce) -> None:
+    """`POST /v1/evals` with `kind: fairness` (the console's form too): attributes checked
+    before the job exists, progress counted in question pairs, the run stored as fairness."""
+    import time
+
+    _, admin = alc.keys.create("ops", ["admin"])
+    _, reader = alc.keys.create("auditor", ["read"])
+    rows = "".join(json.dumps({"id": i, "question": q}, ensure_ascii=False) + "\n"
+                   for i, q in QUESTIONS)
+    with TestClient(create_app(alc.settings, alc)) as client:
+        def auth(k: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {k}"}
+        up = client.post("/v1/datasets/people", headers=auth(admin),
+                         files={"file": ("people.jsonl", rows.encode(), "application/jsonl")})
+        assert up.status_code == 201, up.text
+        body = {"app": "kb", "dataset": "people@1", "kind": "fairness",
+                "attributes": ["gender", "region"], "judge": False}
+        assert client.post("/v1/evals", headers=auth(reader), json=body).status_code == 403
+        bad = client.post("/v1/evals", headers=auth(admin),
+                          json={**body, "attributes": ["religion"]})
+        assert bad.status_code == 400 and "unknown attribute" in bad.text
+        assert "choose from gender, region" in bad.json()["error"]["message"]
+        assert alc.eval_jobs.recent(None, 10) == []  # refused before any job
+        job = client.post("/v1/evals", headers=auth(admin), json=body).json()
+        assert job["state"] == "queued" and job["options"]["attributes"] == ["gender", "region"]
+        deadline = time.time() + 60
+        while job["state"] in ("queued", "running") and time.time() < deadline:
+            time.sleep(0.1)
+            job = client.get(f"/v1/evals/jobs/{job['id']}", headers=auth(reader)).json()
+        assert job["state"] == "done", job
+        run = client.get(f"/v1/evals/{job['run_id']}", headers=auth(reader)).json()
+        assert run["kind"] == "fairness" and job["done"] == job["total"] == run["rows"]
+        assert run["summary"]["gender.changed_metric"]["mean"] > 0.5  # the planted bias
+        assert "region.changed_metric" in run["summary"] and "gender.changed" not in run["summary"]
+        assert not any(k.startswith("age.") for k in run["summary"])  # not asked for
+        client.post("/v1/datasets/plain", headers=auth(admin), files={"file": (
+            "plain.jsonl", b'{"id": "a", "question": "Qual o prazo do reembolso?"}\n',
+            "application/jsonl")})
+        plain = client.post("/v1/evals", headers=auth(admin),
+                            json={**body, "dataset": "plain@1"}).json()
+        while plain["state"] in ("queued", "running") and time.time() < deadline:
+            time.sleep(0.1)
+            plain = client.get(f"/v1/evals/jobs/{plain['id']}", headers=auth(reader)).json()
+        assert plain["state"] == "failed" and "mention gender, region" in plain["error"]
+        # the console's form starts the same job
+        csrf = sign_in(client, admin)
+        form = client.get("/console/evals").text
+        assert 'name="attributes" value="name-origin"' in form
+        posted = client.post("/console/evals", data={
+            "csrf": csrf, "app": "kb", "dataset": "people@1", "metrics": ["answer"],
+            "kind": "fairness", "attributes": ["age"], "personas": "true"},
+            follow_redirects=False)
+        assert posted.status_code == 303, posted.text
+        newest = alc.eval_jobs.recent(None, 1)[0]
+        assert newest.options["attributes"] == ["age"] and newest.options["personas"]

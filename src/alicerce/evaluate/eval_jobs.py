@@ -89,10 +89,11 @@ class EvalJobs:
             (*args, max(1, min(limit, 1000))))]
 
     def update(self, job_id: str, *, state: State | None = None, done: int | None = None,
-               run_id: str | None = None, error: str | None = None) -> None:
+               total: int | None = None, run_id: str | None = None,
+               error: str | None = None) -> None:
         sets: list[str] = ["updated_at=?"]
         args: list[Any] = [time.time()]
-        for col, val in (("state", state), ("done", done), ("run_id", run_id),
+        for col, val in (("state", state), ("done", done), ("total", total), ("run_id", run_id),
                          ("error", error[:2000] if error else error)):
             if val is not None:
                 sets.append(f"{col}=?")

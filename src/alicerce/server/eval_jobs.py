@@ -1,5 +1,6 @@
 """Evaluation jobs in the server's background: an admin (or the console) asks for an app
-version to be scored on a stored dataset, and polls the job until it names its run.
+version to be scored on a stored dataset (or probed for fairness on it), and polls the job
+until it names its run.
 
 Jobs run one at a time: they are model-heavy, and two at once on a small machine slow each
 other far more than they gain. A job a restart interrupted runs again at start-up.
@@ -12,10 +13,13 @@ import threading
 from typing import Any
 
 from alicerce.access.keys import ApiKey
-from alicerce.datasets import sample
+from alicerce.datasets import Dataset, sample
 from alicerce.errors import AlicerceError
 from alicerce.evaluate.eval_jobs import EvalJob
+from alicerce.evaluate.fairness import Fairness
+from alicerce.evaluate.fairness_probes import parse_attributes
 from alicerce.evaluate.runner import parse_metrics
+from alicerce.evaluate.runs import Run
 from alicerce.platform import Alicerce
 from alicerce.server.background import Background, Stopping
 
@@ -29,9 +33,14 @@ class EvalRunner:
 
     def start(self, key: ApiKey, app: str, dataset: str, metrics: list[str],
               options: dict[str, Any]) -> EvalJob:
-        """Checked before the job exists: the metric groups, the dataset version and the
-        sample size; the app is checked by the caller (with the key)."""
-        groups = parse_metrics(metrics)
+        """Checked before the job exists: the metric groups (or a fairness job's attributes),
+        the dataset version and the sample size; the app is checked by the caller (with the
+        key)."""
+        if options.get("kind") == "fairness":
+            options = options | {"attributes": parse_attributes(options.get("attributes"))}
+            groups: list[str] = []
+        else:
+            groups = parse_metrics(metrics)
         version = self.alc.datasets.version(dataset)
         rows = min(version.rows, options.get("limit") or version.rows)
         job = self.alc.eval_jobs.create(key.id, app, version.ref, groups, options, rows)
@@ -55,10 +64,8 @@ class EvalRunner:
             try:
                 ds = sample(self.alc.datasets.get(job.dataset), job.options.get("limit"),
                             job.options.get("seed"))
-                run = self.alc.evals.run(job.app, ds, job.metrics,
-                                         judge_model=job.options.get("judge_model"),
-                                         progress=lambda done, _: self._progress(job, done))
-                jobs.update(job.id, state="done", run_id=run.id, done=len(ds.rows))
+                run = self._evaluate(job, ds)
+                jobs.update(job.id, state="done", run_id=run.id, done=run.rows, total=run.rows)
             except Stopping:  # its answers are memoised: the rerun asks no model again
                 log.info("evaluation job %s stopped with the server; it runs again on the "
                          "next start", job.id)
@@ -68,6 +75,16 @@ class EvalRunner:
                 log.exception("evaluation job %s failed", job.id)
                 jobs.update(job.id, state="failed", error=f"unexpected error: {exc}")
 
-    def _progress(self, job: EvalJob, done: int) -> None:
-        self.alc.eval_jobs.update(job.id, done=done)
+    def _evaluate(self, job: EvalJob, ds: Dataset) -> Run:
+        opts = job.options
+        if opts.get("kind") == "fairness":  # counts question pairs, not rows
+            return Fairness(self.alc, job.app, judge=opts.get("judge", True),
+                            judge_model=opts.get("judge_model"),
+                            progress=lambda done, total: self._progress(job, done, total),
+                            ).run(ds, opts["attributes"], opts.get("personas", False))
+        return self.alc.evals.run(job.app, ds, job.metrics, judge_model=opts.get("judge_model"),
+                                  progress=lambda done, _: self._progress(job, done))
+
+    def _progress(self, job: EvalJob, done: int, total: int | None = None) -> None:
+        self.alc.eval_jobs.update(job.id, done=done, total=total)
         self.background.check()  # a stopping server ends the job between questions

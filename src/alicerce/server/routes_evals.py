@@ -120,14 +120,18 @@ async def list_runs(svc: Svc, key: Key, app: str | None = None, kind: RunKind | 
 
 @router.post("/v1/evals", status_code=202, tags=["evaluation"])
 async def start_run(req: EvalRequest, svc: Svc, key: Key) -> dict[str, Any]:
-    """Score an app version on a stored dataset in the background (admin); poll the job
-    until it names its run. Jobs run one at a time."""
+    """Score an app version on a stored dataset in the background, or probe it for fairness
+    (`kind: fairness`) (admin); poll the job until it names its run. Jobs run one at a
+    time."""
     key.require("admin")
     svc.require_app(key, req.app)
     svc.kind(req.app)  # an app or a collection, else 404 before the job exists
-    job = svc.evaluations.start(key, req.app, req.dataset, req.metrics,
-                                {"judge_model": req.judge_model, "limit": req.limit,
-                                 "seed": req.seed if req.limit else None})
+    options: dict[str, Any] = {"judge_model": req.judge_model, "limit": req.limit,
+                               "seed": req.seed if req.limit else None}
+    if req.kind == "fairness":
+        options |= {"kind": "fairness", "attributes": req.attributes,
+                    "personas": req.personas, "judge": req.judge}
+    job = svc.evaluations.start(key, req.app, req.dataset, req.metrics, options)
     svc.alc.keys.audit(key.id, "eval.start", job.id, {"app": req.app,
                                                       "dataset": job.dataset})
     return job.as_dict()

@@ -5,7 +5,7 @@ Like every request model they forbid unknown fields and bound every size before 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -52,11 +52,20 @@ class KeyRequest(Strict):
 
 
 class EvalRequest(Strict):
-    """Score an app version on a stored dataset in the background."""
+    """Score an app version on a stored dataset in the background, or probe it for
+    counterfactual fairness (`kind: fairness`, docs/responsible-ai.md)."""
 
     app: str = Field(min_length=1, max_length=200, description="NAME, NAME@N or NAME@LABEL")
     dataset: str = Field(min_length=1, max_length=80, description="A stored dataset, NAME@N")
-    metrics: list[str] = Field(["retrieval", "answer"], min_length=1, max_length=5)
+    kind: Literal["run", "fairness"] = "run"
+    metrics: list[str] = Field(["retrieval", "answer"], min_length=1, max_length=5,
+                               description="run: the metric groups")
+    attributes: list[Annotated[str, Field(max_length=40)]] | None = Field(
+        None, max_length=10, description="fairness: the attributes to vary (default all)")
+    personas: bool = Field(False, description="fairness: also ask questions that mention "
+                                              "no attribute as each group's persona")
+    judge: bool = Field(True, description="fairness: ask a judge whether paired answers "
+                                          "differ in substance")
     judge_model: str | None = Field(None, max_length=200)
     limit: int | None = Field(None, ge=1, le=100_000, description="Score a sample of rows.")
     seed: int = Field(0, ge=0, le=2**31)

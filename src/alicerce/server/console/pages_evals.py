@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 
+from alicerce.evaluate import fairness_probes
 from alicerce.evaluate.dataset_registry import check_name
 from alicerce.server import routes_evals
 from alicerce.server.console.auth import signed_in
@@ -68,7 +69,8 @@ async def runs(request: Request, svc: Svc, app: Annotated[str, Query(max_length=
         if s.key.sees_all else []
     return render(request, "evals.html", runs=data, metrics=metrics, metric=chosen,
                   chart=chart, filters={"app": app, "kind": kind}, apps=svc.apps(s.key),
-                  jobs=jobs, app_refs=refs, golden=golden)
+                  jobs=jobs, app_refs=refs, golden=golden,
+                  fairness_attributes=fairness_probes.attributes())
 
 
 @router.post("/evals")
@@ -76,11 +78,15 @@ async def runs(request: Request, svc: Svc, app: Annotated[str, Query(max_length=
 async def start(request: Request, svc: Svc, app: Annotated[str, Form(max_length=200)],
                 dataset: Annotated[str, Form(max_length=80)],
                 metrics: Annotated[list[str], Form(max_length=5)],
+                kind: Annotated[Literal["run", "fairness"], Form()] = "run",
+                attributes: Annotated[list[str] | None, Form(max_length=10)] = None,
+                personas: Annotated[bool, Form()] = False,
                 limit: Annotated[int | None, Form(ge=1, le=100_000)] = None,
                 csrf: Csrf = "") -> Response:
     s = signed_in(request, svc, csrf, change=True)
     req = EvalRequest.model_validate({"app": app, "dataset": dataset, "metrics": metrics,
-                                      "limit": limit})
+                                      "kind": kind, "attributes": attributes or None,
+                                      "personas": personas, "limit": limit})
     await routes_evals.start_run(req, svc, s.key)
     return RedirectResponse("/console/evals#eval-jobs", 303)
 
