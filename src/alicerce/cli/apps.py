@@ -17,7 +17,7 @@ from alicerce.cli.common import HomeOpt, JsonOpt, app, emit, open_home
 from alicerce.cli.plans import print_plan
 from alicerce.durations import duration_s
 from alicerce.errors import InputError
-from alicerce.observe.traces import FeedbackFilter, Trace
+from alicerce.observe.trace_records import FeedbackFilter, Trace
 
 apps_app = typer.Typer(no_args_is_help=True,
                        help="Apps as versioned artifacts: deploy, list, show, diff, label.")

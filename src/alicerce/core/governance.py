@@ -31,7 +31,7 @@ from alicerce.observe.drift_runs import (
     compare_samples,
     new_id,
 )
-from alicerce.observe.traces import FeedbackFilter, Trace
+from alicerce.observe.trace_records import FeedbackFilter, Trace
 from alicerce.refs import split_ref
 
 if TYPE_CHECKING:

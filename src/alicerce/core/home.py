@@ -29,7 +29,8 @@ from alicerce.observe.drift_runs import (
 )
 from alicerce.observe.experiments import Experiments
 from alicerce.observe.otlp import OtlpExport
-from alicerce.observe.traces import Traces, TraceSettings
+from alicerce.observe.trace_records import TraceSettings
+from alicerce.observe.traces import Traces
 from alicerce.prompts.builtin import BUILTINS
 from alicerce.prompts.registry import PromptRegistry
 from alicerce.retrieve.search import QueryEncoder

@@ -24,7 +24,7 @@ from alicerce.evaluate.stats import bootstrap
 from alicerce.metrics.grounding import check
 from alicerce.metrics.judges import Judge
 from alicerce.observe.drift_runs import NOT_TRAFFIC
-from alicerce.observe.traces import Trace
+from alicerce.observe.trace_records import Trace
 
 if TYPE_CHECKING:
     from alicerce.platform import Alicerce

@@ -31,7 +31,7 @@ from alicerce.generate.params import DecodingParams
 from alicerce.guard.base import Context
 from alicerce.guard.rails import Rails
 from alicerce.language import detect
-from alicerce.observe.traces import Trace
+from alicerce.observe.trace_records import Trace
 from alicerce.store.db import connect, transaction
 
 if TYPE_CHECKING:

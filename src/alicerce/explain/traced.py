@@ -25,7 +25,7 @@ from alicerce.explain.explanation import (
     SourceWeight,
 )
 from alicerce.generate.base import Generator, Scorer
-from alicerce.observe.traces import Trace
+from alicerce.observe.trace_records import Trace
 from alicerce.types import Message
 
 if TYPE_CHECKING:

@@ -25,100 +25,28 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from alicerce.errors import InputError, NotFoundError
 from alicerce.observe.otlp import OtlpExport
+from alicerce.observe.trace_records import (
+    COLUMNS,
+    FEEDBACK_COLUMNS,
+    INDEXES,
+    REDACTED,
+    SCHEMA,
+    TRACE_COLUMNS,
+    Feedback,
+    FeedbackFilter,
+    Trace,
+    TraceSettings,
+    redact_span,
+    trace_from_row,
+)
 from alicerce.store.db import Sql, add_columns, connect, transaction
 from alicerce.types import Answer
 
 log = logging.getLogger("alicerce.traces")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS traces (
-    id TEXT PRIMARY KEY,
-    at REAL NOT NULL,
-    app TEXT NOT NULL,
-    caller TEXT NOT NULL,
-    question TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    abstained INTEGER NOT NULL,
-    citations TEXT NOT NULL,
-    versions TEXT NOT NULL,
-    timings TEXT NOT NULL,
-    usage TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    trace_id TEXT NOT NULL REFERENCES traces(id),
-    at REAL NOT NULL,
-    score INTEGER NOT NULL,
-    comment TEXT NOT NULL,
-    caller TEXT NOT NULL
-)
-"""
-# Columns added after the first release; existing homes get them on open.
-TRACE_COLUMNS = {"app_version": "INTEGER", "status": "TEXT NOT NULL DEFAULT 'ok'",
-                 "error": "TEXT NOT NULL DEFAULT ''", "latency_ms": "REAL",
-                 "spans": "BLOB", "redacted": "INTEGER NOT NULL DEFAULT 0",
-                 # "live" traffic, or "batch:<job id>": monitoring reads live traffic only
-                 "origin": "TEXT NOT NULL DEFAULT 'live'"}
-FEEDBACK_COLUMNS = {"rating": "INTEGER", "reference": "TEXT NOT NULL DEFAULT ''"}
-INDEXES = """
-CREATE INDEX IF NOT EXISTS traces_app_at ON traces (app, at);
-CREATE INDEX IF NOT EXISTS traces_at ON traces (at);
-CREATE INDEX IF NOT EXISTS traces_caller_at ON traces (caller, at);
-CREATE INDEX IF NOT EXISTS feedback_trace ON feedback (trace_id);
-CREATE INDEX IF NOT EXISTS feedback_score ON feedback (score, trace_id)
-"""
-# Span attributes that hold user text; dropped when redaction is on.
-TEXT_ATTRS = frozenset({"query", "question", "messages", "output", "raw", "text", "history",
-                        "answer", "input", "inputs", "outputs", "invalid", "candidates",
-                        "thought", "args", "observation"})
-REDACTED = "[redacted]"
-FeedbackFilter = Literal["up", "down", "any", "none"]
-
-
-@dataclass(frozen=True)
-class Trace:
-    id: str
-    at: float
-    app: str
-    app_version: int | None
-    caller: str
-    question: str
-    answer: str
-    abstained: bool
-    citations: list[dict[str, Any]]
-    lineage: dict[str, Any]
-    timings: dict[str, float]
-    usage: dict[str, int]
-    status: str
-    error: str
-    latency_ms: float | None
-    spans: list[dict[str, Any]]
-    redacted: bool
-    origin: str = "live"
-
-
-@dataclass(frozen=True)
-class Feedback:
-    trace_id: str
-    at: float
-    score: int  # +1 thumbs up, -1 down, 0 none given
-    comment: str
-    caller: str
-    rating: int | None = None  # 1..5
-    reference: str = ""  # the answer the user says was right
-
-
-@dataclass(frozen=True)
-class TraceSettings:
-    redact: bool = False
-    keep_days: float = 30.0
-    keep_count: int = 1_000_000
-    queue_size: int = 10_000
-
 
 @dataclass
 class _Pending:
@@ -264,7 +192,7 @@ class Traces:
 
     def _row(self, p: _Pending) -> tuple[Any, ...]:
         redact = self.settings.redact
-        spans = [_redact(s) for s in p.spans] if redact else p.spans
+        spans = [redact_span(s) for s in p.spans] if redact else p.spans
         if isinstance(p.answer, Answer):
             a = p.answer
             text, abstained, timings = a.text, a.abstained, a.timings
@@ -283,7 +211,7 @@ class Traces:
 
     def _exported(self, p: _Pending, row: tuple[Any, ...]) -> dict[str, Any]:
         """The trace as OTLP sends it: the stored (possibly redacted) texts and spans."""
-        spans = [_redact(s) for s in p.spans] if self.settings.redact else p.spans
+        spans = [redact_span(s) for s in p.spans] if self.settings.redact else p.spans
         return {"id": p.id, "at": p.at, "app": p.app, "app_version": p.app_version,
                 "caller": p.caller, "question": row[4], "answer": row[5], "status": row[12],
                 "error": p.error, "latency_ms": p.latency_ms, "lineage": p.lineage,
@@ -298,13 +226,13 @@ class Traces:
     # -- reading -------------------------------------------------------------------------
     def get(self, trace_id: str) -> Trace:
         self.flush()
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM traces WHERE id=?",
+        row = self._db.execute(f"SELECT {COLUMNS} FROM traces WHERE id=?",
                                (trace_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no trace with id {trace_id!r}",
                                 hint="use the trace_id returned with the answer, or "
                                      "`alicerce traces list`")
-        return _trace(row)
+        return trace_from_row(row)
 
     def find(self, *, app: str | None = None, since_s: float | None = None,
              feedback: FeedbackFilter = "any", status: str | None = None,
@@ -338,10 +266,10 @@ class Traces:
         elif feedback != "any":
             raise InputError(f"unknown feedback filter {feedback!r}",
                              hint="use up, down, none or any")
-        sql = (f"SELECT {_COLUMNS.replace('id,', 't.id,', 1)} FROM traces t {join} "
+        sql = (f"SELECT {COLUMNS.replace('id,', 't.id,', 1)} FROM traces t {join} "
                + (f"WHERE {' AND '.join(where)} " if where else "")
                + "ORDER BY t.at DESC LIMIT ?")
-        return [_trace(r) for r in self._db.execute(sql, (*args, limit))]
+        return [trace_from_row(r) for r in self._db.execute(sql, (*args, limit))]
 
     def count(self) -> int:
         self.flush()
@@ -449,18 +377,6 @@ class Traces:
         self._db.close()
 
 
-_COLUMNS = ("id, at, app, app_version, caller, question, answer, abstained, citations, "
-            "versions, timings, usage, status, error, latency_ms, spans, redacted, origin")
-
-
-def _trace(row: tuple[Any, ...]) -> Trace:
-    spans = json.loads(zlib.decompress(row[15])) if row[15] else []
-    return Trace(row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]),
-                 json.loads(row[8]), json.loads(row[9]), json.loads(row[10]),
-                 json.loads(row[11]), row[12], row[13], row[14], spans, bool(row[16]),
-                 row[17])
-
-
 def _prune(db: Sql, days: float, count: int) -> int:
     """0 days or 0 count means no limit of that kind."""
     cutoff = time.time() - days * 86400 if days > 0 else 0.0
@@ -473,11 +389,6 @@ def _prune(db: Sql, days: float, count: int) -> int:
     db.execute("DELETE FROM feedback WHERE trace_id IN (SELECT id FROM traces WHERE at < ?)",
                (cutoff,))
     return db.execute("DELETE FROM traces WHERE at < ?", (cutoff,)).rowcount
-
-
-def _redact(span: dict[str, Any]) -> dict[str, Any]:
-    attrs = {k: (REDACTED if k in TEXT_ATTRS else v) for k, v in span["attrs"].items()}
-    return {**span, "attrs": attrs}
 
 
 def _json(value: Any) -> str:

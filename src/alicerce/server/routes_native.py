@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from alicerce.apps.registry import AppVersion
 from alicerce.errors import AlicerceError, InputError, NotFoundError
 from alicerce.ingest.jobs import IngestJob
-from alicerce.observe.traces import Trace
+from alicerce.observe.trace_records import Trace
 from alicerce.refs import split_ref
 from alicerce.server.deps import Key, Svc, no_cache
 from alicerce.server.wire import (
