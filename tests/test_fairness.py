@@ -279,3 +279,5 @@ def test_a_fairness_probe_runs_as_a_server_job(alc: Alicerce) -> None:
         assert posted.status_code == 303, posted.text
         newest = alc.eval_jobs.recent(None, 1)[0]
         assert newest.options["attributes"] == ["age"] and newest.options["personas"]
+        listed = client.get("/console/evals").text.split('id="eval-jobs"')[1]
+        assert f"{newest.id}</td><td>kb</td><td>people@1 · Fairness probes" in listed
