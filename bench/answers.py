@@ -169,7 +169,7 @@ def route(name: str, models: list[str], runs: dict[str, list[Row]],
         cont = [any(contains((small if s else big)[i].answer.text, g) for g in big[i].item.golds)
                 for i, s in zip(ans, pick, strict=True)]
         secs = [(small if s else big)[i].seconds for i, s in zip(ans, pick, strict=True)]
-        label = "never" if cut is None else ("always" if cut == 0 else f"head >= {cut}")
+        label = "never" if cut is None else ("every judged" if cut == 0 else f"head >= {cut}")
         print(f"{name:<9}route {label:<12} to {models[1]}: {sum(pick)}/{len(ans)}  "
               f"{'cosine' if name == 'zoomcamp' else 'F1'} {statistics.mean(q):.3f}  "
               + ("" if name == "zoomcamp" else f"contains {statistics.mean(cont):.3f}  ")
